@@ -1,0 +1,1 @@
+"""Corpus readers, the bracket-annotation parser and the synthetic corpus."""

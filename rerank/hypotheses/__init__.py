@@ -1,0 +1,1 @@
+"""Hypothesis emission, cross-fitting, the Parquet schema and prepare()."""

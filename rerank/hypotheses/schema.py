@@ -1,0 +1,62 @@
+"""The Parquet schema of the hypothesis tables and of the gold utterance tables.
+
+``outputs/data/<corpus>/<domain>/<split>.parquet`` holds one row per hypothesis
+that ``<domain>`` emitted; ``outputs/data/<corpus>/_utterances/<split>.parquet``
+one row per utterance of the split (also those no domain emitted for, which
+count as full errors in corpus figures). ``utt_index`` numbers the utterances of
+a split from 0 and is the join key between the two.
+"""
+from __future__ import annotations
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+
+SLOT_TYPE = pa.list_(pa.struct([("type", pa.string()), ("value", pa.string())]))
+
+# name, type, meaning: the documentation of docs/DATA.md is generated from this.
+HYPOTHESIS_COLUMNS: list[tuple[str, pa.DataType, str]] = [
+    ("utt_id", pa.string(), "utterance id from the corpus"),
+    ("utt_index", pa.int32(), "index of the utterance in its split (join key with _utterances)"),
+    ("domain", pa.string(), "the domain that emitted the hypothesis"),
+    ("rank", pa.int16(), "0-based rank inside the domain's own list, by ic*ner"),
+    ("intent", pa.string(), "hypothesised intent (domain-qualified)"),
+    ("slots", SLOT_TYPE, "hypothesised slots, in utterance order"),
+    ("n_slots", pa.int16(), "number of hypothesised slots"),
+    ("dc", pa.float64(), "P(domain | u) from the domain's own DC"),
+    ("ic", pa.float64(), "P(intent | u, domain) from the domain's IC"),
+    ("ner", pa.float64(), "P(slot labelling | u, domain) from the domain's CRF"),
+    ("sem_errors", pa.int32(), "E_int + S + D + I against the gold (REFERENCE.md s.2)"),
+    ("sem_total", pa.int32(), "1 + number of gold slots"),
+    ("semer", pa.float64(), "sem_errors / sem_total (not clipped)"),
+    ("ie", pa.int8(), "interpretation error: 0 iff domain, intent and slots equal the gold"),
+    ("gold_domain", pa.string(), "gold domain of the utterance"),
+    ("gold_intent", pa.string(), "gold intent of the utterance"),
+    ("fold", pa.int8(), "cross-fitting fold whose recognizers produced it (-1: trained on all of train)"),
+]
+# Context columns (e.g. ``device``, string) follow ``n_slots``; which ones is in the manifest.
+
+UTTERANCE_COLUMNS: list[tuple[str, pa.DataType, str]] = [
+    ("utt_id", pa.string(), "utterance id from the corpus"),
+    ("utt_index", pa.int32(), "index of the utterance in its split"),
+    ("text", pa.string(), "the utterance, lower-cased tokens joined by spaces"),
+    ("gold_domain", pa.string(), "gold domain"),
+    ("gold_intent", pa.string(), "gold intent"),
+    ("gold_slots", SLOT_TYPE, "gold slots"),
+    ("sem_total", pa.int32(), "1 + number of gold slots"),
+]
+
+
+def hypothesis_schema(context_fields: tuple[str, ...] | list[str]) -> pa.Schema:
+    fields = []
+    for name, typ, _ in HYPOTHESIS_COLUMNS:
+        fields.append(pa.field(name, typ))
+        if name == "n_slots":
+            fields.extend(pa.field(c, pa.string()) for c in context_fields)
+    return pa.schema(fields, metadata={b"rerank_schema_version": str(SCHEMA_VERSION).encode()})
+
+
+def utterance_schema(context_fields: tuple[str, ...] | list[str]) -> pa.Schema:
+    fields = [pa.field(n, t) for n, t, _ in UTTERANCE_COLUMNS]
+    fields.extend(pa.field(c, pa.string()) for c in context_fields)
+    return pa.schema(fields, metadata={b"rerank_schema_version": str(SCHEMA_VERSION).encode()})

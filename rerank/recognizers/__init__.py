@@ -1,0 +1,1 @@
+"""Per-domain recognizers: DC, IC and NER, trained independently per domain."""
