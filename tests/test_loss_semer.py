@@ -139,11 +139,14 @@ def test_all_padding_batch_is_zero_without_nan(with_others):
     assert torch.equal(s.grad, torch.zeros(2, 3))
 
 
-def test_empty_batch():
-    s = torch.zeros(0, 4, requires_grad=True)
-    loss = semer_loss(s, torch.zeros(0, 4))
-    loss.backward()
-    assert loss.item() == 0.0 and s.grad.shape == (0, 4)
+@pytest.mark.parametrize("shape", [(0, 4), (3, 0)])
+def test_empty_batch_or_slate(shape):
+    s = torch.zeros(shape, requires_grad=True)
+    lse, es = torch.zeros(shape[0]), torch.zeros(shape[0])
+    for kw in ({}, dict(other_logsumexp=lse, other_expected_semer=es)):
+        loss = semer_loss(s, torch.zeros(shape), **kw)
+        loss.backward()
+        assert loss.item() == 0.0 and s.grad.shape == shape
 
 
 @pytest.mark.parametrize("temperature", [1.0, 0.1, 10.0])
@@ -153,8 +156,10 @@ def test_numerical_stability_extreme_logits(temperature):
     loss, grad = _loss_and_grad(semer_loss, s, y, temperature=temperature)
     assert torch.isfinite(loss) and torch.isfinite(grad).all()
     if temperature == 0.1:
-        # mass on the argmax in rows 1 and 3; row 2 ties -> mean(1, 0)
-        torch.testing.assert_close(loss, torch.tensor((0.2 + 0.5 + 0.0) / 3))
+        # z = s / 0.1: row 1 all mass on 1e5 -> 0.2; row 2 exact tie -> (1 + 0) / 2 = 0.5;
+        # row 3 z = [1e5, 1e5 - 10, -1e5] -> q ~ [1, e^-10, 0] / (1 + e^-10) -> 2 e^-10 / (1 + e^-10)
+        row3 = 2 * math.exp(-10) / (1 + math.exp(-10))
+        torch.testing.assert_close(loss, torch.tensor((0.2 + 0.5 + row3) / 3))
     # utterance mode with extreme others
     lse = torch.tensor([1e4, -1e4, -float("inf")])
     es = torch.tensor([0.1, 0.3, 0.0])

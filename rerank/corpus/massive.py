@@ -129,7 +129,7 @@ def record_to_utterance(record: dict, context_fields: tuple[str, ...] = ("device
         raise CorpusError(f"field 'scenario' is {domain!r}; a domain name is letters, digits, '_', '-' or '.', not starting with '_', '-' or '.'")
     intent = record["intent"].strip()
     # REFERENCE.md: intents are domain-qualified, so the intent alone tells the domain.
-    if not intent.startswith(domain + "_"):
+    if not intent.lower().startswith(domain.lower() + "_"):
         intent = f"{domain}_{intent}"
     try:
         parsed = parse_annotation(record["annot_utt"])

@@ -39,7 +39,7 @@ def data_dir(output_dir: str | Path, corpus: str) -> Path:
 
 
 def settings_hash(cfg: Mapping[str, Any]) -> str:
-    settings = {"recognizers": cfg["recognizers"], "hypotheses": cfg["hypotheses"], "seed": cfg["seed"],
+    settings = {"recognizers": cfg["recognizers"], "hypotheses": cfg["hypotheses"],
                 "schema_version": SCHEMA_VERSION, "context_fields": list(cfg["data"].get("context_fields") or [])}
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 
@@ -82,7 +82,8 @@ def prepare(cfg: Mapping[str, Any], force: bool = False) -> dict:
 def build(corpus: Corpus, cfg: Mapping[str, Any], out: Path, settings: str) -> dict:
     utts = corpus.utterances
     domains = corpus.domains
-    rec_cfg, hyp_cfg, seed = cfg["recognizers"], cfg["hypotheses"], int(cfg["seed"])
+    rec_cfg, hyp_cfg = cfg["recognizers"], cfg["hypotheses"]
+    seed = int(rec_cfg.get("seed", 0))
     features = TextFeatures([u.text for u in utts])
     split_rows = {s: np.array([i for i, u in enumerate(utts) if u.split == s], dtype=np.int64) for s in SPLITS}
     sinks = {s: {d: HypothesisColumns(corpus.context_fields) for d in domains} for s in SPLITS}
@@ -145,7 +146,9 @@ def build(corpus: Corpus, cfg: Mapping[str, Any], out: Path, settings: str) -> d
         "corpus_hash": corpus.content_hash,
         "settings_hash": settings,
         "domains": domains,
-        "intents": {d: sorted({u.intent for u in utts if u.domain == d}) for d in domains},
+        "intents": {d: sorted({u.intent for u in utts if u.domain == d and u.split == "train"}) for d in domains},
+        "slot_types": {d: sorted({t for u in utts if u.domain == d and u.split == "train" for t, _ in u.slots}) for d in domains},
+        "n_best": int(hyp_cfg["n_best"]),
         "feature_columns": FEATURE_COLUMNS + list(corpus.context_fields),
         "context_fields": list(corpus.context_fields),
         "context_values": context_values,

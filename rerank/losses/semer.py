@@ -51,9 +51,10 @@ def semer_loss(
     i.e. exactly the expected SemER over the concatenated list, with the other
     logits detached. ``exp(L' - Z)`` is the probability mass the other domains
     keep; with ``L' = -inf`` it is 0 and ``Z = logsumexp(z_O)``, which gives
-    back the ``candidates=domain`` loss. The gradient w.r.t. own logits is
-    ``dloss/ds_h = q_h (SemER_h - loss) / T``: a hypothesis gains mass when it
-    is better than the current expectation over the *whole* list. ``L'`` and
+    back the ``candidates=domain`` loss. The gradient of a row's loss w.r.t.
+    its own logits is ``q_h (SemER_h - row_loss) / T`` (before the mean over
+    rows): a hypothesis gains mass when it is better than the current
+    expectation over the *whole* list. ``L'`` and
     ``E'`` are detached (the other logits are fixed by definition) and must
     already include the temperature (``L'`` is a logsumexp of ``s' / T``).
 
@@ -98,17 +99,18 @@ def semer_loss(
         other_lse = other_logsumexp.detach().to(device=device, dtype=dtype)
         other_es = other_expected_semer.detach().to(device=device, dtype=dtype)
 
-    # Rows without own entries are computed on harmless finite stand-ins
-    # (logits 0, no others) and then selected out, so no -inf - (-inf) = NaN
-    # can appear in the value or in the gradient.
+    # Rows without own entries are computed on harmless finite stand-ins (all
+    # logits 0, other mass with SemER 0) and then selected out, so that a
+    # softmax over nothing but -inf (NaN) can appear in neither the value nor
+    # the gradient. Other summaries of rows without others (L' = -inf) are
+    # ignored, whatever E' holds.
+    minus_inf = torch.full((batch,), float("-inf"), dtype=dtype, device=device)
+    zeros = torch.zeros((batch,), dtype=dtype, device=device)
     has_other = (other_lse != float("-inf")) & row_has_own
-    other_lse = torch.where(has_other, other_lse, torch.full_like(other_lse, float("-inf")))
-    other_es = torch.where(has_other, other_es, torch.zeros_like(other_es))
-    pad_fill = torch.where(
-        row_has_own,
-        torch.full((batch,), float("-inf"), dtype=dtype, device=device),
-        torch.zeros((batch,), dtype=dtype, device=device),
-    ).unsqueeze(1)
+    pad_fill = torch.where(row_has_own, minus_inf, zeros)
+    other_lse = torch.where(has_other, other_lse, pad_fill)
+    other_es = torch.where(has_other, other_es, zeros)
+    pad_fill = pad_fill.unsqueeze(1)
 
     z = torch.where(valid, y_pred / t, pad_fill)  # masked -> -inf before the softmax
     # softmax over [own z..., L']: q_h = exp(z_h - Z) and exp(L' - Z) in one go

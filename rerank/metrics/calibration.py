@@ -68,14 +68,14 @@ def _validate(confidence, correct) -> tuple[np.ndarray, np.ndarray]:
         first = int(np.flatnonzero(bad)[0])
         raise ValueError(
             f"confidences must lie in [0, 1]: {int(bad.sum())} of {c.size} are out of range "
-            f"(first at index {first}: {c[first]!r})"
+            f"(first at index {first}: {float(c[first])!r})"
         )
     bad = (y != 0.0) & (y != 1.0)
     if bad.any():
         first = int(np.flatnonzero(bad)[0])
         raise ValueError(
             f"correct must be 0/1 (or bool): {int(bad.sum())} of {y.size} values are not "
-            f"(first at index {first}: {y[first]!r})"
+            f"(first at index {first}: {float(y[first])!r})"
         )
     return c, y
 
@@ -116,7 +116,7 @@ def reliability_bins(confidence, correct, n_bins: int = N_BINS) -> dict:
         >>> bins = reliability_bins([0.1, 0.15, 0.9, 1.0], [0, 1, 1, 1], n_bins=2)
         >>> bins["count"].tolist(), bins["acc"].tolist(), bins["lower"].tolist()
         ([2, 2], [0.5, 1.0], [0.0, 0.5])
-        >>> [round(x, 3) for x in bins["conf"]]
+        >>> bins["conf"].round(3).tolist()
         [0.125, 0.95]
     """
     n_bins = _check_n_bins(n_bins)
@@ -177,7 +177,7 @@ def brier(confidence, correct) -> float:
         \text{Brier} = \frac{1}{n} \sum_i (c_i - y_i)^2
 
     Example:
-        >>> brier([0.9, 0.2], [1, 1])
+        >>> round(brier([0.9, 0.2], [1, 1]), 6)   # (0.01 + 0.64) / 2
         0.325
     """
     c, y = _validate(confidence, correct)

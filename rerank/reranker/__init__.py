@@ -1,0 +1,1 @@
+"""Per-domain re-rankers: features, model, Lightning training, train()."""

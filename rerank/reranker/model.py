@@ -1,0 +1,77 @@
+"""``DomainReranker``: a domain's hypothesis features -> logit ``s``; ``sigmoid(s)`` is calibrated."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from rerank.reranker.features import FeatureSpec
+
+KINDS = ("linear", "mlp")
+
+
+class DomainReranker(nn.Module):
+    """Linear (default, as in the paper) or a small MLP over standardised features.
+
+    The standardisation (``mean``, ``std``: buffers fitted on the training
+    rows) is part of the weights, so a published model is self-contained. The
+    MLP adds its hidden layer to a linear path, so it starts where the linear
+    model is and only learns what the linear model cannot.
+    """
+
+    def __init__(self, spec: FeatureSpec, kind: str = "linear", hidden: int = 32):
+        super().__init__()
+        if kind not in KINDS:
+            raise ValueError(f"model kind must be one of {KINDS}, not {kind!r}")
+        self.spec = spec
+        self.kind = kind
+        self.hidden = hidden
+        dim = spec.dim
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("std", torch.ones(dim))
+        self.linear = nn.Linear(dim, 1)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+        if kind == "mlp":
+            self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+            nn.init.zeros_(self.mlp[2].weight)
+            nn.init.zeros_(self.mlp[2].bias)
+
+    def fit_standardisation(self, X: torch.Tensor) -> None:
+        mean = X.mean(dim=0)
+        std = X.std(dim=0, unbiased=False)
+        # Constant columns (a device never seen, one intent) keep scale 1.
+        self.mean.copy_(mean)
+        self.std.copy_(torch.where(std > 1e-6, std, torch.ones_like(std)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = (x - self.mean) / self.std
+        out = self.linear(z).squeeze(-1)
+        if self.kind == "mlp":
+            out = out + self.mlp(z).squeeze(-1)
+        return out
+
+    def feature_weights(self) -> dict[str, float]:
+        """Weight of every feature on the standardised scale: comparable across features."""
+        w = self.linear.weight.detach().cpu().numpy()[0]
+        return dict(zip(self.spec.names, map(float, w)))
+
+    def numpy_scorer(self):
+        """A numpy function X -> logits with the same values, without torch's per-call overhead."""
+        mean = self.mean.detach().cpu().numpy().astype(np.float64)
+        std = self.std.detach().cpu().numpy().astype(np.float64)
+        w = self.linear.weight.detach().cpu().numpy().astype(np.float64)[0] / std
+        b = float(self.linear.bias.detach().cpu().numpy()[0]) - float(mean @ w)
+        if self.kind == "linear":
+            w32 = w.astype(np.float32)
+            return lambda X: (X @ w32).astype(np.float64) + b
+        W1 = self.mlp[0].weight.detach().cpu().numpy().astype(np.float64)
+        b1 = self.mlp[0].bias.detach().cpu().numpy().astype(np.float64)
+        W2 = self.mlp[2].weight.detach().cpu().numpy().astype(np.float64)[0]
+        b2 = float(self.mlp[2].bias.detach().cpu().numpy()[0])
+
+        def score(X):
+            Z = (X - mean) / std
+            return X @ w + b + np.tanh(Z @ W1.T + b1) @ W2 + b2
+
+        return score

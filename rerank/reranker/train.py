@@ -1,0 +1,156 @@
+"""``train(cfg)``: one domain's re-ranker, from its hypothesis tables to a published version.
+
+The Hydra entry point ``scripts/train.py`` is a thin wrapper over this
+function, so tests and notebooks call it with a composed config.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import lightning as L
+import numpy as np
+import torch
+from hydra.utils import instantiate
+
+from rerank.hypotheses.prepare import data_dir as corpus_data_dir
+from rerank.hypotheses.prepare import prepare
+from rerank.registry import Registry
+from rerank.reranker.competitors import other_domains
+from rerank.reranker.data import SlateTensors, competitor_numbers, read_table, to_slates
+from rerank.reranker.datamodule import SlateDataModule
+from rerank.reranker.features import spec_from_manifest
+from rerank.reranker.model import DomainReranker
+from rerank.reranker.module import RerankerModule, slate_metrics
+
+log = logging.getLogger(__name__)
+
+
+class UnknownDomain(ValueError):
+    pass
+
+
+class NoPositives(ValueError):
+    pass
+
+
+def torch_threads(cfg: Mapping[str, Any]) -> int:
+    """Threads of this job: the machine's cores shared by the jobs running in parallel."""
+    threads = cfg.get("threads", "auto")
+    if threads != "auto":
+        return max(1, int(threads))
+    parallel = max(1, int(cfg.get("parallel_jobs") or 1))
+    return max(1, (os.cpu_count() or 1) // parallel)
+
+
+def train(cfg: Mapping[str, Any]) -> dict:
+    """Train, select on dev, publish. ``cfg`` is a plain dict composed from ``configs/train.yaml``."""
+    t_start = time.perf_counter()
+    torch.set_num_threads(torch_threads(cfg))
+    L.seed_everything(int(cfg["seed"]), workers=True, verbose=False)
+    manifest = prepare(cfg) if cfg.get("prepare_if_missing", True) else None
+    out_data = corpus_data_dir(cfg["paths"]["output_dir"], cfg["data"]["name"])
+    if manifest is None:
+        from rerank.io import read_json
+
+        if not (out_data / "manifest.json").exists():
+            raise FileNotFoundError(f"{out_data / 'manifest.json'} is missing; run: python scripts/prepare.py data={cfg['data']['name']}")
+        manifest = read_json(out_data / "manifest.json")
+    domain = cfg["domain"]
+    if domain not in manifest["domains"]:
+        raise UnknownDomain(f"unknown domain {domain!r} for corpus {manifest['corpus']!r}; its domains: {', '.join(manifest['domains'])}")
+    corpus = manifest["corpus"]
+    loss_cfg, optim_cfg, model_cfg = dict(cfg["loss"]), dict(cfg["optimizer"]), dict(cfg["model"])
+    registry = Registry(cfg["paths"]["registry_dir"])
+
+    spec = spec_from_manifest(manifest, domain)
+    slates = {}
+    for split in ("train", "dev"):
+        s = to_slates(read_table(out_data, domain, split), spec)
+        if loss_cfg.get("candidates", "domain") == "utterance" and loss_cfg["name"] in ("semer", "combined"):
+            add_competitors(s, out_data, manifest, domain, split, loss_cfg, registry)
+        slates[split] = s
+    check_trainable(slates["train"], domain)
+
+    model = DomainReranker(spec, kind=model_cfg.get("kind", "linear"), hidden=int(model_cfg.get("hidden", 32)))
+    valid = slates["train"].semer != -1
+    model.fit_standardisation(slates["train"].x[valid])
+    module = RerankerModule(model, loss_cfg, optim_cfg, slates["dev"].errors, slates["dev"].total)
+    full_batch = optim_cfg["name"] == "lbfgs"
+    dm = SlateDataModule(slates["train"], slates["dev"], batch_size=None if full_batch else int(optim_cfg.get("batch_size", 4096)), seed=int(cfg["seed"]))
+
+    logger = instantiate(cfg["logger"]) if cfg.get("logger") else False
+    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+    trainer: L.Trainer = instantiate(cfg["trainer"], logger=logger, callbacks=callbacks)
+    t_fit = time.perf_counter()
+    trainer.fit(module, datamodule=dm)
+    fit_seconds = time.perf_counter() - t_fit
+    restore_best(trainer, module)
+
+    module.eval()
+    with torch.no_grad():
+        dev_logits = model(slates["dev"].x).numpy()
+    dev = slate_metrics(dev_logits, slates["dev"].semer.numpy(), slates["dev"].errors, slates["dev"].total)
+    result = {
+        "corpus": corpus, "domain": domain, "loss": loss_cfg["name"], "dev": dev,
+        "train_hypotheses": slates["train"].n_hypotheses, "epochs": trainer.current_epoch,
+        "fit_seconds": round(fit_seconds, 3),
+        "hypotheses_per_second": module.rows_seen / fit_seconds if fit_seconds > 0 else float("nan"),
+    }
+    if logger:
+        log_pictures(logger, model, dev_logits, slates["dev"], domain, loss_cfg["name"], dev)
+    if cfg.get("publish", True) and not cfg["trainer"].get("fast_dev_run"):
+        result["version"] = registry.publish(
+            corpus, domain, model, loss=loss_cfg["name"], config=cfg, metrics=dev,
+            data_hash=f"{manifest['corpus_hash']}:{manifest['settings_hash']}",
+        )
+    result["seconds"] = round(time.perf_counter() - t_start, 3)
+    print(f"train {corpus}/{domain} loss={loss_cfg['name']}: dev SemER {dev.get('semer', float('nan')):.4f} "
+          f"IRER {dev.get('irer', float('nan')):.4f} ECE(top) {dev.get('ece_top', float('nan')):.4f}"
+          + (f" -> published {result['version']}" if "version" in result else ""))
+    return result
+
+
+def add_competitors(s: SlateTensors, out_data: Path, manifest, domain, split, loss_cfg, registry) -> None:
+    t = float(loss_cfg.get("temperature", 1.0))
+    ou, ol, os_ = other_domains(out_data, manifest["domains"], domain, split, manifest["corpus"], loss_cfg.get("competitors", "baseline"), registry)
+    lse, expected = competitor_numbers(s.utt_index, ou, ol, os_, t)
+    s.other_logsumexp = torch.from_numpy(lse.astype(np.float32))
+    s.other_expected_semer = torch.from_numpy(expected.astype(np.float32))
+
+
+def check_trainable(s: SlateTensors, domain: str) -> None:
+    valid = s.semer != -1
+    if not bool(valid.any()):
+        raise NoPositives(f"domain {domain!r} emitted no training hypothesis: nothing to learn from")
+    if not bool((s.semer[valid] == 0).any()):
+        raise NoPositives(f"domain {domain!r} has no correct training hypothesis among {int(valid.sum())}: "
+                          "a re-ranker trained on it would only learn to say no. Check its recognizers or its data.")
+
+
+def restore_best(trainer: L.Trainer, module: RerankerModule) -> None:
+    """Load the best dev checkpoint as data (``weights_only=True``)."""
+    ckpt = getattr(trainer.checkpoint_callback, "best_model_path", "") if trainer.checkpoint_callback else ""
+    if ckpt and Path(ckpt).exists():
+        state = torch.load(ckpt, map_location="cpu", weights_only=True)
+        module.load_state_dict(state["state_dict"])
+
+
+def log_pictures(logger, model: DomainReranker, dev_logits: np.ndarray, dev: SlateTensors, domain: str, loss: str, metrics: dict) -> None:
+    from rerank.plots import feature_weights, reliability_diagram
+
+    exp = getattr(logger, "experiment", None)
+    if exp is None or not hasattr(exp, "add_figure"):
+        return
+    valid = dev.semer.numpy() != -1
+    p = 1 / (1 + np.exp(-np.clip(dev_logits[valid], -50, 50)))
+    correct = (dev.semer.numpy()[valid] == 0).astype(float)
+    exp.add_figure("dev/reliability", reliability_diagram({f"{domain} {loss}": (p, correct)}, title=f"{domain}: all dev hypotheses"))
+    weights = model.feature_weights()
+    exp.add_figure("weights/heatmap", feature_weights({domain: weights}))
+    for name, w in weights.items():
+        exp.add_scalar(f"weights/{name}", w)
+    logger.log_hyperparams({"domain": domain, "loss": loss}, {f"hp/{k}": v for k, v in metrics.items()})
