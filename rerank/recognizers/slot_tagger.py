@@ -56,6 +56,8 @@ _SEP = "\x1f"
 _AFFIX_LENGTHS = (2, 3)
 # Tokens per chunk when building emissions of many sentences at once.
 _CHUNK_TOKENS = 4096
+# ... and at most this many k-best candidates per decoding step.
+_CHUNK_CANDIDATES = 4_000_000
 
 
 def _normalise(tokens: Sequence[str]) -> list[str]:
@@ -150,46 +152,81 @@ def _read_model_info(tagger) -> tuple[list[str], list[str], np.ndarray, np.ndarr
 # Decoding
 # ----------------------------------------------------------------------------
 
+_PAIRS: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+
+def _pairs(k: int, kp: int) -> tuple[np.ndarray, np.ndarray]:
+    """Candidate (m, r) pairs of the pruned k-best step: ``m + r < k`` and ``r < kp``."""
+    key = (k, kp)
+    if key not in _PAIRS:
+        mr = [(m, r) for m in range(k) for r in range(min(kp, k - m))]
+        _PAIRS[key] = (np.array([m for m, _ in mr], dtype=np.intp), np.array([r for _, r in mr], dtype=np.intp))
+    return _PAIRS[key]
+
+
 def _kbest(E: np.ndarray, T: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact k-best labellings of ``B`` sentences of equal length ``n``.
 
     ``E`` is ``[B, n, L]``, ``T`` is ``[L, L]``. Returns ``(paths [B, kf, n]`` label
     indices, ``scores [B, kf])``, best first, ``kf = min(k, L**n)``.
 
-    Works on costs (negated scores) so that an ascending stable sort gives the best
-    first. ``cost[b, j, r]`` is the r-th best cost of a prefix ending in label ``j``;
-    its length along ``r`` is ``min(k, L**(t+1))``, so every entry is a real, distinct
-    prefix and no -inf padding is needed.
+    Works on costs (negated scores), so that an ascending sort gives the best first.
+    ``cost[b, j, r]`` is the r-th best cost of a prefix ending in label ``j`` (sorted
+    along ``r``); its width is ``min(k, L**(t+1))``, so every entry is a real,
+    distinct prefix and no infinite padding is needed. ``backptrs[t-1][b, j, r]``
+    is the flat index ``i * width_{t-1} + r'`` of its predecessor.
+
+    A step extends the prefixes of every label ``i`` by ``j``. Only the k labels
+    ``i`` with the best heads ``cost[i, 0] - T[i, j]`` can contribute to ``j``'s
+    k best, and the m-th of them (0-based) only with ranks ``r < k - m``: any
+    other candidate has at least k candidates at least as good (the heads of the
+    better labels and its own better ranks). So a step sorts k(k+1)/2 candidates
+    per label instead of L*k. Ties are broken arbitrarily but the scores are exact.
     """
     B, n, L = E.shape
-    negTT = np.ascontiguousarray(-T.T)[None, :, :, None]       # [1, L_to, L_from, 1]
+    negTT = np.ascontiguousarray(-T.T)                         # [L_to, L_from]
     cost = -E[:, 0, :, None]                                   # [B, L, 1]
+    b3 = np.arange(B)[:, None, None]
+    j3 = np.arange(L)[None, :, None]
     backptrs, widths = [], [1]
     for t in range(1, n):
         kp = widths[-1]
-        # cand[b, j, i * kp + r] = cost[b, i, r] - T[i, j]
-        cand = (cost[:, None, :, :] + negTT).reshape(B, L, L * kp)
         kt = min(k, L * kp)
-        order = np.argsort(cand, axis=2, kind="stable")
-        if kt < L * kp:
-            order = order[:, :, :kt]
-        cost = np.take_along_axis(cand, order, axis=2)
-        cost -= E[:, t, :, None]
-        backptrs.append(order)
+        heads = cost[:, None, :, 0] + negTT                    # [B, L_to, L_from]
+        if kt == 1:
+            best = heads.argmin(axis=2)[:, :, None]            # kp == 1 here
+            new = heads[b3, j3, best]
+            bp = best
+        elif L <= k:
+            # No pruning possible: sort all L * kp candidates.
+            cand = (cost[:, None, :, :] + negTT[None, :, :, None]).reshape(B, L, L * kp)
+            order = np.argsort(cand, axis=2)[:, :, :kt]
+            new = cand[b3, j3, order]
+            bp = order
+        else:
+            m_idx, r_idx = _pairs(k, kp)
+            top = np.argsort(heads, axis=2)[:, :, :k]          # [B, L_to, k] labels, best head first
+            labs = top[:, :, m_idx]                            # [B, L_to, P]
+            cand = cost[b3, labs, r_idx] + negTT[j3, labs]     # [B, L_to, P]
+            order = np.argsort(cand, axis=2)[:, :, :kt]
+            new = cand[b3, j3, order]
+            bp = labs[b3, j3, order] * kp + r_idx[order]
+        new -= E[:, t, :, None]
+        cost = new
+        backptrs.append(bp)
         widths.append(kt)
     kp = widths[-1]
     final = cost.reshape(B, L * kp)
     kf = min(k, L * kp)
-    order = np.argsort(final, axis=1, kind="stable")[:, :kf]  # flat index j * kp + r
-    scores = -np.take_along_axis(final, order, axis=1)
+    order = np.argsort(final, axis=1)[:, :kf]  # flat index j * kp + r
+    b2 = np.arange(B)[:, None]
+    scores = -final[b2, order]
     paths = np.empty((B, kf, n), dtype=np.intp)
-    bidx = np.arange(B)[:, None]
     flat = order
     for t in range(n - 1, 0, -1):
-        kt = widths[t]
-        lab, rank = np.divmod(flat, kt)
+        lab, rank = np.divmod(flat, widths[t])
         paths[:, :, t] = lab
-        flat = backptrs[t - 1][bidx, lab, rank]
+        flat = backptrs[t - 1][b2, lab, rank]
     paths[:, :, 0] = flat  # widths[0] == 1
     return paths, scores
 
@@ -197,27 +234,26 @@ def _kbest(E: np.ndarray, T: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray
 def _log_partition(E: np.ndarray, T: np.ndarray) -> np.ndarray:
     """``log Z`` of ``B`` sentences of equal length: the forward algorithm, ``[B]``.
 
-    Runs in probability space with per-step normalisation (as crfsuite does), with
-    emissions and transitions shifted by their maxima first; falls back to
-    log-space if anything under/overflows.
+    Runs in probability space with emissions and transitions shifted by their
+    maxima (every factor is <= 1, so alpha grows by at most L per step) and
+    rescaled every few steps, as crfsuite scales its forward pass; falls back to
+    log-space if anything under/overflows (weights spanning hundreds of nats).
     """
     B, n, L = E.shape
     m = E.max(axis=2, keepdims=True)
-    expE = np.exp(E - m)
+    expE = np.exp(E - m).transpose(1, 0, 2)  # [n, B, L]
     tmax = float(T.max())
     expT = np.exp(T - tmax)
-    alpha = expE[:, 0, :]
-    sums = np.empty((n, B))
-    s = alpha.sum(axis=1)
-    sums[0] = s
-    alpha = alpha / s[:, None]
-    for t in range(1, n):
-        alpha = (alpha @ expT) * expE[:, t, :]
-        s = alpha.sum(axis=1)
-        sums[t] = s
-        alpha /= s[:, None]
-    with np.errstate(divide="ignore"):
-        logZ = np.log(sums).sum(axis=0) + m.sum(axis=(1, 2)) + tmax * (n - 1)
+    alpha = expE[0]
+    log_scale = np.zeros(B)
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        for t in range(1, n):
+            alpha = (alpha @ expT) * expE[t]
+            if t % 4 == 0:
+                s = alpha.sum(axis=1)
+                log_scale += np.log(s)
+                alpha = alpha / s[:, None]
+        logZ = log_scale + np.log(alpha.sum(axis=1)) + m.sum(axis=(1, 2)) + tmax * (n - 1)
     if np.all(np.isfinite(logZ)):
         return logZ
     # Log-space fallback (never needed with realistic weights).
@@ -394,6 +430,7 @@ class SlotTagger:
             # A domain without slots (every tag O), or a single label: the only
             # labelling has probability 1; crfsuite is not needed.
             self._labels = sorted(label_set)
+            self._label_array = np.array(self._labels, dtype=object)
             self._T = np.zeros((1, 1))
             self._W = np.zeros((1, 1))
             return self
@@ -435,6 +472,7 @@ class SlotTagger:
         del trainer
         self.crfsuite_model_ = data
         self._labels = labels
+        self._label_array = np.array(labels, dtype=object)
         self._T = np.ascontiguousarray(T)
         self._W = np.vstack([W, np.zeros((1, len(labels)))])  # last row: unknown attribute
         self._build_lookup(attrs)
@@ -514,15 +552,18 @@ class SlotTagger:
         by_len: dict[int, list[int]] = {}
         for i, toks in enumerate(token_lists):
             by_len.setdefault(len(toks), []).append(i)
-        labels = np.array(self._labels, dtype=object)
+        labels = self._label_array
+        L = len(labels)
+        # Candidates per sentence, label and step; bounds the memory of a chunk.
+        per_label = k * (k + 1) // 2 if L > k else L * k
         for n, members in by_len.items():
-            chunk = max(1, _CHUNK_TOKENS // n)
+            chunk = max(1, min(_CHUNK_TOKENS // n, _CHUNK_CANDIDATES // (L * per_label)))
             for c in range(0, len(members), chunk):
                 part = members[c:c + chunk]
                 E = self._emissions([_normalise(token_lists[i]) for i in part], n)
                 paths, scores = _kbest(E, self._T, k)
                 logZ = _log_partition(E, self._T)
-                probs = np.exp(scores - logZ[:, None]).tolist()
+                probs = np.minimum(np.exp(scores - logZ[:, None]), 1.0).tolist()  # no 1 + 1e-16
                 tags = labels[paths].tolist()
                 for b, i in enumerate(part):
                     out[i] = list(zip(tags[b], probs[b]))

@@ -2,9 +2,13 @@
 
 Hashing needs no fitted vocabulary, so each domain may pick its own n-gram
 order while the matrices are computed once per order for the whole corpus.
+The hashed columns that no utterance uses are then dropped: a pure
+re-indexing (a model trained on some rows gives the others' unseen n-grams
+zero weight either way) that makes the solvers' weight vectors small.
 """
 from __future__ import annotations
 
+import numpy as np
 from scipy import sparse
 from sklearn.feature_extraction.text import HashingVectorizer
 
@@ -27,5 +31,7 @@ class TextFeatures:
                 token_pattern=r"[^ ]+",
                 lowercase=False,
             )
-            self._cache[ngram_max] = vec.transform(self.texts).tocsr()
+            X = vec.transform(self.texts).tocsr()
+            used, cols = np.unique(X.indices, return_inverse=True)
+            self._cache[ngram_max] = sparse.csr_matrix((X.data, cols.astype(np.int32), X.indptr), shape=(X.shape[0], len(used)))
         return self._cache[ngram_max]

@@ -19,7 +19,7 @@ class RerankerModule(L.LightningModule):
     def __init__(self, model: DomainReranker, loss: Mapping[str, Any], optimizer: Mapping[str, Any], dev_errors: np.ndarray | None = None, dev_total: np.ndarray | None = None):
         super().__init__()
         # Plain containers only: a checkpoint must load with weights_only=True.
-        self.save_hyperparameters({"loss": dict(loss), "optimizer": dict(optimizer), "model": {"kind": model.kind, "hidden": model.hidden}})
+        self.save_hyperparameters(ignore=["model", "dev_errors", "dev_total"])
         self.model = model
         self.loss_cfg = dict(loss)
         self.optim_cfg = dict(optimizer)
@@ -30,6 +30,7 @@ class RerankerModule(L.LightningModule):
         self._val_logits: list[torch.Tensor] = []
         self._val_semer: list[torch.Tensor] = []
         self.dev_metrics: dict[str, float] = {}
+        self.rows_seen = 0  # hypotheses through the loss, for throughput figures
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -52,6 +53,7 @@ class RerankerModule(L.LightningModule):
     def training_step(self, batch, batch_idx):
         logits = self.model(batch["x"])
         loss = self._loss(batch, logits)
+        self.rows_seen += int((batch["semer"] != PADDED_Y_VALUE).sum())
         l2 = float(self.optim_cfg.get("l2", 0.0))
         if l2 > 0:
             # L-BFGS has no weight decay; the penalty keeps one-hot columns of rare intents bounded.

@@ -1,0 +1,54 @@
+"""Command-line helpers of ``scripts/train.py``: ``domain=all`` and the parallel width."""
+from __future__ import annotations
+
+from pathlib import Path
+
+# Only these groups decide which hypothesis tables (and so which domains) a run sees.
+PREPARE_KEYS = ("data", "recognizers", "hypotheses", "paths")
+ALL = ("all", "*", "glob(*)")
+
+
+def expand_all_domains(argv: list[str], config_dir: str | Path) -> list[str]:
+    """Replace ``domain=all`` by ``domain=<every domain of the corpus>`` and make the run a multirun.
+
+    The corpus is prepared first (or its cache reused) in this one process, so
+    the parallel jobs that follow find the tables ready and never race to build them.
+    """
+    hits = [i for i, a in enumerate(argv) if a.split("=", 1)[0] == "domain" and a.split("=", 1)[-1].strip("'\"") in ALL]
+    if not hits:
+        return argv
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from rerank.hypotheses.prepare import prepare
+
+    overrides = []
+    for a in argv[1:]:
+        key = a.lstrip("+~").split("=", 1)[0]
+        if "=" in a and key.split(".")[0].split("/")[0] in PREPARE_KEYS:
+            if "," in a.split("=", 1)[1]:
+                raise SystemExit(f"domain=all cannot be combined with a sweep over {key}: run one corpus at a time")
+            overrides.append(a)
+    with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
+        cfg = compose(config_name="prepare", overrides=overrides)
+    manifest = prepare(OmegaConf.to_container(cfg, resolve=True))
+    out = list(argv)
+    for i in hits:
+        out[i] = "domain=" + ",".join(manifest["domains"])
+    if not any(a in ("-m", "--multirun") for a in out):
+        out.insert(1, "--multirun")
+    return out
+
+
+def parallel_jobs() -> int:
+    """How many jobs of this sweep run at once (1 outside a Hydra multirun)."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        hc = HydraConfig.get()
+        if hc.mode != RunMode.MULTIRUN:
+            return 1
+        return int(hc.launcher.get("n_jobs") or 1)
+    except (ValueError, AttributeError, TypeError):
+        return 1
