@@ -1,0 +1,1 @@
+"""Merge: rank every domain's hypotheses together by calibrated score, evaluate, report."""

@@ -1,0 +1,147 @@
+"""Evaluation of a ranking on one split (REFERENCE.md s.2-4), overall and per gold domain.
+
+A flat dict of figures per system, with bootstrap 95% intervals for SemER,
+IRER and ECE (resampling utterances), in the manner of alexa/massive.
+Calibration figures read the top hypothesis' score as ``P(IE = 0)``;
+utterances with no hypothesis have no confidence and are left out of them
+(they still count as full errors in SemER and IRER).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from rerank.hypotheses.figures import top_hypothesis_outcome
+from rerank.metrics.calibration import N_BINS, brier, ece, mce, nll
+from rerank.metrics.corpus import bootstrap_ci, slot_counts, slot_f1_from_counts
+from rerank.reranker.data import read_table
+
+FIGURES = ("semer", "irer", "ece", "mce", "brier", "nll", "domain_error", "intent_error", "slot_f1")
+
+
+@dataclass
+class SplitData:
+    """The hypotheses of every domain of one split, concatenated in sorted-domain order."""
+
+    split: str
+    domains: list[str]
+    tables: dict[str, pa.Table]
+    gold: pa.Table
+    utt_index: np.ndarray
+    sem_errors: np.ndarray
+    ie: np.ndarray
+    semer: np.ndarray
+    domain_code: np.ndarray
+    intent: np.ndarray
+    totals: np.ndarray
+    gold_domain: np.ndarray
+    gold_intent: np.ndarray
+
+    @property
+    def n_utterances(self) -> int:
+        return len(self.totals)
+
+    def slots_of(self, rows: np.ndarray) -> list[list[tuple[str, str]]]:
+        offsets = np.cumsum([0] + [self.tables[d].num_rows for d in self.domains])
+        out = []
+        for r in rows:
+            j = int(np.searchsorted(offsets, r, side="right") - 1)
+            slots = self.tables[self.domains[j]]["slots"][int(r - offsets[j])].as_py()
+            out.append([(s["type"], s["value"]) for s in slots])
+        return out
+
+
+def load_split(data_dir: str | Path, domains: Sequence[str], split: str) -> SplitData:
+    data_dir = Path(data_dir)
+    tables = {d: read_table(data_dir, d, split) for d in sorted(domains)}
+    gold = pq.read_table(data_dir / "_utterances" / f"{split}.parquet")
+    names = sorted(tables)
+
+    def cat(col, dtype=None):
+        parts = [tables[d][col].to_numpy(zero_copy_only=False) for d in names]
+        return np.concatenate(parts).astype(dtype) if parts else np.zeros(0, dtype or np.float64)
+
+    return SplitData(
+        split=split, domains=names, tables=tables, gold=gold,
+        utt_index=cat("utt_index", np.int64), sem_errors=cat("sem_errors", np.float64), ie=cat("ie", np.int64),
+        semer=cat("semer", np.float64),
+        domain_code=np.concatenate([np.full(tables[d].num_rows, j, np.int32) for j, d in enumerate(names)]) if names else np.zeros(0, np.int32),
+        intent=cat("intent", object), totals=gold["sem_total"].to_numpy().astype(np.float64),
+        gold_domain=np.array(gold["gold_domain"].to_pylist(), dtype=object),
+        gold_intent=np.array(gold["gold_intent"].to_pylist(), dtype=object),
+    )
+
+
+def _bins(c: np.ndarray, n_bins: int = N_BINS) -> np.ndarray:
+    edges = np.arange(n_bins + 1) / n_bins
+    return np.clip(np.searchsorted(edges, c, side="right") - 1, 0, n_bins - 1)
+
+
+def _ece_rows(c: np.ndarray, y: np.ndarray, b: np.ndarray, n_bins: int = N_BINS) -> np.ndarray:
+    """ECE of each row of resampled [B, n] arrays: sum_b |sum(y) - sum(c)| / n."""
+    B, n = c.shape
+    flat = (np.arange(B)[:, None] * n_bins + b).ravel()
+    sc = np.bincount(flat, weights=c.ravel(), minlength=B * n_bins).reshape(B, n_bins)
+    sy = np.bincount(flat, weights=y.ravel(), minlength=B * n_bins).reshape(B, n_bins)
+    return np.abs(sy - sc).sum(axis=1) / n
+
+
+def figures(errors, totals, ie_top, dom_err, int_err, tp, nh, ng, conf, correct, n_boot: int, seed: int) -> dict:
+    """The flat dict of one system on one set of utterances; ``conf`` None when not calibrated."""
+    out: dict = {
+        "n": int(len(totals)),
+        "semer": float(errors.sum() / totals.sum()),
+        "irer": float(ie_top.mean()),
+        "domain_error": float(dom_err.mean()),
+        "intent_error": float(int_err.mean()),
+        "slot_f1": slot_f1_from_counts(tp, nh, ng),
+    }
+    if n_boot:
+        out["semer_ci"] = list(bootstrap_ci(lambda e, t: e.sum(1) / t.sum(1), errors, totals, n_resamples=n_boot, seed=seed, vectorized=True))
+        out["irer_ci"] = list(bootstrap_ci(lambda i: i.mean(1), ie_top.astype(float), n_resamples=n_boot, seed=seed, vectorized=True))
+    if conf is not None and len(conf):
+        out.update(ece=ece(conf, correct), mce=mce(conf, correct), brier=brier(conf, correct), nll=nll(conf, correct))
+        if n_boot:
+            out["ece_ci"] = list(bootstrap_ci(_ece_rows, conf, correct.astype(float), _bins(conf), n_resamples=n_boot, seed=seed, vectorized=True))
+    else:
+        out.update(ece=None, mce=None, brier=None, nll=None)
+    return out
+
+
+def evaluate(data: SplitData, score: np.ndarray, calibrated: bool = True, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Figures of the ranking by ``score`` (one per hypothesis row of ``data``).
+
+    Returns ``{"overall": {...}, "per_domain": {gold domain: {...}}, "calibration": {...}}``
+    plus, under ``"_arrays"``, the top-hypothesis confidences for plots.
+    """
+    top, errors, ie_top = top_hypothesis_outcome(data.utt_index, score, data.sem_errors, data.ie, data.totals)
+    has = top >= 0
+    t = np.where(has, top, 0)
+    top_domain = np.where(has, np.array(data.domains, dtype=object)[data.domain_code[t]] if len(data.domain_code) else "", None)
+    dom_err = (~has | (top_domain != data.gold_domain)).astype(float)
+    int_err = (~has | (np.where(has, data.intent[t] if len(data.intent) else "", None) != data.gold_intent)).astype(float)
+    gold_slots = [[(s["type"], s["value"]) for s in row] for row in data.gold["gold_slots"].to_pylist()]
+    hyp_slots: list = [None] * data.n_utterances
+    for u, slots in zip(np.flatnonzero(has), data.slots_of(top[has])):
+        hyp_slots[u] = slots
+    tp, nh, ng = slot_counts(gold_slots, hyp_slots)
+    conf = score[top[has]] if calibrated else None
+    correct = 1.0 - ie_top[has]
+    result = {"overall": figures(errors, data.totals, ie_top, dom_err, int_err, tp, nh, ng, conf, correct, n_boot, seed), "per_domain": {}}
+    gd = data.gold_domain
+    for d in sorted(set(gd)):
+        m = gd == d
+        mc = m[has]
+        result["per_domain"][d] = figures(errors[m], data.totals[m], ie_top[m], dom_err[m], int_err[m], tp[m], nh[m], ng[m],
+                                          conf[mc] if conf is not None else None, correct[mc], n_boot, seed)
+    if calibrated and len(score):
+        # All hypotheses, not just the top: is every score a probability of being right?
+        c_all, y_all = np.clip(score, 0, 1), 1.0 - data.ie
+        result["overall"].update(ece_all=ece(c_all, y_all), brier_all=brier(c_all, y_all), nll_all=nll(c_all, y_all))
+    result["_arrays"] = {"conf": conf, "correct": correct, "gold_domain": gd[has]}
+    return result

@@ -1,0 +1,205 @@
+"""``CrossDomainRanker``: every domain's published re-ranker, one ranking across domains.
+
+Each hypothesis is scored by its own domain's model; the calibrated scores
+``p = sigmoid(s)`` are comparable across domains, so an utterance's
+hypotheses are sorted by ``p``. A domain without a published model is
+scored by the unweighted baseline ``dc*ic*ner`` (``missing="baseline"``) and
+flagged, or refused (``missing="error"``).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import pyarrow as pa
+
+from rerank.hypotheses.figures import baseline_score
+from rerank.ranking import order_within_utterances, rank_within_utterances
+from rerank.registry import Registry, RegistryError
+from rerank.reranker.features import BadFeatures, FeatureSpec, check_finite, features_from_records, features_from_table
+
+log = logging.getLogger(__name__)
+BASELINE = "baseline"
+MISSING_POLICIES = ("baseline", "error")
+
+
+class UnknownDomainError(ValueError):
+    pass
+
+
+@dataclass
+class DomainScorer:
+    """How one domain's hypotheses get their calibrated probability."""
+
+    domain: str
+    version: str  # "v3", or "baseline" for the unweighted fallback
+    spec: FeatureSpec | None = None
+    logit: Callable[[np.ndarray], np.ndarray] | None = None
+    loss: str | None = None
+    model: object | None = None  # the DomainReranker, for its feature weights
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.logit is None
+
+    def score_table(self, table: pa.Table) -> np.ndarray:
+        if self.is_baseline:
+            scores = np.stack([table[c].to_numpy() for c in ("dc", "ic", "ner")], axis=1)
+            check_finite(scores, table, where=f"hypotheses of {self.domain}")
+            return baseline_score(*scores.T)
+        return _sigmoid(self.logit(features_from_table(table, self.spec)))
+
+    def score_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
+        if self.is_baseline:
+            try:
+                scores = np.array([[r["dc"], r["ic"], r["ner"]] for r in records], dtype=np.float64).reshape(-1, 3)
+            except KeyError as err:
+                raise BadFeatures(f"a hypothesis of {self.domain} lacks the field {err.args[0]!r}") from None
+            check_finite(scores, None, where=f"hypotheses of {self.domain}")
+            return baseline_score(*scores.T)
+        return _sigmoid(self.logit(features_from_records(records, self.spec)))
+
+
+def _sigmoid(s: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(s, -60, 60)))
+
+
+@dataclass
+class Ranked:
+    """Flat arrays of a ranked set of hypotheses (rows in the input order)."""
+
+    utt_index: np.ndarray
+    score: np.ndarray
+    rank: np.ndarray
+    domain: np.ndarray  # domain code (index into Ranked.domains)
+    domains: list[str]
+    version: list[str]  # per domain code
+    source_row: np.ndarray  # row inside its domain's table
+
+
+class CrossDomainRanker:
+    def __init__(self, scorers: Mapping[str, DomainScorer], corpus: str = ""):
+        self.scorers = dict(scorers)
+        self.corpus = corpus
+
+    @property
+    def domains(self) -> list[str]:
+        return sorted(self.scorers)
+
+    @property
+    def fallbacks(self) -> list[str]:
+        """Domains scored by the unweighted baseline because they have no published model."""
+        return [d for d in self.domains if self.scorers[d].is_baseline]
+
+    @classmethod
+    def from_registry(
+        cls,
+        registry: Registry | str,
+        corpus: str,
+        domains: Sequence[str] | None = None,
+        versions: Mapping[str, str] | None = None,
+        loss: str | None = None,
+        missing: str = "baseline",
+        specs: Mapping[str, FeatureSpec] | None = None,
+    ) -> "CrossDomainRanker":
+        """The latest (or pinned, ``versions={"Music": "v3"}``) model of every domain.
+
+        ``loss`` restricts to the newest version trained with that loss.
+        ``specs``, when given, are the feature specs of the data to be scored:
+        a model with another spec is refused with what differs.
+        """
+        if missing not in MISSING_POLICIES:
+            raise ValueError(f"merge.missing must be one of {MISSING_POLICIES}, not {missing!r}")
+        registry = registry if isinstance(registry, Registry) else Registry(registry)
+        versions = dict(versions or {})
+        domains = list(domains) if domains is not None else registry.domains(corpus)
+        if unknown := sorted(set(versions) - set(domains)):
+            raise UnknownDomainError(f"versions pinned for unknown domains {unknown}; domains: {domains}")
+        scorers = {}
+        for d in domains:
+            try:
+                pub = registry.load(corpus, d, versions.get(d, "latest"), loss=None if d in versions else loss,
+                                    expect_spec=(specs or {}).get(d))
+            except RegistryError as err:
+                if missing == "error" or d in versions:
+                    raise
+                log.warning("%s: %s; scoring it with the unweighted baseline", d, err)
+                scorers[d] = DomainScorer(d, BASELINE)
+                continue
+            scorers[d] = DomainScorer(d, pub.version, pub.spec, pub.model.numpy_scorer(), pub.loss, pub.model)
+        return cls(scorers, corpus)
+
+    @classmethod
+    def baseline(cls, domains: Sequence[str], corpus: str = "") -> "CrossDomainRanker":
+        return cls({d: DomainScorer(d, BASELINE) for d in domains}, corpus)
+
+    def _scorer(self, domain: str) -> DomainScorer:
+        try:
+            return self.scorers[domain]
+        except KeyError:
+            raise UnknownDomainError(f"hypothesis of unknown domain {domain!r}; this ranker knows {self.domains}") from None
+
+    def rank(self, hypotheses: Sequence[Mapping[str, Any]]) -> list[dict]:
+        """Rank one utterance's hypotheses (dicts in the hypothesis schema) across domains.
+
+        Returns new dicts sorted best first, each with ``score`` (calibrated
+        probability), ``rank`` (0-based, across domains; the domain's own rank
+        is kept as ``domain_rank``) and ``version`` (the model that scored it).
+        """
+        by_domain: dict[str, list[int]] = {}
+        for i, h in enumerate(hypotheses):
+            try:
+                by_domain.setdefault(h["domain"], []).append(i)
+            except KeyError:
+                raise BadFeatures(f"hypothesis {i} has no 'domain' field") from None
+        scores = np.empty(len(hypotheses))
+        for d, idx in by_domain.items():
+            scorer = self._scorer(d)
+            scores[idx] = scorer.score_records([hypotheses[i] for i in idx])
+        order = np.argsort(-scores, kind="stable")
+        out = []
+        for r, i in enumerate(order):
+            h = dict(hypotheses[i])
+            h["domain_rank"] = h.get("rank", 0)
+            h.update(score=float(scores[i]), rank=r, version=self.scorers[h["domain"]].version)
+            out.append(h)
+        return out
+
+    def score_tables(self, tables: Mapping[str, pa.Table]) -> Ranked:
+        """Score and rank whole hypothesis tables (one per domain) of one split."""
+        domains = sorted(tables)
+        for d in domains:
+            self._scorer(d)
+        utt = [tables[d]["utt_index"].to_numpy() for d in domains]
+        score = [self.scorers[d].score_table(tables[d]) for d in domains]
+        code = [np.full(tables[d].num_rows, j, dtype=np.int32) for j, d in enumerate(domains)]
+        src = [np.arange(tables[d].num_rows) for d in domains]
+        u, s = np.concatenate(utt) if utt else np.zeros(0, np.int64), np.concatenate(score) if score else np.zeros(0)
+        return Ranked(u, s, rank_within_utterances(u, s), np.concatenate(code) if code else np.zeros(0, np.int32),
+                      domains, [self.scorers[d].version for d in domains], np.concatenate(src) if src else np.zeros(0, np.int64))
+
+
+def ranked_table(ranked: Ranked, tables: Mapping[str, pa.Table]) -> pa.Table:
+    """The ranked output: utterance id, rank, domain, intent, slots, score, model version."""
+    order = order_within_utterances(ranked.utt_index, ranked.score)
+    parts = []
+    for j, d in enumerate(ranked.domains):
+        t = tables[d]
+        parts.append(t.select(["utt_id", "intent", "slots"]))
+    allrows = pa.concat_tables(parts) if parts else None
+    offsets = np.cumsum([0] + [tables[d].num_rows for d in ranked.domains])
+    flat = offsets[ranked.domain] + ranked.source_row
+    taken = allrows.take(pa.array(flat[order])) if allrows is not None else None
+    version = np.array(ranked.version, dtype=object)[ranked.domain[order]]
+    return pa.table({
+        "utt_index": pa.array(ranked.utt_index[order], pa.int32()),
+        "utt_id": taken["utt_id"],
+        "rank": pa.array(ranked.rank[order], pa.int32()),
+        "domain": pa.array(np.array(ranked.domains, dtype=object)[ranked.domain[order]].tolist(), pa.string()),
+        "intent": taken["intent"],
+        "slots": taken["slots"],
+        "score": pa.array(ranked.score[order], pa.float64()),
+        "version": pa.array(version.tolist(), pa.string()),
+    })

@@ -1,0 +1,84 @@
+"""``merge(cfg)``: load every domain's published re-ranker, rank the split, evaluate, report."""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from rerank.hypotheses.figures import baseline_score, oracle_score
+from rerank.hypotheses.prepare import data_dir as corpus_data_dir
+from rerank.hypotheses.prepare import prepare
+from rerank.io import atomic_path
+from rerank.losses import LOSSES
+from rerank.merge.evaluate import evaluate, load_split
+from rerank.merge.ranker import CrossDomainRanker, ranked_table
+from rerank.merge.report import write_report
+from rerank.registry import Registry
+from rerank.reranker.features import spec_from_manifest
+
+log = logging.getLogger(__name__)
+
+
+def merge(cfg: Mapping[str, Any]) -> dict:
+    t0 = time.perf_counter()
+    manifest = prepare(cfg)
+    corpus, split = manifest["corpus"], cfg["split"]
+    out_data = corpus_data_dir(cfg["paths"]["output_dir"], corpus)
+    domains = manifest["domains"]
+    mcfg = cfg["merge"]
+    data = load_split(out_data, domains, split)
+    specs = {d: spec_from_manifest(manifest, d) for d in domains}
+    registry = Registry(cfg["paths"]["registry_dir"])
+    n_boot, seed = int(mcfg.get("bootstrap", 1000)), int(cfg.get("seed", 0))
+
+    main = CrossDomainRanker.from_registry(registry, corpus, domains, versions=cfg.get("versions") or {},
+                                           missing=mcfg.get("missing", "baseline"), specs=specs)
+    t_rank = time.perf_counter()
+    ranked = main.score_tables(data.tables)
+    rank_seconds = time.perf_counter() - t_rank
+    report_dir = Path(cfg["paths"]["report_dir"]) / corpus / split
+    with atomic_path(report_dir / "ranked.parquet") as tmp:
+        pq.write_table(ranked_table(ranked, data.tables), tmp)
+
+    systems: dict[str, dict] = {}
+    flags: dict[str, list[str]] = {}
+    versions: dict[str, dict[str, str]] = {}
+    base = baseline_score(*(np.concatenate([data.tables[d][c].to_numpy() for d in data.domains]) for c in ("dc", "ic", "ner")))
+    systems["baseline"] = evaluate(data, base, True, n_boot, seed)
+    for loss in LOSSES:
+        if not any(registry.resolve(corpus, d, loss=loss) for d in domains):
+            continue
+        ranker = CrossDomainRanker.from_registry(registry, corpus, domains, loss=loss, missing="baseline", specs=specs)
+        systems[loss] = evaluate(data, ranker.score_tables(data.tables).score, True, n_boot, seed)
+        flags[loss] = ranker.fallbacks
+        versions[loss] = {d: s.version for d, s in ranker.scorers.items()}
+    if not main.fallbacks or len(main.fallbacks) < len(domains):
+        systems["published"] = evaluate(data, ranked.score, True, n_boot, seed)
+        flags["published"] = main.fallbacks
+        versions["published"] = {d: s.version for d, s in main.scorers.items()}
+    systems["oracle"] = evaluate(data, oracle_score(data.semer), False, n_boot, seed)
+
+    metrics = {name: {**{k: v for k, v in r["overall"].items()}, "per_domain": r["per_domain"]} for name, r in systems.items()}
+    meta = {"corpus": corpus, "split": split, "utterances": data.n_utterances, "hypotheses": int(len(data.utt_index)),
+            "fallback_domains": flags, "versions": versions, "rank_seconds": rank_seconds,
+            "hypotheses_per_second": len(data.utt_index) / rank_seconds if rank_seconds > 0 else None}
+    weights = {d: main.scorers[d] for d in domains}
+    text = write_report(report_dir, metrics, meta, systems, weights, cfg["paths"].get("log_dir"))
+    print(text.split("\n## ")[0] + "\n" if cfg.get("print_full") is False else _terminal_table(metrics))
+    print(f"merge: report in {report_dir / 'report.md'} ({time.perf_counter() - t0:.1f} s)")
+    return {"metrics": metrics, "meta": meta, "report_dir": str(report_dir)}
+
+
+def _terminal_table(metrics: dict) -> str:
+    base, oracle = metrics["baseline"]["semer"], metrics["oracle"]["semer"]
+    lines = [f"{'system':<14}{'SemER':>8}{'IRER':>8}{'ECE':>8}{'Brier':>8}{'gap closed':>12}"]
+    for name, m in metrics.items():
+        ece = f"{m['ece']:.4f}" if m.get("ece") is not None else "-"
+        brier = f"{m['brier']:.4f}" if m.get("brier") is not None else "-"
+        gap = (base - m["semer"]) / (base - oracle) if base > oracle else float("nan")
+        lines.append(f"{name:<14}{m['semer']:>8.4f}{m['irer']:>8.4f}{ece:>8}{brier:>8}{gap:>12.1%}")
+    return "\n".join(lines)

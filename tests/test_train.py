@@ -1,0 +1,236 @@
+"""train(): Hydra-composed runs on the tiny prepared corpus, refusals, reproducibility, R2 calibration."""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from rerank.io import read_json
+from rerank.registry import Registry
+from rerank.reranker.data import SlateTensors
+from rerank.reranker.datamodule import SlateDataModule
+from rerank.reranker.features import BadFeatures, FeatureSpec, spec_from_manifest
+from rerank.reranker.model import DomainReranker
+from rerank.reranker.module import RerankerModule
+from rerank.reranker.train import NoPositives, UnknownDomain, train
+
+SHORT = ("optimizer=lbfgs", "trainer.max_epochs=3")
+
+
+@pytest.fixture(scope="module")
+def domains(prepared) -> list[str]:
+    return prepared.manifest["domains"]
+
+
+def registry_of(cfg: dict) -> Registry:
+    return Registry(cfg["paths"]["registry_dir"])
+
+
+def weights_of(cfg: dict, domain: str, version: str) -> dict[str, torch.Tensor]:
+    corpus = cfg["data"]["name"]
+    return load_file(str(registry_of(cfg).domain_dir(corpus, domain) / version / "weights.safetensors"))
+
+
+def test_fast_dev_run_publishes_nothing(train_config, domains):
+    cfg = train_config(domains[0], "crossentropy", "trainer=fast_dev_run")
+    assert cfg["trainer"]["fast_dev_run"] is True
+    result = train(cfg)
+    assert "version" not in result
+    assert registry_of(cfg).versions("synthetic", domains[0]) == []
+    assert registry_of(cfg).domains("synthetic") == []
+
+
+def test_short_train_publishes_v1_with_spec_metrics_and_a_safe_checkpoint(train_config, prepared, domains):
+    domain = domains[2]
+    cfg = train_config(domain, "crossentropy", *SHORT)
+    assert cfg["optimizer"]["name"] == "lbfgs" and cfg["loss"] == {"name": "crossentropy"}
+    result = train(cfg)
+    assert result["version"] == "v1" and result["loss"] == "crossentropy" and result["domain"] == domain
+    assert 1 <= result["epochs"] <= 3
+    reg = registry_of(cfg)
+    assert reg.versions("synthetic", domain) == ["v1"]
+    spec = spec_from_manifest(prepared.manifest, domain)
+    published = reg.load("synthetic", domain, expect_spec=spec)
+    assert published.spec == spec
+    vdir = published.path
+    assert FeatureSpec.from_dict(read_json(vdir / "spec.json")) == spec
+    metrics = read_json(vdir / "metrics.json")
+    assert metrics == pytest.approx(result["dev"])
+    assert {"semer", "irer", "ece", "ece_top", "brier", "nll"} <= set(metrics)
+    meta = read_json(vdir / "meta.json")
+    assert meta["loss"] == "crossentropy" and meta["kind"] == "linear" and meta["version"] == "v1"
+    assert meta["data_hash"] == f"{prepared.manifest['corpus_hash']}:{prepared.manifest['settings_hash']}"
+    assert read_json(vdir / "config.json")["domain"] == domain
+
+    ckpts = sorted(Path(cfg["paths"]["log_dir"]).rglob("*.ckpt"))
+    assert ckpts, "ModelCheckpoint wrote no checkpoint"
+    state = torch.load(ckpts[0], map_location="cpu", weights_only=True)
+    assert state["hyper_parameters"]["loss"] == {"name": "crossentropy"}
+    # the published weights are those of the best dev checkpoint
+    published_state = published.model.state_dict()
+    for k, v in published_state.items():
+        assert torch.equal(state["state_dict"][f"model.{k}"], v), k
+    # the trained model is not the zero initialisation
+    assert published.model.linear.weight.abs().sum() > 0
+
+
+@pytest.mark.parametrize("extra", [
+    ("loss.candidates=utterance",),
+    ("loss.candidates=domain", "loss.temperature=0.5"),
+])
+def test_semer_loss_runs(train_config, domains, extra):
+    cfg = train_config(domains[1], "semer", *SHORT, *extra)
+    result = train(cfg)
+    assert result["version"] == "v1" and result["loss"] == "semer"
+    assert np.isfinite(result["dev"]["semer"])
+    w = weights_of(cfg, domains[1], "v1")
+    assert all(torch.isfinite(t).all() for t in w.values())
+
+
+def test_semer_with_published_competitors(train_config, domains, caplog):
+    competitor, domain = domains[0], domains[1]
+    first = train_config(competitor, "crossentropy", *SHORT)
+    assert train(first)["version"] == "v1"
+    cfg = train_config(domain, "semer", *SHORT, "loss.candidates=utterance", "loss.competitors=published")
+    assert cfg["paths"]["registry_dir"] == first["paths"]["registry_dir"]
+    with caplog.at_level(logging.WARNING, logger="rerank.reranker.competitors"):
+        result = train(cfg)
+    assert result["version"] == "v1"
+    warned = " ".join(r.getMessage() for r in caplog.records if r.name == "rerank.reranker.competitors")
+    # the published competitor is used, the others fall back to the baseline with a warning
+    assert f"competitor {competitor}:" not in warned
+    for d in domains:
+        if d not in (domain, competitor):
+            assert f"competitor {d}:" in warned
+
+
+def test_combined_loss_runs(train_config, domains):
+    result = train(train_config(domains[3], "combined", *SHORT, "loss.alpha=0.3"))
+    assert result["version"] == "v1" and result["loss"] == "combined"
+
+
+def test_mlp_runs(train_config, domains):
+    cfg = train_config(domains[1], "crossentropy", *SHORT, "model=mlp", "model.hidden=8")
+    result = train(cfg)
+    got = registry_of(cfg).load("synthetic", domains[1])
+    assert result["version"] == "v1" and got.model.kind == "mlp" and got.meta["hidden"] == 8
+
+
+def test_unknown_domain_lists_the_corpus_domains(train_config, domains):
+    with pytest.raises(UnknownDomain) as err:
+        train(train_config("Astrology", "crossentropy", *SHORT))
+    msg = str(err.value)
+    assert "Astrology" in msg
+    for d in domains:
+        assert d in msg
+
+
+def edit_table(path: Path, column: str, make) -> None:
+    t = pq.read_table(path)
+    i = t.schema.get_field_index(column)
+    t = t.set_column(i, t.schema.field(i), pa.array(make(t[column].to_numpy().copy()), t.schema.field(i).type))
+    pq.write_table(t, path)
+
+
+def test_nan_features_are_refused_with_their_count(train_config, prepared, domains, tmp_path):
+    copy = prepared.copy_to(tmp_path / "corrupt")
+    domain = domains[2]
+
+    def nans(dc):
+        dc[[3, 10, 50]] = np.nan
+        return dc
+
+    edit_table(copy.data_dir / domain / "train.parquet", "dc", nans)
+    cfg = train_config(domain, "crossentropy", *SHORT, "prepare_if_missing=false", output_dir=copy.output_dir)
+    with pytest.raises(BadFeatures) as err:
+        train(cfg)
+    assert "3 rows" in str(err.value) and "NaN" in str(err.value)
+    assert registry_of(cfg).versions("synthetic", domain) == []
+
+
+def test_domain_without_correct_hypotheses_raises_no_positives(train_config, prepared, domains, tmp_path):
+    copy = prepared.copy_to(tmp_path / "nopos")
+    domain = domains[2]
+    edit_table(copy.data_dir / domain / "train.parquet", "semer", lambda s: np.full_like(s, 0.5))
+    cfg = train_config(domain, "crossentropy", *SHORT, "prepare_if_missing=false", output_dir=copy.output_dir)
+    with pytest.raises(NoPositives) as err:
+        train(cfg)
+    assert domain in str(err.value)
+    assert registry_of(cfg).versions("synthetic", domain) == []
+
+
+def test_missing_manifest_without_prepare_names_the_command(train_config, domains, tmp_path):
+    cfg = train_config(domains[0], "crossentropy", "prepare_if_missing=false", output_dir=tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="prepare.py"):
+        train(cfg)
+
+
+def test_same_seed_gives_identical_published_weights(train_config, domains):
+    # MLP (random init) with shuffled Adam mini-batches: randomness the seed must pin down.
+    args = ("model=mlp", "model.hidden=8", "optimizer=adam", "optimizer.batch_size=64", "trainer.max_epochs=2")
+    cfg = train_config(domains[4], "combined", *args)
+    assert train(cfg)["version"] == "v1"
+    assert train(cfg)["version"] == "v2"
+    a, b = weights_of(cfg, domains[4], "v1"), weights_of(cfg, domains[4], "v2")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    other = train_config(domains[4], "combined", *args, "seed=1")
+    assert train(other)["version"] == "v3"
+    c = weights_of(cfg, domains[4], "v3")
+    assert any(not torch.equal(a[k], c[k]) for k in a), "the seed changes nothing: the test proves nothing"
+
+
+# --------------------------------------------------------------------------- R2 calibration on a toy problem
+
+
+def toy_slates(n_utt: int, slate: int, spec: FeatureSpec, rng: np.random.Generator, a: float, b: float) -> SlateTensors:
+    """Feature 0 (``dc``) is u ~ U(-1, 1); a hypothesis is correct with probability sigmoid(a + b u)."""
+    u = rng.uniform(-1, 1, size=(n_utt, slate))
+    p = 1 / (1 + np.exp(-(a + b * u)))
+    correct = rng.random((n_utt, slate)) < p
+    x = np.zeros((n_utt, slate, spec.dim), dtype=np.float32)
+    x[:, :, 0] = u
+    x[:, :, 7] = 1.0  # rank_0
+    semer = np.where(correct, 0.0, 1.0).astype(np.float32)
+    # a few padded entries, which the loss must ignore
+    semer[::7, -1] = -1.0
+    row_of = np.arange(n_utt * slate).reshape(n_utt, slate)
+    return SlateTensors(torch.from_numpy(x), torch.from_numpy(semer), np.arange(n_utt), row_of,
+                        (1 - correct).astype(np.float64), np.ones(n_utt))
+
+
+def test_R2_recovers_a_known_calibration_on_a_toy_problem():
+    L.seed_everything(0, verbose=False)
+    a, b = 0.3, 2.5
+    spec = FeatureSpec(domain="toy", intents=(), context=(), slot_types=(), n_ranks=1)
+    rng = np.random.default_rng(0)
+    train_s, dev_s = toy_slates(6000, 4, spec, rng, a, b), toy_slates(500, 4, spec, rng, a, b)
+    model = DomainReranker(spec)
+    model.fit_standardisation(train_s.x[train_s.semer != -1])
+    module = RerankerModule(model, {"name": "crossentropy"}, {"name": "lbfgs", "lr": 1.0, "max_iter": 100, "l2": 0.0})
+    trainer = L.Trainer(max_epochs=5, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
+    trainer.fit(module, datamodule=SlateDataModule(train_s, dev_s, batch_size=None))
+    model.eval()
+    grid = np.linspace(-1, 1, 41)
+    x = np.zeros((len(grid), spec.dim), dtype=np.float32)
+    x[:, 0], x[:, 7] = grid, 1.0
+    with torch.no_grad():
+        p_hat = torch.sigmoid(model(torch.from_numpy(x))).numpy()
+    p_true = 1 / (1 + np.exp(-(a + b * grid)))
+    assert np.max(np.abs(p_hat - p_true)) < 0.03, np.max(np.abs(p_hat - p_true))
+    # the numpy scorer gives the same logits
+    with torch.no_grad():
+        logits = model(torch.from_numpy(x)).numpy()
+    assert np.allclose(model.numpy_scorer()(x), logits, atol=1e-4)
+    # and the dev figures say it is calibrated
+    assert module.dev_metrics["ece"] < 0.05
