@@ -67,7 +67,7 @@ def train_config(prepared, tmp_path) -> Callable[..., dict]:
 
     ``paths.output_dir`` is the session's prepared corpus (prepare is reused)
     unless ``output_dir`` is given; registry and logs go to this test's tmp dir
-    (``tmp_path/registry``, ``tmp_path/logs``) unless overridden.
+    (``tmp_path/registry``, ``tmp_path/logs``) unless overridden; ``threads=1``.
     """
 
     def make(domain: str, loss: str = "crossentropy", *overrides: str, output_dir: Path | str | None = None) -> dict:
@@ -75,6 +75,9 @@ def train_config(prepared, tmp_path) -> Callable[..., dict]:
         base = [
             f"paths.output_dir={out}", *TINY, f"domain={domain}", f"loss={loss}",
             f"paths.registry_dir={tmp_path / 'registry'}", f"paths.log_dir={tmp_path / 'logs'}",
+            # one torch thread: the problems are tiny, and on a busy 2-core machine two
+            # spinning OpenMP threads make a run several times slower
+            "threads=1",
         ]
         return compose_config("train", [*base, *overrides])
 

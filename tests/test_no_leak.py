@@ -125,3 +125,14 @@ def test_fold_column_of_the_shared_corpus(prepared):
         for s in ("dev", "test"):
             f = pq.read_table(prepared.data_dir / d / f"{s}.parquet", columns=["fold"])["fold"].to_numpy()
             assert np.all(f == -1)
+
+
+def test_in_process_build_equals_the_worker_build(spied, prepared):
+    """The spied build ran in this process; the shared one on ``recognizers.n_jobs`` workers: same tables."""
+    assert spied["manifest"]["settings_hash"] == prepared.manifest["settings_hash"]
+    assert spied["manifest"]["rows"] == prepared.manifest["rows"]
+    for d in [*prepared.manifest["domains"], "_utterances"]:
+        for s in SPLITS:
+            a = pq.read_table(spied["data_dir"] / d / f"{s}.parquet")
+            b = pq.read_table(prepared.data_dir / d / f"{s}.parquet")
+            assert a.equals(b), (d, s)

@@ -39,11 +39,14 @@ def weights_of(cfg: dict, domain: str, version: str) -> dict[str, torch.Tensor]:
     return load_file(str(registry_of(cfg).domain_dir(corpus, domain) / version / "weights.safetensors"))
 
 
-def test_fast_dev_run_publishes_nothing(train_config, domains):
+def test_fast_dev_run_publishes_nothing(train_config, domains, tmp_path, monkeypatch):
     cfg = train_config(domains[0], "crossentropy", "trainer=fast_dev_run")
     assert cfg["trainer"]["fast_dev_run"] is True
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
     result = train(cfg)
     assert "version" not in result
+    assert list((tmp_path / "cwd").iterdir()) == []  # nothing written outside paths.*
     assert registry_of(cfg).versions("synthetic", domains[0]) == []
     assert registry_of(cfg).domains("synthetic") == []
 
@@ -133,6 +136,24 @@ def test_unknown_domain_lists_the_corpus_domains(train_config, domains):
         assert d in msg
 
 
+def test_without_a_logger_nothing_is_written_outside_the_output_dir(train_config, domains, tmp_path, monkeypatch):
+    """``train()`` supports running without a logger (``~logger``); its checkpoints must still go under ``paths``.
+
+    Fails today: with no logger, Lightning's ModelCheckpoint falls back to
+    ``Trainer.default_root_dir`` = the current directory, and writes
+    ``./checkpoints/best.ckpt`` there (configs/trainer/default.yaml sets no
+    ``default_root_dir``). In a sweep (``hydra.job.chdir=false``) all jobs share
+    that folder.
+    """
+    cfg = train_config(domains[0], "crossentropy", *SHORT, "~logger")
+    assert "logger" not in cfg
+    (tmp_path / "cwd").mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    assert train(cfg)["version"] == "v1"
+    written = sorted(str(p.relative_to(tmp_path / "cwd")) for p in (tmp_path / "cwd").rglob("*"))
+    assert written == [], f"train() wrote {written} into the current directory, outside paths.output_dir"
+
+
 def edit_table(path: Path, column: str, make) -> None:
     t = pq.read_table(path)
     i = t.schema.get_field_index(column)
@@ -208,7 +229,15 @@ def toy_slates(n_utt: int, slate: int, spec: FeatureSpec, rng: np.random.Generat
                         (1 - correct).astype(np.float64), np.ones(n_utt))
 
 
-def test_R2_recovers_a_known_calibration_on_a_toy_problem():
+@pytest.fixture
+def one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def test_R2_recovers_a_known_calibration_on_a_toy_problem(one_thread):
     L.seed_everything(0, verbose=False)
     a, b = 0.3, 2.5
     spec = FeatureSpec(domain="toy", intents=(), context=(), slot_types=(), n_ranks=1)

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 from rerank.hypotheses.figures import baseline_score, oracle_score
 from rerank.hypotheses.prepare import data_dir as corpus_data_dir
 from rerank.hypotheses.prepare import prepare
-from rerank.io import atomic_path
+from rerank.io import atomic_path, read_json
 from rerank.losses import LOSSES
 from rerank.merge.evaluate import evaluate, load_split
 from rerank.merge.ranker import CrossDomainRanker, ranked_table
@@ -35,7 +35,8 @@ def merge(cfg: Mapping[str, Any]) -> dict:
     registry = Registry(cfg["paths"]["registry_dir"])
     n_boot, seed = int(mcfg.get("bootstrap", 1000)), int(cfg.get("seed", 0))
 
-    main = CrossDomainRanker.from_registry(registry, corpus, domains, versions=cfg.get("versions") or {},
+    pins = dict(cfg.get("versions") or {})
+    main = CrossDomainRanker.from_registry(registry, corpus, domains, versions=pins,
                                            missing=mcfg.get("missing", "baseline"), specs=specs)
     t_rank = time.perf_counter()
     ranked = main.score_tables(data.tables)
@@ -52,14 +53,17 @@ def merge(cfg: Mapping[str, Any]) -> dict:
     for loss in LOSSES:
         if not any(registry.resolve(corpus, d, loss=loss) for d in domains):
             continue
-        ranker = CrossDomainRanker.from_registry(registry, corpus, domains, loss=loss, missing="baseline", specs=specs)
+        ranker = CrossDomainRanker.from_registry(registry, corpus, domains, versions=_pins_of_loss(registry, corpus, pins, loss),
+                                                 loss=loss, missing="baseline", specs=specs)
         systems[loss] = evaluate(data, ranker.score_tables(data.tables).score, True, n_boot, seed)
         flags[loss] = ranker.fallbacks
         versions[loss] = {d: s.version for d, s in ranker.scorers.items()}
-    if not main.fallbacks or len(main.fallbacks) < len(domains):
+    main_versions = {d: s.version for d, s in main.scorers.items()}
+    # The latest (or pinned) models: a system of its own unless one loss variant is exactly that.
+    if len(main.fallbacks) < len(domains) and main_versions not in versions.values():
         systems["published"] = evaluate(data, ranked.score, True, n_boot, seed)
         flags["published"] = main.fallbacks
-        versions["published"] = {d: s.version for d, s in main.scorers.items()}
+        versions["published"] = main_versions
     systems["oracle"] = evaluate(data, oracle_score(data.semer), False, n_boot, seed)
 
     metrics = {name: {**{k: v for k, v in r["overall"].items()}, "per_domain": r["per_domain"]} for name, r in systems.items()}
@@ -71,6 +75,16 @@ def merge(cfg: Mapping[str, Any]) -> dict:
     print(text.split("\n## ")[0] + "\n" if cfg.get("print_full") is False else _terminal_table(metrics))
     print(f"merge: report in {report_dir / 'report.md'} ({time.perf_counter() - t0:.1f} s)")
     return {"metrics": metrics, "meta": meta, "report_dir": str(report_dir)}
+
+
+def _pins_of_loss(registry: Registry, corpus: str, pins: Mapping[str, str], loss: str) -> dict[str, str]:
+    """The pinned versions trained with ``loss``: that loss' system uses them instead of its newest."""
+    out = {}
+    for d, v in pins.items():
+        meta = registry.domain_dir(corpus, d) / v / "meta.json"
+        if meta.exists() and read_json(meta).get("loss") == loss:
+            out[d] = v
+    return out
 
 
 def _terminal_table(metrics: dict) -> str:

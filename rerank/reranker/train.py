@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -46,9 +47,19 @@ def torch_threads(cfg: Mapping[str, Any]) -> int:
     return max(1, (os.cpu_count() or 1) // parallel)
 
 
+def quiet_lightning() -> None:
+    """Lightning's banners (GPU/TPU availability, tips) drown the one line per run that matters."""
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda", "lightning.fabric.utilities.seed"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+
+
 def train(cfg: Mapping[str, Any]) -> dict:
     """Train, select on dev, publish. ``cfg`` is a plain dict composed from ``configs/train.yaml``."""
     t_start = time.perf_counter()
+    quiet_lightning()
     torch.set_num_threads(torch_threads(cfg))
     L.seed_everything(int(cfg["seed"]), workers=True, verbose=False)
     manifest = prepare(cfg) if cfg.get("prepare_if_missing", True) else None

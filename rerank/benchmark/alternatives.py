@@ -1,0 +1,181 @@
+"""The alternatives the per-domain re-rankers are measured against.
+
+- ``platt``: post-hoc Platt scaling of the baseline per domain (the cheap alternative);
+- ``joint``: every domain's linear re-ranker trained together in one run, with a
+  softmax over each utterance's whole cross-domain list (the non-modular reference);
+- ``lambdamart``: LightGBM LambdaMART over all hypotheses (optional; scores are not probabilities).
+
+Every function returns scores aligned with ``rerank.merge.evaluate.load_split``
+(domains in sorted order, rows in table order).
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from rerank.reranker.competitors import baseline_logit
+from rerank.reranker.features import FeatureSpec, features_from_table
+
+
+def _sigmoid(s):
+    return 1.0 / (1.0 + np.exp(-np.clip(s, -60, 60)))
+
+
+def _base_logit(table: pa.Table) -> np.ndarray:
+    return baseline_logit(table["dc"].to_numpy(), table["ic"].to_numpy(), table["ner"].to_numpy())
+
+
+# ---------------------------------------------------------------- Platt scaling
+def fit_platt(dev_tables: Mapping[str, pa.Table], seed: int = 0) -> tuple[dict[str, tuple[float, float]], float]:
+    """Per domain ``(a, b)`` with ``p = sigmoid(a * logit(dc*ic*ner) + b)``, fitted on its dev hypotheses (target 1 - IE)."""
+    from sklearn.linear_model import LogisticRegression
+
+    t0 = time.perf_counter()
+    params = {}
+    for d, t in dev_tables.items():
+        x = _base_logit(t).reshape(-1, 1)
+        y = 1 - t["ie"].to_numpy().astype(int)
+        if len(y) == 0 or y.min() == y.max():
+            params[d] = (1.0, 0.0)  # nothing to fit: the baseline stands
+            continue
+        lr = LogisticRegression(C=1e4, random_state=seed).fit(x, y)
+        params[d] = (float(lr.coef_[0, 0]), float(lr.intercept_[0]))
+    return params, time.perf_counter() - t0
+
+
+def platt_scores(tables: Mapping[str, pa.Table], params: Mapping[str, tuple[float, float]]) -> np.ndarray:
+    parts = []
+    for d in sorted(tables):
+        a, b = params.get(d, (1.0, 0.0))
+        parts.append(_sigmoid(a * _base_logit(tables[d]) + b))
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+# ---------------------------------------------------------------- the joint model
+class JointModel:
+    """One linear model per domain (own feature spec, own standardisation), trained jointly.
+
+    Loss: ``alpha * E_q[SemER] + (1 - alpha) * BCE`` where ``q = softmax(s / T)``
+    over each utterance's *whole* cross-domain list (no part held fixed) and
+    BCE is on every hypothesis against 1 - IE; plus ``l2 * |w|^2``; full-batch L-BFGS.
+    """
+
+    def __init__(self, specs: Mapping[str, FeatureSpec]):
+        self.specs = dict(specs)
+        self.domains = sorted(specs)
+        self.mean: dict[str, np.ndarray] = {}
+        self.std: dict[str, np.ndarray] = {}
+        self.w: dict[str, np.ndarray] = {}
+        self.b: dict[str, float] = {}
+
+    def _features(self, tables: Mapping[str, pa.Table]) -> dict[str, np.ndarray]:
+        return {d: features_from_table(tables[d], self.specs[d]).astype(np.float64) for d in self.domains}
+
+    def fit(self, tables: Mapping[str, pa.Table], alpha: float = 0.5, temperature: float = 1.0, l2: float = 1e-4,
+            max_iter: int = 200, seed: int = 0) -> dict:
+        torch.manual_seed(seed)
+        t0 = time.perf_counter()
+        X = self._features(tables)
+        Z, utt, sem, y = [], [], [], []
+        for d in self.domains:
+            m = X[d].mean(0)
+            s = X[d].std(0)
+            s = np.where(s > 1e-6, s, 1.0)
+            self.mean[d], self.std[d] = m, s
+            Z.append(torch.from_numpy((X[d] - m) / s))
+            utt.append(tables[d]["utt_index"].to_numpy().astype(np.int64))
+            sem.append(tables[d]["semer"].to_numpy().astype(np.float64))
+            y.append(1.0 - tables[d]["ie"].to_numpy().astype(np.float64))
+        u_all = np.concatenate(utt)
+        _, group = np.unique(u_all, return_inverse=True)
+        group = torch.from_numpy(group)
+        n_groups = int(group.max()) + 1 if len(group) else 0
+        semer_t = torch.from_numpy(np.concatenate(sem))
+        y_t = torch.from_numpy(np.concatenate(y))
+        params = [torch.zeros(z.shape[1], dtype=torch.float64, requires_grad=True) for z in Z]
+        biases = [torch.zeros((), dtype=torch.float64, requires_grad=True) for _ in Z]
+        opt = torch.optim.LBFGS(params + biases, lr=1.0, max_iter=max_iter, history_size=20, line_search_fn="strong_wolfe",
+                                tolerance_grad=1e-9, tolerance_change=1e-12)
+        state = {"evals": 0}
+
+        def closure():
+            opt.zero_grad()
+            s = torch.cat([z @ w + b for z, w, b in zip(Z, params, biases)])
+            zt = s / temperature
+            mx = torch.full((n_groups,), -torch.inf, dtype=zt.dtype).scatter_reduce(0, group, zt.detach(), "amax")
+            e = torch.exp(zt - mx[group])
+            den = torch.zeros(n_groups, dtype=zt.dtype).index_add(0, group, e)
+            num = torch.zeros(n_groups, dtype=zt.dtype).index_add(0, group, e * semer_t)
+            l_semer = (num / den).mean()
+            l_ce = torch.nn.functional.binary_cross_entropy_with_logits(s, y_t)
+            loss = alpha * l_semer + (1 - alpha) * l_ce + l2 * sum((w ** 2).sum() for w in params)
+            loss.backward()
+            state["evals"] += 1
+            state["loss"] = loss.item()
+            return loss
+
+        opt.step(closure)
+        for d, w, b in zip(self.domains, params, biases):
+            self.w[d] = w.detach().numpy().copy()
+            self.b[d] = float(b.detach())
+        return {"seconds": time.perf_counter() - t0, "loss": state.get("loss"), "evaluations": state["evals"],
+                "hypotheses": int(len(u_all)), "alpha": alpha, "temperature": temperature}
+
+    def scores(self, tables: Mapping[str, pa.Table]) -> np.ndarray:
+        X = self._features(tables)
+        parts = [_sigmoid(((X[d] - self.mean[d]) / self.std[d]) @ self.w[d] + self.b[d]) for d in self.domains if d in tables]
+        return np.concatenate(parts) if parts else np.zeros(0)
+
+    def feature_weights(self) -> dict[str, dict[str, float]]:
+        return {d: dict(zip(self.specs[d].names, map(float, self.w[d]))) for d in self.domains}
+
+
+# ---------------------------------------------------------------- LambdaMART
+def lightgbm_available() -> bool:
+    try:
+        import lightgbm  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _gbm_matrix(tables: Mapping[str, pa.Table], domains: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Shared features of all domains: dc, ic, ner, their logs, rank, n_slots, the domain's code; rows grouped by utterance."""
+    cols, utt, rel = [], [], []
+    for j, d in enumerate(sorted(tables)):
+        t = tables[d]
+        sc = np.stack([t[c].to_numpy().astype(np.float64) for c in ("dc", "ic", "ner")], axis=1)
+        f = np.column_stack([sc, np.log(np.clip(sc, 1e-6, 1)), t["rank"].to_numpy(), t["n_slots"].to_numpy(),
+                             np.full(t.num_rows, domains.index(d))])
+        cols.append(f)
+        utt.append(t["utt_index"].to_numpy().astype(np.int64))
+        rel.append(1 - t["ie"].to_numpy().astype(int))
+    X, u, r = np.concatenate(cols), np.concatenate(utt), np.concatenate(rel)
+    order = np.argsort(u, kind="stable")
+    return X, u, r, order
+
+
+def fit_lambdamart(train_tables, dev_tables, domains: Sequence[str], seed: int = 0) -> tuple[Any, float]:
+    import lightgbm as lgb
+
+    t0 = time.perf_counter()
+    sets = []
+    for tables in (train_tables, dev_tables):
+        X, u, r, order = _gbm_matrix(tables, list(domains))
+        _, counts = np.unique(u[order], return_counts=True)
+        sets.append((X[order], r[order], counts))
+    (Xt, rt, gt), (Xd, rd, gd) = sets
+    model = lgb.LGBMRanker(objective="lambdarank", n_estimators=300, learning_rate=0.05, num_leaves=31,
+                           random_state=seed, verbose=-1, n_jobs=1)
+    model.fit(Xt, rt, group=gt, eval_set=[(Xd, rd)], eval_group=[gd], eval_at=[1],
+              categorical_feature=[Xt.shape[1] - 1], callbacks=[lgb.early_stopping(20, verbose=False)])
+    return model, time.perf_counter() - t0
+
+
+def lambdamart_scores(model, tables, domains: Sequence[str]) -> np.ndarray:
+    X, _, _, _ = _gbm_matrix(tables, list(domains))  # in sorted-domain, table order: aligned with load_split
+    return np.asarray(model.predict(X), dtype=np.float64)

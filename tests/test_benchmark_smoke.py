@@ -1,0 +1,95 @@
+"""Smoke test of the benchmark suite: a reduced run on the tiny synthetic corpus.
+
+Checks the shape of the output (rows, columns, results.json keys, plots, the
+BENCHMARKS.md section), not its numbers.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+REPO = Path(__file__).resolve().parents[1]
+
+REDUCED = (
+    "data.synthetic.n_utterances=400", "recognizers.folds=2",
+    "benchmark.alphas=[0.5]", "benchmark.temperatures=[1.0]",
+    "benchmark.bootstrap=20", "benchmark.lightgbm=false",
+    "benchmark.speed.joblib_sweep=false", "benchmark.speed.rank_utterances=20",
+    'benchmark.trainer_overrides=["trainer.max_epochs=2"]', "benchmark.joint.max_iter=20",
+)
+
+ROW_PREFIXES = [
+    "unweighted baseline", "R1 semer, candidates=domain", "R1 semer, candidates=utterance, competitors=baseline",
+    "R1 semer, candidates=utterance, competitors=published", "R2 crossentropy", "R3 combined, candidates=domain",
+    "R3 combined, candidates=utterance, competitors=baseline", "R3 combined, candidates=utterance, competitors=published",
+    "Platt-scaled baseline", "joint model", "LightGBM LambdaMART", "oracle",
+]
+
+
+@pytest.fixture(scope="module")
+def bench(tmp_path_factory):
+    from rerank.benchmark import run_benchmark
+
+    out = tmp_path_factory.mktemp("bench")
+    overrides = [f"paths.output_dir={out}", *REDUCED]
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        cfg = OmegaConf.to_container(compose(config_name="benchmark", overrides=overrides), resolve=True)
+    results = run_benchmark(cfg, cli_overrides=overrides)
+    return results, Path(results["report_dir"])
+
+
+def test_results_json_has_every_part(bench):
+    results, d = bench
+    on_disk = json.loads((d / "results.json").read_text())
+    assert {"corpus", "domains", "utterances", "hypotheses", "rows", "selection", "async_update", "speed", "plots", "seconds"} <= set(on_disk)
+    names = [r["name"] for r in on_disk["rows"]]
+    for prefix in ROW_PREFIXES:
+        assert any(n.startswith(prefix) for n in names), (prefix, names)
+    for r in on_disk["rows"]:
+        assert {"name", "kind", "status", "retrain_alone", "train_seconds"} <= set(r)
+        if r["status"] == "ok":
+            assert {"semer", "semer_ci", "irer", "irer_ci", "domain_error", "ece", "mce", "brier", "gap_closed"} <= set(r)
+    lgbm = next(r for r in on_disk["rows"] if r["name"].startswith("LightGBM"))
+    assert lgbm["status"] in ("disabled", "not installed") and lgbm["retrain_alone"] == "no"
+    assert {"R1", "R3", "joint"} <= set(on_disk["selection"])
+    a = on_disk["async_update"]
+    assert {"domain", "other_domains_bit_identical", "overall", "per_domain", "update_seconds", "full_retrain_seconds"} <= set(a)
+    assert isinstance(a["other_domains_bit_identical"], bool)
+    s = on_disk["speed"]
+    assert {"prepare_seconds", "train_hypotheses_per_second", "sweep_sequential_seconds", "merge_hypotheses_per_second",
+            "rank_latency", "peak_rss_mb"} <= set(s)
+
+
+def test_report_has_the_tables_and_plots(bench):
+    results, d = bench
+    text = (d / "report.md").read_text()
+    from rerank.benchmark.report import QUALITY_COLUMNS
+
+    header = next(line for line in text.splitlines() if line.startswith("| system |"))
+    for col in QUALITY_COLUMNS:
+        assert col in header
+    for section in ("## Quality (test split)", "## Where a row loses", "## Model selection (dev)",
+                    "## Asynchronous update of one domain", "## Speed"):
+        assert section in text
+    for p in results["plots"]:
+        assert (d / p).stat().st_size > 0
+    assert "reliability.png" in results["plots"] and "feature_weights.png" in results["plots"]
+
+
+def test_benchmarks_md_section_is_replaced_not_duplicated(bench, tmp_path):
+    from rerank.benchmark import render_benchmarks_md, update_benchmarks_md
+
+    results, _ = bench
+    section = render_benchmarks_md(results)
+    assert section.startswith(f"## Benchmark suite: {results['corpus']}")
+    path = tmp_path / "BENCHMARKS.md"
+    path.write_text("# Benchmarks\n\nHand-written intro.\n\n## Benchmark suite: hwu64\n\nother corpus\n\n## Notes\n\nkeep me\n")
+    update_benchmarks_md(path, results)
+    update_benchmarks_md(path, results)
+    text = path.read_text()
+    assert text.count(f"## Benchmark suite: {results['corpus']}") == 1
+    assert "Hand-written intro." in text and "other corpus" in text and "keep me" in text
