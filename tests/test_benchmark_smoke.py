@@ -19,7 +19,8 @@ REDUCED = (
     "benchmark.alphas=[0.5]", "benchmark.temperatures=[1.0]",
     "benchmark.bootstrap=20", "benchmark.lightgbm=false",
     "benchmark.speed.joblib_sweep=false", "benchmark.speed.rank_utterances=20",
-    'benchmark.trainer_overrides=["trainer.max_epochs=2"]', "benchmark.joint.max_iter=20",
+    # the four candidates=utterance rows are skipped here (status "skipped"); the full run trains them
+    'benchmark.trainer_overrides=["~callbacks","trainer.max_epochs=2"]', "benchmark.utterance_candidates=false", "benchmark.joint.max_iter=20",
 )
 
 ROW_PREFIXES = [
@@ -55,6 +56,8 @@ def test_results_json_has_every_part(bench):
             assert {"semer", "semer_ci", "irer", "irer_ci", "domain_error", "ece", "mce", "brier", "gap_closed"} <= set(r)
     lgbm = next(r for r in on_disk["rows"] if r["name"].startswith("LightGBM"))
     assert lgbm["status"] in ("disabled", "not installed") and lgbm["retrain_alone"] == "no"
+    skipped = [r for r in on_disk["rows"] if "candidates=utterance" in r["name"]]
+    assert len(skipped) == 4 and all(r["status"].startswith("skipped") for r in skipped)
     assert {"R1", "R3", "joint"} <= set(on_disk["selection"])
     a = on_disk["async_update"]
     assert {"domain", "other_domains_bit_identical", "overall", "per_domain", "update_seconds", "full_retrain_seconds"} <= set(a)

@@ -102,14 +102,19 @@ def run_benchmark(cfg: Mapping[str, Any], cli_overrides: Sequence[str] = ()) -> 
     evaluate_row(f"R1 semer, candidates=domain (T={_fmt_num(t_r1)})", "per-domain", best_r1["ranker"].score_tables(test.tables).score, True,
                  train_seconds=best_r1["seconds"], retrain_alone="yes", settings={"loss": "semer", "candidates": "domain", "temperature": t_r1})
     r1_u = ["loss=semer", f"loss.temperature={t_r1}", "loss.candidates=utterance"]
-    run = train_variant("R1_utterance_baseline", [*r1_u, "loss.competitors=baseline"])
-    evaluate_row("R1 semer, candidates=utterance, competitors=baseline", "per-domain", run["ranker"].score_tables(test.tables).score, True,
-                 train_seconds=run["seconds"], retrain_alone="yes", settings={"loss": "semer", "candidates": "utterance", "competitors": "baseline", "temperature": t_r1})
-    run = train_variant("R1_utterance_published", [*r1_u, "loss.competitors=published"],
-                        competitors_from=trainer.registry_dir(f"R1_domain_T{_fmt_num(t_r1)}"))
-    evaluate_row("R1 semer, candidates=utterance, competitors=published", "per-domain", run["ranker"].score_tables(test.tables).score, True,
-                 train_seconds=run["seconds"], retrain_alone="yes",
-                 settings={"loss": "semer", "candidates": "utterance", "competitors": "published (R1 candidates=domain)", "temperature": t_r1})
+    if not b.get("utterance_candidates", True):
+        for comp in ("baseline", "published"):
+            rows.append(_row(f"R1 semer, candidates=utterance, competitors={comp}", "per-domain", None, train_seconds=None,
+                             retrain_alone="yes", calibrated=True, status="skipped (benchmark.utterance_candidates=false)"))
+    else:
+        run = train_variant("R1_utterance_baseline", [*r1_u, "loss.competitors=baseline"])
+        evaluate_row("R1 semer, candidates=utterance, competitors=baseline", "per-domain", run["ranker"].score_tables(test.tables).score, True,
+                     train_seconds=run["seconds"], retrain_alone="yes", settings={"loss": "semer", "candidates": "utterance", "competitors": "baseline", "temperature": t_r1})
+        run = train_variant("R1_utterance_published", [*r1_u, "loss.competitors=published"],
+                            competitors_from=trainer.registry_dir(f"R1_domain_T{_fmt_num(t_r1)}"))
+        evaluate_row("R1 semer, candidates=utterance, competitors=published", "per-domain", run["ranker"].score_tables(test.tables).score, True,
+                     train_seconds=run["seconds"], retrain_alone="yes",
+                     settings={"loss": "semer", "candidates": "utterance", "competitors": "published (R1 candidates=domain)", "temperature": t_r1})
 
     # ------------------------------------------------------------ R2
     r2 = train_variant("R2", ["loss=crossentropy"])
@@ -134,15 +139,20 @@ def run_benchmark(cfg: Mapping[str, Any], cli_overrides: Sequence[str] = ()) -> 
                           train_seconds=best_r3["seconds"], retrain_alone="yes",
                           settings={"loss": "combined", "candidates": "domain", "alpha": a_r3, "temperature": t_r3})
     r3_u = ["loss=combined", f"loss.alpha={a_r3}", f"loss.temperature={t_r3}", "loss.candidates=utterance"]
-    run = train_variant("R3_utterance_baseline", [*r3_u, "loss.competitors=baseline"])
-    evaluate_row("R3 combined, candidates=utterance, competitors=baseline", "per-domain", run["ranker"].score_tables(test.tables).score, True,
-                 train_seconds=run["seconds"], retrain_alone="yes",
-                 settings={"loss": "combined", "candidates": "utterance", "competitors": "baseline", "alpha": a_r3, "temperature": t_r3})
-    run = train_variant("R3_utterance_published", [*r3_u, "loss.competitors=published"],
-                        competitors_from=trainer.registry_dir(f"R3_domain_a{_fmt_num(a_r3)}_T{_fmt_num(t_r3)}"))
-    evaluate_row("R3 combined, candidates=utterance, competitors=published", "per-domain", run["ranker"].score_tables(test.tables).score, True,
-                 train_seconds=run["seconds"], retrain_alone="yes",
-                 settings={"loss": "combined", "candidates": "utterance", "competitors": "published (R3 candidates=domain)", "alpha": a_r3, "temperature": t_r3})
+    if not b.get("utterance_candidates", True):
+        for comp in ("baseline", "published"):
+            rows.append(_row(f"R3 combined, candidates=utterance, competitors={comp}", "per-domain", None, train_seconds=None,
+                             retrain_alone="yes", calibrated=True, status="skipped (benchmark.utterance_candidates=false)"))
+    else:
+        run = train_variant("R3_utterance_baseline", [*r3_u, "loss.competitors=baseline"])
+        evaluate_row("R3 combined, candidates=utterance, competitors=baseline", "per-domain", run["ranker"].score_tables(test.tables).score, True,
+                     train_seconds=run["seconds"], retrain_alone="yes",
+                     settings={"loss": "combined", "candidates": "utterance", "competitors": "baseline", "alpha": a_r3, "temperature": t_r3})
+        run = train_variant("R3_utterance_published", [*r3_u, "loss.competitors=published"],
+                            competitors_from=trainer.registry_dir(f"R3_domain_a{_fmt_num(a_r3)}_T{_fmt_num(t_r3)}"))
+        evaluate_row("R3 combined, candidates=utterance, competitors=published", "per-domain", run["ranker"].score_tables(test.tables).score, True,
+                     train_seconds=run["seconds"], retrain_alone="yes",
+                     settings={"loss": "combined", "candidates": "utterance", "competitors": "published (R3 candidates=domain)", "alpha": a_r3, "temperature": t_r3})
 
     # ------------------------------------------------------------ Platt
     params, platt_s = alt.fit_platt(dev.tables, seed)

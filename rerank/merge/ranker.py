@@ -18,7 +18,7 @@ import pyarrow as pa
 from rerank.hypotheses.figures import baseline_score
 from rerank.ranking import order_within_utterances, rank_within_utterances
 from rerank.registry import Registry
-from rerank.reranker.features import BadFeatures, FeatureSpec, check_finite, feature_blocks, features_from_records
+from rerank.reranker.features import BadFeatures, FeatureSpec, check_finite, features_from_records, features_from_table
 
 log = logging.getLogger(__name__)
 BASELINE = "baseline"
@@ -49,10 +49,7 @@ class DomainScorer:
             scores = np.stack([table[c].to_numpy() for c in ("dc", "ic", "ner")], axis=1)
             check_finite(scores, table, where=f"hypotheses of {self.domain}")
             return baseline_score(*scores.T)
-        logits = np.empty(table.num_rows)
-        for lo, hi, X in feature_blocks(table, self.spec):
-            logits[lo:hi] = self.logit(X)
-        return _sigmoid(logits)
+        return _sigmoid(self.logit(features_from_table(table, self.spec)))
 
     def score_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
         if self.is_baseline:

@@ -93,9 +93,14 @@ def train(cfg: Mapping[str, Any]) -> dict:
     full_batch = optim_cfg["name"] == "lbfgs"
     dm = SlateDataModule(slates["train"], slates["dev"], batch_size=None if full_batch else int(optim_cfg.get("batch_size", 4096)), seed=int(cfg["seed"]))
 
-    logger = instantiate(cfg["logger"]) if cfg.get("logger") else False
+    # A name of its own per run: jobs of one sweep start together and must not share
+    # a TensorBoard version folder or a checkpoint file.
+    run_name = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{time.time_ns() % 10**6:06d}"
+    logger_cfg = cfg.get("logger")
+    logger = instantiate(logger_cfg, **({} if logger_cfg.get("version") else {"version": run_name})) if logger_cfg else False
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
-    trainer: L.Trainer = instantiate(cfg["trainer"], logger=logger, callbacks=callbacks)
+    root = Path(cfg["paths"]["log_dir"]) / "checkpoints" / corpus / domain / f"{loss_cfg['name']}-{run_name}"
+    trainer: L.Trainer = instantiate(cfg["trainer"], logger=logger, callbacks=callbacks, default_root_dir=str(root))
     t_fit = time.perf_counter()
     trainer.fit(module, datamodule=dm)
     fit_seconds = time.perf_counter() - t_fit
