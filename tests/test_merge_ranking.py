@@ -272,3 +272,55 @@ def test_rank_within_utterances_matches_a_python_loop():
         expected = sorted(rows, key=lambda i: (-score[i], i))
         assert [int(ranks[i]) for i in expected] == list(range(len(rows)))
         assert top[u] == (expected[0] if rows else -1)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_grouped_sort_of_many_rows_equals_lexsort(seed):
+    """Above a few thousand rows the ranking sorts utterances in a padded matrix: same order as lexsort."""
+    rng = np.random.default_rng(seed)
+    n = 20_000
+    utt = np.concatenate([np.sort(rng.integers(0, 3000, n // 4)) for _ in range(4)])  # sorted runs, as from 4 domains
+    if seed == 1:
+        utt = rng.permutation(utt)
+    score = rng.integers(0, 8, n) / 7.0  # many ties
+    if seed == 2:
+        score[rng.integers(0, n, 50)] = np.nan
+        score[rng.integers(0, n, 50)] = -np.inf
+        score[rng.integers(0, n, 50)] = -0.0
+    ref = np.lexsort((-score, utt))
+    np.testing.assert_array_equal(order_within_utterances(utt, score), ref)
+    ranks = rank_within_utterances(utt, score)
+    sorted_utt = utt[ref]
+    starts = np.flatnonzero(np.r_[True, sorted_utt[1:] != sorted_utt[:-1]])
+    expected = np.empty(n, np.int64)
+    expected[ref] = np.arange(n) - np.repeat(starts, np.diff(np.r_[starts, n]))
+    np.testing.assert_array_equal(ranks, expected)
+    top = top_per_utterance(utt, score, 3005)
+    np.testing.assert_array_equal(top[sorted_utt[starts]], ref[starts])
+    assert (top[np.setdiff1d(np.arange(3005), utt)] == -1).all()
+    # one very long utterance (the padded matrix would be mostly padding): the lexsort path, same result
+    utt[: n // 2] = 7
+    np.testing.assert_array_equal(order_within_utterances(utt, score), np.lexsort((-score, utt)))
+
+
+def test_negative_rank_is_refused():
+    bad = hyp("Video", "video_play", 0.5, rank=-1)
+    with pytest.raises(BadFeatures, match="negative rank"):
+        features_from_records([bad], VIDEO)
+    with pytest.raises(BadFeatures, match="negative rank"):
+        features_from_table(hypothesis_table([bad], [0]), VIDEO)
+
+
+def test_feature_blocks_equal_the_matrix():
+    from rerank.reranker.features import feature_blocks
+
+    rng = np.random.default_rng(0)
+    rows = [hyp("Video", rng.choice(["video_play", "video_search", "video_new"]), float(rng.random()), float(rng.random()),
+                float(rng.random()), rank=int(rng.integers(0, 6)), device=rng.choice(["echo", "fire_tv", "other"]),
+                slots=[(rng.choice(["title", "genre", "x"]), "v") for _ in range(int(rng.integers(0, 4)))]) for _ in range(1000)]
+    table = hypothesis_table(rows, sorted(rng.integers(0, 300, 1000).tolist()))
+    X = features_from_table(table, VIDEO)
+    np.testing.assert_array_equal(X, features_from_records(rows, VIDEO))
+    blocks = list(feature_blocks(table, VIDEO, rows=128))
+    assert [lo for lo, _ in blocks] == list(range(0, 1000, 128))
+    np.testing.assert_array_equal(np.concatenate([b for _, b in blocks]), X)

@@ -281,12 +281,18 @@ def run_jobs(ctx: _Context, n_folds: int, n_jobs: int, name: str) -> dict[int, d
                 ctx_path = os.path.join(tmp, "context.pkl")
                 with open(ctx_path, "wb") as fh:
                     pickle.dump(ctx, fh, protocol=pickle.HIGHEST_PROTOCOL)
-                with ProcessPoolExecutor(max_workers=n_jobs, initializer=_init_worker, initargs=(ctx_path,),
-                                         env=one_thread) as pool:
+                pool = ProcessPoolExecutor(max_workers=n_jobs, initializer=_init_worker, initargs=(ctx_path,),
+                                           env=one_thread)
+                try:
                     futures = {pool.submit(_worker_job, k): k for k in folds}
                     for fut in as_completed(futures):
                         results[futures[fut]] = fut.result()
                         bar.update()
+                except BaseException:
+                    # a job failed (or Ctrl-C): do not wait for the others
+                    pool.shutdown(wait=False, kill_workers=True)
+                    raise
+                pool.shutdown(wait=True)
     wall = time.perf_counter() - t0
     fit = sum(r["seconds"]["fit"] for r in results.values())
     em = sum(r["seconds"]["emit"] for r in results.values())

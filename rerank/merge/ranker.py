@@ -18,7 +18,8 @@ import pyarrow as pa
 from rerank.hypotheses.figures import baseline_score
 from rerank.ranking import order_within_utterances, rank_within_utterances
 from rerank.registry import Registry
-from rerank.reranker.features import BadFeatures, FeatureSpec, check_finite, features_from_records, features_from_table
+from rerank.reranker.features import (BadFeatures, FeatureSpec, check_finite, feature_blocks, features_from_records,
+                                      log_scores, record_scores)
 
 log = logging.getLogger(__name__)
 BASELINE = "baseline"
@@ -49,7 +50,13 @@ class DomainScorer:
             scores = np.stack([table[c].to_numpy() for c in ("dc", "ic", "ner")], axis=1)
             check_finite(scores, table, where=f"hypotheses of {self.domain}")
             return baseline_score(*scores.T)
-        return _sigmoid(self.logit(features_from_table(table, self.spec)))
+        # Block by block: each block is scored while it is in the CPU cache (several times faster
+        # than one product with the whole matrix, and the same numbers as that product with one
+        # BLAS thread; with several, a multi-threaded product itself can round a row differently).
+        logits = np.empty(table.num_rows)
+        for lo, X in feature_blocks(table, self.spec):
+            logits[lo:lo + len(X)] = self.logit(X)
+        return _sigmoid(logits)
 
     def score_records(self, records: Sequence[Mapping[str, Any]]) -> np.ndarray:
         if self.is_baseline:
@@ -156,12 +163,21 @@ class CrossDomainRanker:
                 by_domain.setdefault(h["domain"], []).append(i)
             except KeyError:
                 raise BadFeatures(f"hypothesis {i} has no 'domain' field") from None
+        scorers = {d: self._scorer(d) for d in by_domain}
+        # dc/ic/ner, their check and their logs once for all domains, then each domain's model
+        raw = record_scores(hypotheses)
+        logs = log_scores(raw)
         scores = np.empty(len(hypotheses))
-        version = {}
+        model_rows = []
         for d, idx in by_domain.items():
-            scorer = self._scorer(d)
-            version[d] = scorer.version
-            scores[idx] = scorer.score_records([hypotheses[i] for i in idx])
+            scorer = scorers[d]
+            if scorer.is_baseline:
+                scores[idx] = baseline_score(*raw[idx].T)
+            else:
+                scores[idx] = scorer.logit(features_from_records([hypotheses[i] for i in idx], scorer.spec, raw[idx], logs[idx]))
+                model_rows += idx
+        scores[model_rows] = _sigmoid(scores[model_rows])
+        version = {d: s.version for d, s in scorers.items()}
         order = np.argsort(-scores, kind="stable").tolist()
         values = scores.tolist()
         out = []

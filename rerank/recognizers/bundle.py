@@ -7,8 +7,9 @@ one), so that confidence scales really differ between domains.
 
 ``train_domain`` tells the DC and IC which training rows have equal texts
 (``TextFeatures.text_ids``), so that they fit repeated rows once, weighted by
-their count (the same objective); the NER decodes a repeated token list once
-per call (:class:`SlotTaggerDedup`). Neither changes a hypothesis.
+their count: the same objective and stopping rule, so the scores agree with
+an uncollapsed fit up to the solvers' rounding. The NER decodes a repeated
+token list once per call (:class:`SlotTaggerDedup`), which is exact.
 """
 from __future__ import annotations
 

@@ -22,7 +22,13 @@ class DomainClassifier:
     objective ``0.5 |w|^2 + C sum_i s_i loss_i`` is then the same function of
     ``w``; ``class_weight="balanced"`` counts the weighted classes (scikit-learn
     passes the sample weights to ``compute_class_weight``), i.e. the same counts.
+    liblinear stops when ``|grad| <= tol * max(min(pos, neg), 1) / l * |grad_0|``,
+    counting rows, not weights; ``tol`` is rescaled so that the collapsed problem
+    stops at the same gradient norm as the full one.
     """
+
+    #: scikit-learn's default ``tol`` for liblinear, the stopping rule of the uncollapsed fit
+    TOL = 1e-4
 
     def __init__(self, C: float = 1.0, negative_rate: float = 1.0, class_weight: str | None = None, seed: int = 0):
         if not 0 < negative_rate <= 1:
@@ -51,16 +57,19 @@ class DomainClassifier:
             self.constant = float(y.mean())
             return self
         kept = np.flatnonzero(keep)
-        weight = None
+        weight, tol = None, self.TOL
         if groups is not None:
             groups = np.asarray(groups, dtype=np.int64)
             if len(groups) != len(is_mine):
                 raise ValueError(f"groups has {len(groups)} entries for {len(is_mine)} rows")
             first, weight = collapse_duplicates(groups[kept] * 2 + y)
+            if weight is not None:
+                tol *= _tol_scale(y) / _tol_scale(y[first])
             kept, y = kept[first], y[first]
         X_fit = X[kept]
         self.columns = ColumnSubset(X_fit)
-        self.model = LogisticRegression(C=self.C, class_weight=self.class_weight, solver="liblinear", max_iter=200)
+        self.model = LogisticRegression(C=self.C, class_weight=self.class_weight, solver="liblinear", max_iter=200,
+                                        tol=tol)
         self.model.fit(self.columns.transform(X_fit), y, sample_weight=weight)
         return self
 
@@ -68,3 +77,9 @@ class DomainClassifier:
         if self.constant is not None:
             return np.full(X.shape[0], self.constant)
         return self.model.predict_proba(self.columns.transform(X))[:, 1]
+
+
+def _tol_scale(y: np.ndarray) -> float:
+    """liblinear's factor ``max(min(pos, neg), 1) / l`` of ``tol`` for labels ``y``."""
+    pos = int(np.count_nonzero(y))
+    return max(min(pos, len(y) - pos), 1) / len(y)

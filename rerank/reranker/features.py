@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import asdict, dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -100,12 +100,16 @@ def spec_from_manifest(manifest: Mapping[str, Any], domain: str) -> FeatureSpec:
     )
 
 
-def _logs(x: np.ndarray) -> np.ndarray:
-    # np.clip(x, EPS, 1.0) without np.clip's per-call overhead (same values).
+def log_scores(x: np.ndarray) -> np.ndarray:
+    """``log(clip(x, EPS, 1))``: the ``log_dc, log_ic, log_ner`` features."""
+    # np.clip without its per-call overhead (same values)
     return np.log(np.minimum(np.maximum(x, EPS), 1.0))
 
 
-#: rows of the feature matrix filled at once by :func:`features_from_table`
+_logs = log_scores
+
+
+#: rows of the feature matrix built at once: a block stays in the CPU cache while it is written and scored
 BLOCK_ROWS = 8192
 
 
@@ -116,8 +120,7 @@ class _TableColumns:
     n: int
     scores: np.ndarray  # [n, 3] float64
     n_slots: np.ndarray  # [n]
-    ranks: np.ndarray  # [n] int64, deeper ranks share the last
-    one_hots: list  # [(first column, value index per row; -1: unseen)] of the intent and the context fields
+    hot: np.ndarray  # [n, k] int64: column of the rank's, the intent's and every context value's one-hot
     slot_col: int
     slot_owner: np.ndarray  # row of every slot of a known type, ascending
     slot_idx: np.ndarray  # its type's index in spec.slot_types
@@ -128,6 +131,11 @@ def _index_in(column, vocab: Sequence[str]) -> np.ndarray:
     return idx.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
+def _check_ranks(ranks: np.ndarray) -> None:
+    if len(ranks) and ranks.min() < 0:
+        raise BadFeatures(f"{int((ranks < 0).sum())} hypotheses have a negative rank (first: {int(ranks[ranks < 0][0])}); ranks are 0-based")
+
+
 def _table_columns(table: pa.Table, spec: FeatureSpec) -> _TableColumns:
     n = table.num_rows
     missing = [c for c in (*SCORES, "rank", "n_slots", "intent", "slots", *(c for c, _ in spec.context)) if c not in table.column_names]
@@ -135,12 +143,19 @@ def _table_columns(table: pa.Table, spec: FeatureSpec) -> _TableColumns:
         raise BadFeatures(f"hypothesis table lacks the columns {missing}")
     scores = np.stack([table[s].to_numpy(zero_copy_only=False).astype(np.float64) for s in SCORES], axis=1)
     check_finite(scores, table)
-    ranks = np.minimum(table["rank"].to_numpy(zero_copy_only=False).astype(np.int64), spec.n_ranks - 1)
-    one_hots = []
-    col = 7 + spec.n_ranks
-    for column, vocab in ((table["intent"], spec.intents), *((table[c], values) for c, values in spec.context)):
+    ranks = table["rank"].to_numpy(zero_copy_only=False).astype(np.int64)
+    _check_ranks(ranks)
+    groups = [(table["intent"], spec.intents), *((table[c], values) for c, values in spec.context)]
+    hot = np.empty((n, 1 + sum(1 for _, vocab in groups if len(vocab))), dtype=np.int64)
+    hot[:, 0] = 7 + np.minimum(ranks, spec.n_ranks - 1)  # deeper ranks share the last
+    col, j = 7 + spec.n_ranks, 1
+    for column, vocab in groups:
         if len(vocab):
-            one_hots.append((col, _index_in(column, vocab)))
+            idx = _index_in(column, vocab)
+            # Values unseen in training (a new intent, a new device) get no one-hot: the base score
+            # stands. Their entry points at the row's rank one-hot, which is 1 anyway.
+            hot[:, j] = np.where(idx >= 0, col + idx, hot[:, 0])
+            j += 1
         col += len(vocab)
     owner = idx = np.zeros(0, np.int64)
     if spec.slot_types and n:
@@ -150,42 +165,51 @@ def _table_columns(table: pa.Table, spec: FeatureSpec) -> _TableColumns:
         idx = pc.index_in(types, value_set=pa.array(spec.slot_types, pa.string())).fill_null(-1).to_numpy(zero_copy_only=False)
         known = idx >= 0
         owner, idx = owner[known], idx[known].astype(np.int64)
-    return _TableColumns(n, scores, table["n_slots"].to_numpy(zero_copy_only=False), ranks, one_hots, col, owner, idx)
+    return _TableColumns(n, scores, table["n_slots"].to_numpy(zero_copy_only=False), hot, col, owner, idx)
 
 
 def _assemble(cols: _TableColumns, spec: FeatureSpec, X: np.ndarray, lo: int) -> None:
-    """Fill ``X`` (zeros, float32) with the feature rows ``lo:lo + len(X)``."""
-    m = len(X)
+    """Fill ``X`` (C-contiguous zeros, float32) with the feature rows ``lo:lo + len(X)``."""
+    m, dim = X.shape
     hi = lo + m
     scores = cols.scores[lo:hi]
     X[:, 0:3] = scores
-    X[:, 3:6] = _logs(scores)
+    X[:, 3:6] = log_scores(scores)
     X[:, 6] = cols.n_slots[lo:hi]
-    X[np.arange(m), 7 + cols.ranks[lo:hi]] = 1.0
-    for col, idx in cols.one_hots:
-        idx = idx[lo:hi]
-        seen = np.flatnonzero(idx >= 0)
-        # Values unseen in training (a new intent, a new device) get no one-hot: the base score stands.
-        X[seen, col + idx[seen]] = 1.0
+    flat = X.reshape(-1)  # a view: X is contiguous
+    flat[(np.arange(0, m * dim, dim)[:, None] + cols.hot[lo:hi]).ravel()] = 1.0
     if len(cols.slot_owner):
         a, b = np.searchsorted(cols.slot_owner, (lo, hi))
         if b > a:
             n_types = len(spec.slot_types)
             counts = np.bincount((cols.slot_owner[a:b] - lo) * n_types + cols.slot_idx[a:b], minlength=m * n_types)
-            X[:, cols.slot_col:cols.slot_col + n_types] += counts.reshape(m, n_types)
+            X[:, cols.slot_col:cols.slot_col + n_types] = counts.reshape(m, n_types)
 
 
 def features_from_table(table: pa.Table, spec: FeatureSpec) -> np.ndarray:
     """Feature matrix [rows, spec.dim] (float32) of a hypothesis table; refuses NaN/inf.
 
-    The matrix is filled ``BLOCK_ROWS`` rows at a time: a block stays in the CPU cache
-    while its columns are written, which is several times faster on large tables.
+    Filled ``BLOCK_ROWS`` rows at a time (a block stays in the CPU cache while its
+    columns are written); :func:`feature_blocks` gives the blocks without the whole matrix.
     """
     cols = _table_columns(table, spec)
     X = np.zeros((cols.n, spec.dim), dtype=np.float32)
     for lo in range(0, cols.n, BLOCK_ROWS):
         _assemble(cols, spec, X[lo:lo + BLOCK_ROWS], lo)
     return X
+
+
+def feature_blocks(table: pa.Table, spec: FeatureSpec, rows: int = BLOCK_ROWS) -> Iterator[tuple[int, np.ndarray]]:
+    """``(lo, X[lo:lo + rows])`` of :func:`features_from_table`, block by block (each block a new array).
+
+    Scoring every block while it is in the cache, rather than the whole matrix at
+    once, is several times faster on large tables and never holds the whole matrix.
+    """
+    cols = _table_columns(table, spec)
+    for lo in range(0, cols.n, rows):
+        X = np.zeros((min(rows, cols.n - lo), spec.dim), dtype=np.float32)
+        _assemble(cols, spec, X, lo)
+        yield lo, X
 
 
 def check_finite(scores: np.ndarray, table: pa.Table | None = None, where: str = "hypothesis table") -> None:
@@ -213,43 +237,55 @@ def _record_layout(spec: FeatureSpec) -> tuple:
     return spec.dim, intents, tuple(context), slot_types
 
 
-def features_from_records(records: Sequence[Mapping[str, Any]], spec: FeatureSpec) -> np.ndarray:
-    """The same matrix as :func:`features_from_table` for a list of hypothesis dicts."""
-    n = len(records)
-    dim, intent_col, ctx_cols, slot_col = _record_layout(spec)
+def record_scores(records: Sequence[Mapping[str, Any]], where: str = "hypotheses") -> np.ndarray:
+    """``[n, 3]`` float64 ``dc, ic, ner`` of hypothesis dicts; refuses missing, non-numeric, NaN and infinite ones."""
     try:
-        scores = np.array([(r["dc"], r["ic"], r["ner"]) for r in records], dtype=np.float64).reshape(n, 3)
+        scores = np.array([(r["dc"], r["ic"], r["ner"]) for r in records], dtype=np.float64).reshape(len(records), 3)
     except KeyError as err:
         raise BadFeatures(f"a hypothesis lacks the field {err.args[0]!r}") from None
     except (TypeError, ValueError) as err:
         raise BadFeatures(f"dc/ic/ner must be numbers: {err}") from None
-    check_finite(scores, None, where="hypotheses")
-    X = np.zeros((n, dim), dtype=np.float32)
-    X[:, 0:3] = scores
-    X[:, 3:6] = _logs(scores)
+    check_finite(scores, None, where=where)
+    return scores
+
+
+def features_from_records(records: Sequence[Mapping[str, Any]], spec: FeatureSpec, scores: np.ndarray | None = None,
+                          logs: np.ndarray | None = None) -> np.ndarray:
+    """The same matrix as :func:`features_from_table` for a list of hypothesis dicts.
+
+    ``scores`` (from :func:`record_scores`) and ``logs`` (their :func:`log_scores`), when given, are
+    those of ``records`` already computed (``CrossDomainRanker.rank`` does it once for all domains).
+    """
+    n = len(records)
+    dim, intent_col, ctx_cols, slot_col = _record_layout(spec)
+    if scores is None:
+        scores = record_scores(records)
+    if logs is None:
+        logs = log_scores(scores)
     last_rank = spec.n_ranks - 1
-    n_slots, hot_rows, hot_cols, slot_cells = [], [], [], []
+    # Built as a flat list (Python item assignment is much cheaper than numpy's for a few rows).
+    flat = [0.0] * (n * dim)
+    base = 0
     for i, r in enumerate(records):
         slots = r.get("slots") or ()
-        n_slots.append(r.get("n_slots", len(slots)))
-        hot_rows.append(i)
-        hot_cols.append(7 + min(int(r.get("rank", 0)), last_rank))
+        flat[base + 6] = r.get("n_slots", len(slots))
+        rank = int(r.get("rank", 0))
+        if rank < 0:
+            raise BadFeatures(f"hypothesis {i} has a negative rank ({rank}); ranks are 0-based")
+        flat[base + 7 + (rank if rank < last_rank else last_rank)] = 1.0
         j = intent_col.get(r.get("intent"))
         if j is not None:
-            hot_rows.append(i)
-            hot_cols.append(j)
+            flat[base + j] = 1.0
         for c, vocab in ctx_cols:
             j = vocab.get(r.get(c))
             if j is not None:
-                hot_rows.append(i)
-                hot_cols.append(j)
+                flat[base + j] = 1.0
         for s in slots:
             j = slot_col.get(s[0] if isinstance(s, (tuple, list)) else s["type"])
             if j is not None:
-                slot_cells.append((i, j))
-    if n:
-        X[:, 6] = n_slots
-        X[hot_rows, hot_cols] = 1.0
-    for i, j in slot_cells:
-        X[i, j] += 1.0
+                flat[base + j] += 1.0
+        base += dim
+    X = np.array(flat, dtype=np.float32).reshape(n, dim)
+    X[:, 0:3] = scores
+    X[:, 3:6] = logs
     return X
