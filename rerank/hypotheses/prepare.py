@@ -8,7 +8,10 @@ whole training split. Outputs (``outputs/data/<corpus>/``):
 
 The K + 1 fits (K folds, then all of train) with their emission are
 independent jobs; ``recognizers.n_jobs`` runs them on that many loky worker
-processes (1: in this process). The tables do not depend on ``n_jobs``.
+processes (1: in this process). Every fit runs with BLAS/OpenMP limited to
+one thread, in workers and in-process alike, so the tables do not depend on
+``n_jobs`` (multi-threaded level-1 BLAS on these small problems was also much
+slower on a busy 2-core machine).
 """
 from __future__ import annotations
 
@@ -81,7 +84,7 @@ def prepare(cfg: Mapping[str, Any], force: bool = False) -> dict:
     settings = settings_hash(cfg)
     if not force and (manifest := cached_manifest(out, corpus.content_hash, settings)):
         log.info("Reusing the hypothesis tables in %s (same corpus and settings)", out)
-        print(f"prepare: reusing {out} (corpus and settings unchanged; prepare.force=true rebuilds)")
+        print(f"prepare: reusing {out} (corpus and settings unchanged; force=true rebuilds)")
         return manifest
     print(f"prepare: {corpus.name}: {corpus.report.summary()}")
     manifest = build(corpus, cfg, out, settings)
@@ -112,7 +115,6 @@ def build(corpus: Corpus, cfg: Mapping[str, Any], out: Path, settings: str) -> d
         profile = domain_profile(d, rec_cfg)
         features.matrix(profile["dc"]["ngram_max"])
         features.matrix(profile["ic"]["ngram_max"])
-    features.text_ids
     ctx = _Context(utts, domains, features, rec_cfg, hyp_cfg, seed, tuple(corpus.context_fields),
                    train_rows, fold_of, split_rows)
 

@@ -5,11 +5,8 @@ domain's settings come from one of the ``recognizers.profiles`` (chosen by a
 stable hash of its name unless ``recognizers.domains.<name>.profile`` pins
 one), so that confidence scales really differ between domains.
 
-``train_domain`` tells the DC and IC which training rows have equal texts
-(``TextFeatures.text_ids``), so that they fit repeated rows once, weighted by
-their count: the same objective and stopping rule, so the scores agree with
-an uncollapsed fit up to the solvers' rounding. The NER decodes a repeated
-token list once per call (:class:`SlotTaggerDedup`), which is exact.
+The NER decodes a repeated token list once per ``nbest_many`` call
+(:class:`SlotTaggerDedup`): the n-best of a sentence depends only on its tokens.
 """
 from __future__ import annotations
 
@@ -92,13 +89,12 @@ def train_domain(
         raise ValueError(f"domain {domain!r} has no training utterance in this fold")
     dom_seed = seed + int(hashlib.sha256(domain.encode()).hexdigest()[:6], 16)
     X_dc = features.matrix(dc_cfg["ngram_max"])
-    text_ids = features.text_ids
     dc = DomainClassifier(
         C=dc_cfg["C"], negative_rate=dc_cfg["negative_rate"], class_weight=dc_cfg.get("class_weight"), seed=dom_seed
-    ).fit(X_dc[rows], is_mine, groups=text_ids[rows])
+    ).fit(X_dc[rows], is_mine)
     mine = rows[is_mine]
     ic = IntentClassifier(C=ic_cfg["C"], seed=dom_seed).fit(
-        features.matrix(ic_cfg["ngram_max"])[mine], [utts[i].intent for i in mine], groups=text_ids[mine]
+        features.matrix(ic_cfg["ngram_max"])[mine], [utts[i].intent for i in mine]
     )
     ner = SlotTaggerDedup(
         c1=ner_cfg.get("c1", 0.0), c2=ner_cfg["c2"], max_iterations=ner_cfg["max_iterations"],

@@ -6,17 +6,13 @@ The hashed columns that no utterance uses are then dropped: a pure
 re-indexing (a model trained on some rows gives the others' unseen n-grams
 zero weight either way) that makes the solvers' weight vectors small.
 
-Two helpers make the per-domain fits cheap without changing what they fit:
-
-- :class:`ColumnSubset` goes one step further than the corpus-wide re-indexing:
-  a model keeps only the columns its *training rows* use. With an L2 penalty
-  and a solver that starts at zero, a column without any non-zero entry gets
-  exactly zero weight, so dropping it changes neither the optimum nor the
-  predictions; it shrinks e.g. a domain's intent classifier from
-  ``n_intents x (all n-grams of the corpus)`` weights to ``n_intents x (its own n-grams)``.
-- :func:`collapse_duplicates` turns repeated training rows (equal text, equal
-  label) into one row weighted by its count: the same objective (a sum of
-  per-row losses), evaluated on fewer rows.
+:class:`ColumnSubset` goes one step further for each model: it keeps only
+the columns its *training rows* use. With an L2 penalty and a solver that
+starts at zero (lbfgs, liblinear's trust-region Newton), a column without any
+non-zero entry gets exactly zero weight, so dropping it changes neither the
+optimum nor the predictions (up to floating-point summation order); it shrinks
+e.g. a domain's intent classifier from ``n_intents x (all n-grams of the
+corpus)`` weights to ``n_intents x (its own n-grams)``: 10-40x fewer on HWU64.
 """
 from __future__ import annotations
 
@@ -31,7 +27,6 @@ class TextFeatures:
     def __init__(self, texts: list[str]):
         self.texts = texts
         self._cache: dict[int, sparse.csr_matrix] = {}
-        self._text_ids: np.ndarray | None = None
 
     def matrix(self, ngram_max: int) -> sparse.csr_matrix:
         if ngram_max not in self._cache:
@@ -48,14 +43,6 @@ class TextFeatures:
             used, cols = np.unique(X.indices, return_inverse=True)
             self._cache[ngram_max] = sparse.csr_matrix((X.data, cols.astype(np.int32), X.indptr), shape=(X.shape[0], len(used)))
         return self._cache[ngram_max]
-
-    @property
-    def text_ids(self) -> np.ndarray:
-        """One integer per utterance, equal for equal texts (so for equal rows of every ``matrix``)."""
-        if self._text_ids is None:
-            _, inverse = np.unique(np.asarray(self.texts, dtype=object), return_inverse=True)
-            self._text_ids = inverse.astype(np.int64).ravel()
-        return self._text_ids
 
 
 class ColumnSubset:
@@ -92,16 +79,3 @@ class ColumnSubset:
         kept = np.concatenate([[0], np.cumsum(keep, dtype=np.int64)])
         indptr = kept[X.indptr]
         return sparse.csr_matrix((X.data[keep], new[keep], indptr), shape=(X.shape[0], len(self.columns)))
-
-
-def collapse_duplicates(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """``(rows, weights)``: the first row of every distinct key, in row order, and how often the key occurs.
-
-    ``weights`` is ``None`` when every key is distinct (nothing to collapse).
-    """
-    keys = np.asarray(keys)
-    _, first, counts = np.unique(keys, return_index=True, return_counts=True)
-    if len(first) == len(keys):
-        return np.arange(len(keys)), None
-    order = np.argsort(first, kind="stable")
-    return first[order], counts[order].astype(np.float64)
