@@ -6,15 +6,8 @@ import torch
 
 from rerank.losses import PADDED_Y_VALUE, get_loss, semer_loss
 
-PAD = PADDED_Y_VALUE
-LN3 = math.log(3.0)
-
-
-def _loss_and_grad(fn, y_pred, *args, **kwargs):
-    y_pred = y_pred.detach().clone().requires_grad_(True)
-    loss = fn(y_pred, *args, **kwargs)
-    loss.backward()
-    return loss.detach(), y_pred.grad
+from loss_helpers import LN3, PAD  # noqa: E402
+from loss_helpers import loss_and_grad as _loss_and_grad  # noqa: E402
 
 
 def _explicit_utterance_loss(s_own, semer_own, s_other, semer_other, temperature=1.0):

@@ -1,14 +1,12 @@
 """The figures prepare prints at the end: recognizers on dev, baseline and oracle on dev/test."""
 from __future__ import annotations
 
-from collections import Counter
-
 import numpy as np
 import pyarrow as pa
 
 from rerank.corpus.annotation import tags_to_slots
-
 from rerank.hypotheses.figures import baseline_score, oracle_score, top_hypothesis_outcome
+from rerank.metrics.corpus import slot_counts, slot_f1_from_counts
 
 
 def recognizer_figures(recs, domains, utts, rows, dc, features) -> dict:
@@ -16,7 +14,7 @@ def recognizer_figures(recs, domains, utts, rows, dc, features) -> dict:
     gold = np.array([utts[i].domain for i in rows])
     dc_pred = np.array(domains)[dc.argmax(axis=1)]
     per: dict[str, dict] = {}
-    tp = fp = fn = 0
+    counts = []
     ic_hits = 0
     for d in domains:
         sel = rows[gold == d]
@@ -25,27 +23,21 @@ def recognizer_figures(recs, domains, utts, rows, dc, features) -> dict:
         rec = recs[d]
         idx, _ = rec.ic.top_k(features.matrix(rec.ic_ngram)[sel], 1)
         ic_ok = rec.ic.intents[idx[:, 0]] == np.array([utts[i].intent for i in sel])
-        d_tp = d_fp = d_fn = 0
-        for i, best in zip(sel, rec.ner.nbest_many([list(utts[i].tokens) for i in sel], 1)):
-            hyp = Counter(tags_to_slots(utts[i].tokens, best[0][0]))
-            ref = Counter(utts[i].slots)
-            hit = sum((hyp & ref).values())
-            d_tp, d_fp, d_fn = d_tp + hit, d_fp + sum(hyp.values()) - hit, d_fn + sum(ref.values()) - hit
+        best = rec.ner.nbest_many([list(utts[i].tokens) for i in sel], 1)
+        c = slot_counts([utts[i].slots for i in sel], [tags_to_slots(utts[i].tokens, b[0][0]) for i, b in zip(sel, best)])
+        counts.append(c)
         per[d] = {
             "n": int(len(sel)),
             "dc_accuracy": float(np.mean(dc_pred[gold == d] == d)),
             "ic_accuracy": float(ic_ok.mean()),
-            "slot_f1": _f1(d_tp, d_fp, d_fn),
+            "slot_f1": slot_f1_from_counts(*c),
             "profile": rec.profile,
         }
-        tp, fp, fn, ic_hits = tp + d_tp, fp + d_fp, fn + d_fn, ic_hits + int(ic_ok.sum())
+        ic_hits += int(ic_ok.sum())
     overall = {"n": int(len(rows)), "dc_accuracy": float(np.mean(dc_pred == gold)),
-               "ic_accuracy": ic_hits / max(1, len(rows)), "slot_f1": _f1(tp, fp, fn)}
+               "ic_accuracy": ic_hits / max(1, len(rows)),
+               "slot_f1": slot_f1_from_counts(*(np.concatenate(x) for x in zip(*counts))) if counts else 1.0}
     return {"overall": overall, "per_domain": per}
-
-
-def _f1(tp: int, fp: int, fn: int) -> float:
-    return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
 
 
 def split_figures(tables: dict[str, pa.Table], gold: pa.Table, domains) -> dict:

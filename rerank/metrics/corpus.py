@@ -18,6 +18,8 @@ from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
+from rerank.metrics.semer import _slot_multiset
+
 __all__ = [
     "corpus_semer",
     "irer",
@@ -74,14 +76,6 @@ def irer(ie) -> float:
     return float(_nonempty_1d(ie, "irer").mean())
 
 
-def _multiset(slots) -> dict:
-    out: dict = {}
-    for t, v in slots:
-        key = (t, " ".join(v.lower().split()))
-        out[key] = out.get(key, 0) + 1
-    return out
-
-
 def slot_counts(
     gold_slots_list: Sequence[Iterable], hyp_slots_list: Sequence[Optional[Iterable]]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -105,7 +99,7 @@ def slot_counts(
     nh = np.zeros(n, dtype=np.int64)
     ng = np.zeros(n, dtype=np.int64)
     for u, (gold, hyp) in enumerate(zip(gold_slots_list, hyp_slots_list)):
-        g = _multiset(gold)
+        g = _slot_multiset(gold)
         ng[u] = sum(g.values())
         if hyp is None:
             continue
