@@ -95,7 +95,7 @@ def speed_lines(speed: Mapping[str, Any] | None) -> list[str]:
     if not speed:
         return []
     lines = ["| figure | value |", "| --- | --- |"]
-    lines.append(f"| prepare (recognizers + hypotheses, cached build) | {_f(speed.get('prepare_seconds'), 1)} s |")
+    lines.append(f"| prepare (recognizers + hypotheses; {speed.get('prepare_note', '')}) | {_f(speed.get('prepare_seconds'), 1)} s |")
     for loss, per in (speed.get("train_hypotheses_per_second") or {}).items():
         vals = [v for v in per.values() if v is not None]
         if vals:
