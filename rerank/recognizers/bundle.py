@@ -4,9 +4,6 @@ In production each domain's recognizers are built by a different team. A
 domain's settings come from one of the ``recognizers.profiles`` (chosen by a
 stable hash of its name unless ``recognizers.domains.<name>.profile`` pins
 one), so that confidence scales really differ between domains.
-
-The NER decodes a repeated token list once per ``nbest_many`` call
-(:class:`SlotTaggerDedup`): the n-best of a sentence depends only on its tokens.
 """
 from __future__ import annotations
 
@@ -21,32 +18,6 @@ from rerank.recognizers.domain_classifier import DomainClassifier
 from rerank.recognizers.intent_classifier import IntentClassifier
 from rerank.recognizers.slot_tagger import SlotTagger
 from rerank.recognizers.text_features import TextFeatures
-
-
-class SlotTaggerDedup(SlotTagger):
-    """A :class:`SlotTagger` whose ``nbest_many`` decodes each distinct token list once.
-
-    Corpora repeat requests (the synthetic one has ~4.5 utterances per distinct
-    text); the n-best of a sentence depends only on its tokens, so repeats share
-    one result (the outer lists are copies; the labellings are shared and must
-    not be modified in place, which no caller does).
-    """
-
-    def nbest_many(self, token_lists, k: int = 5):
-        position: dict[tuple, int] = {}
-        distinct: list = []
-        where: list[int] = []
-        for toks in token_lists:
-            key = toks if isinstance(toks, str) else tuple(toks)
-            j = position.get(key)
-            if j is None:
-                j = position[key] = len(distinct)
-                distinct.append(toks)
-            where.append(j)
-        if len(distinct) == len(where):
-            return super().nbest_many(token_lists, k)
-        out = super().nbest_many(distinct, k)
-        return [list(out[j]) for j in where]
 
 
 @dataclass
@@ -96,7 +67,7 @@ def train_domain(
     ic = IntentClassifier(C=ic_cfg["C"], seed=dom_seed).fit(
         features.matrix(ic_cfg["ngram_max"])[mine], [utts[i].intent for i in mine]
     )
-    ner = SlotTaggerDedup(
+    ner = SlotTagger(
         c1=ner_cfg.get("c1", 0.0), c2=ner_cfg["c2"], max_iterations=ner_cfg["max_iterations"],
         window=ner_cfg.get("window", 2), seed=dom_seed,
     ).fit([list(utts[i].tokens) for i in mine], [list(utts[i].tags) for i in mine])

@@ -532,7 +532,29 @@ class SlotTagger:
         return self.nbest_many([tokens], k)[0]
 
     def nbest_many(self, token_lists: list[list[str]], k: int = 5) -> list[list[tuple[list[str], float]]]:
-        """:meth:`nbest` of every sentence (sentences of equal length are decoded together)."""
+        """:meth:`nbest` of every sentence (sentences of equal length are decoded together).
+
+        Corpora repeat requests (the synthetic one has ~4.5 utterances per
+        distinct text) and the n-best depends only on the tokens, so each
+        distinct token list is decoded once; repeats share the labellings
+        (no caller modifies them in place).
+        """
+        position: dict = {}
+        distinct: list = []
+        where: list[int] = []
+        for toks in token_lists:
+            key = toks if isinstance(toks, str) else tuple(toks)
+            j = position.get(key)
+            if j is None:
+                j = position[key] = len(distinct)
+                distinct.append(toks)
+            where.append(j)
+        if len(distinct) == len(where):
+            return self._decode_many(token_lists, k)
+        out = self._decode_many(distinct, k)
+        return [list(out[j]) for j in where]
+
+    def _decode_many(self, token_lists: list[list[str]], k: int) -> list[list[tuple[list[str], float]]]:
         if self._labels is None:
             raise RuntimeError("SlotTagger is not fitted")
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
