@@ -83,7 +83,7 @@ def sweep(out: Path, hwu64: str) -> list[tuple]:
     rows = []
     for name, launcher in (("sequential (basic launcher)", ["hydra/launcher=basic"]), ("joblib n_jobs=2", ["hydra.launcher.n_jobs=2"])):
         cmd = [sys.executable, str(ROOT / "scripts/train.py"), "-m", "data=hwu64", f"data.path={hwu64}", "domain=all",
-               "loss=crossentropy", f"paths.output_dir={out}", "logger=null", *launcher]
+               "loss=crossentropy", f"paths.output_dir={out}", "~logger", *launcher]
         t = time.perf_counter()
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         rows.append((name, time.perf_counter() - t))

@@ -155,6 +155,19 @@ def run_benchmark(cfg: Mapping[str, Any], cli_overrides: Sequence[str] = ()) -> 
                      train_seconds=run["seconds"], retrain_alone="yes",
                      settings={"loss": "combined", "candidates": "utterance", "competitors": "published (R3 candidates=domain)", "alpha": a_r3, "temperature": t_r3})
 
+    # ------------------------------------------------------------ the same, Platt-scaled on each domain's own dev
+    if b.get("platt_rows", True):
+        run = train_variant("R2_platt", ["loss=crossentropy", "calibration=platt"])
+        evaluate_row("R2 crossentropy + Platt on dev", "per-domain", run["ranker"].score_tables(test.tables).score, True,
+                     train_seconds=run["seconds"], retrain_alone="yes", settings={"loss": "crossentropy", "calibration": "platt"})
+        best_u = [*r3_u, "loss.competitors=baseline"] if b.get("utterance_candidates", True) else \
+            ["loss=combined", f"loss.alpha={a_r3}", f"loss.temperature={t_r3}", "loss.candidates=domain"]
+        run = train_variant("R3_platt", [*best_u, "calibration=platt"])
+        evaluate_row("R3 combined" + (", candidates=utterance, competitors=baseline" if b.get("utterance_candidates", True) else "")
+                     + " + Platt on dev", "per-domain", run["ranker"].score_tables(test.tables).score, True,
+                     train_seconds=run["seconds"], retrain_alone="yes",
+                     settings={"loss": "combined", "alpha": a_r3, "temperature": t_r3, "calibration": "platt"})
+
     # ------------------------------------------------------------ Platt
     params, platt_s = alt.fit_platt(dev.tables, seed)
     evaluate_row("Platt-scaled baseline (per domain, fit on dev)", "post-hoc", alt.platt_scores(test.tables, params), True,

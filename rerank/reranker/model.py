@@ -29,6 +29,8 @@ class DomainReranker(nn.Module):
         dim = spec.dim
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("std", torch.ones(dim))
+        # Post-hoc Platt scaling on dev (train.calibration=platt): logit' = scale * logit + shift.
+        self.register_buffer("calibration", torch.tensor([1.0, 0.0]))
         self.linear = nn.Linear(dim, 1)
         nn.init.zeros_(self.linear.weight)
         nn.init.zeros_(self.linear.bias)
@@ -49,7 +51,30 @@ class DomainReranker(nn.Module):
         out = self.linear(z).squeeze(-1)
         if self.kind == "mlp":
             out = out + self.mlp(z).squeeze(-1)
-        return out
+        return out * self.calibration[0] + self.calibration[1]
+
+    def fit_calibration(self, x: torch.Tensor, correct: torch.Tensor, max_iter: int = 100) -> tuple[float, float]:
+        """Platt scaling of the output on held-out rows: the two numbers that minimise their log loss."""
+        self.calibration.copy_(torch.tensor([1.0, 0.0]))
+        with torch.no_grad():
+            logits = self.forward(x).double()
+        params = torch.tensor([1.0, 0.0], dtype=torch.float64, requires_grad=True)
+        opt = torch.optim.LBFGS([params], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
+        target = correct.double()
+
+        def closure():
+            opt.zero_grad()
+            loss = nn.functional.binary_cross_entropy_with_logits(logits * params[0] + params[1], target)
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        scale, shift = (float(v) for v in params.detach())
+        if not (np.isfinite(scale) and np.isfinite(shift)) or scale <= 0:
+            # A non-positive scale would reverse the ranking inside the domain: keep the model as trained.
+            scale, shift = 1.0, 0.0
+        self.calibration.copy_(torch.tensor([scale, shift]))
+        return scale, shift
 
     def feature_weights(self) -> dict[str, float]:
         """Weight of every feature on the standardised scale: comparable across features."""
@@ -62,13 +87,15 @@ class DomainReranker(nn.Module):
         std = self.std.detach().cpu().numpy().astype(np.float64)
         w = self.linear.weight.detach().cpu().numpy().astype(np.float64)[0] / std
         b = float(self.linear.bias.detach().cpu().numpy()[0]) - float(mean @ w)
+        scale, shift = (float(v) for v in self.calibration.detach().cpu().numpy())
+        w, b = w * scale, b * scale + shift
         if self.kind == "linear":
             w32 = w.astype(np.float32)
             return lambda X: (X @ w32).astype(np.float64) + b
         W1 = self.mlp[0].weight.detach().cpu().numpy().astype(np.float64)
         b1 = self.mlp[0].bias.detach().cpu().numpy().astype(np.float64)
-        W2 = self.mlp[2].weight.detach().cpu().numpy().astype(np.float64)[0]
-        b2 = float(self.mlp[2].bias.detach().cpu().numpy()[0])
+        W2 = self.mlp[2].weight.detach().cpu().numpy().astype(np.float64)[0] * scale
+        b2 = float(self.mlp[2].bias.detach().cpu().numpy()[0]) * scale
 
         def score(X):
             Z = (X - mean) / std

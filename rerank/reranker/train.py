@@ -105,6 +105,16 @@ def train(cfg: Mapping[str, Any]) -> dict:
     trainer.fit(module, datamodule=dm)
     fit_seconds = time.perf_counter() - t_fit
     restore_best(trainer, module)
+    calibration = cfg.get("calibration", "none")
+    if calibration == "platt":
+        dv = slates["dev"]
+        valid = dv.semer != -1
+        if bool((dv.semer[valid] == 0).any()) and bool((dv.semer[valid] != 0).any()):
+            model.fit_calibration(dv.x[valid], (dv.semer[valid] == 0).float())
+        else:
+            log.warning("%s: dev holds only right or only wrong hypotheses; no Platt scaling", domain)
+    elif calibration != "none":
+        raise ValueError(f"calibration must be 'none' or 'platt', not {calibration!r}")
 
     module.eval()
     with torch.no_grad():
