@@ -47,6 +47,16 @@ def _row(name: str, kind: str, result: Mapping | None, *, train_seconds: float |
     return row
 
 
+def machine() -> str:
+    import os
+    import platform
+
+    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), platform.processor()) \
+        if Path("/proc/cpuinfo").exists() else platform.processor()
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM, Python {platform.python_version()}"
+
+
 def dev_semer(dev: SplitData, score: np.ndarray) -> float:
     return top_hypothesis_figures(dev.utt_index, score, dev.sem_errors, dev.ie, dev.totals)["semer"]
 
@@ -233,6 +243,9 @@ def run_benchmark(cfg: Mapping[str, Any], cli_overrides: Sequence[str] = ()) -> 
         "plots": plots,
         "seconds": None,
         "config": {k: cfg[k] for k in ("benchmark", "data", "recognizers", "hypotheses", "seed") if k in cfg},
+        "command": " ".join(["python scripts/benchmark.py", *cli_overrides]),
+        "machine": machine(),
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
     }
     results["seconds"] = round(time.perf_counter() - t_start, 1)
     speed["peak_rss_mb"] = peak_memory()
