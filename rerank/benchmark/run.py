@@ -178,6 +178,16 @@ def run_benchmark(cfg: Mapping[str, Any], cli_overrides: Sequence[str] = ()) -> 
                      train_seconds=run["seconds"], retrain_alone="yes",
                      settings={"loss": "combined", "alpha": a_r3, "temperature": t_r3, "calibration": "platt"})
 
+    # ------------------------------------------------------------ the MLP re-ranker (model=mlp), same losses and settings
+    if b.get("mlp_rows", True):
+        run = train_variant("R2_mlp", ["loss=crossentropy", "model=mlp"])
+        evaluate_row("R2 crossentropy, MLP", "per-domain", run["ranker"].score_tables(test.tables).score, True,
+                     train_seconds=run["seconds"], retrain_alone="yes", settings={"loss": "crossentropy", "model": "mlp"})
+        run = train_variant("R3_mlp", ["loss=combined", f"loss.alpha={a_r3}", f"loss.temperature={t_r3}", "loss.candidates=domain", "model=mlp"])
+        evaluate_row(f"R3 combined, candidates=domain, MLP (alpha={_fmt_num(a_r3)}, T={_fmt_num(t_r3)})", "per-domain",
+                     run["ranker"].score_tables(test.tables).score, True, train_seconds=run["seconds"], retrain_alone="yes",
+                     settings={"loss": "combined", "candidates": "domain", "alpha": a_r3, "temperature": t_r3, "model": "mlp"})
+
     # ------------------------------------------------------------ Platt
     params, platt_s = alt.fit_platt(dev.tables, seed)
     evaluate_row("Platt-scaled baseline (per domain, fit on dev)", "post-hoc", alt.platt_scores(test.tables, params), True,
