@@ -15,6 +15,7 @@ slower on a busy 2-core machine).
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -82,14 +83,18 @@ def prepare(cfg: Mapping[str, Any], force: bool = False) -> dict:
     corpus = load_corpus(cfg["data"])
     out = data_dir(cfg["paths"]["output_dir"], corpus.name)
     settings = settings_hash(cfg)
-    if not force and (manifest := cached_manifest(out, corpus.content_hash, settings)):
-        log.info("Reusing the hypothesis tables in %s (same corpus and settings)", out)
-        print(f"prepare: reusing {out} (corpus and settings unchanged; force=true rebuilds)")
-        return manifest
-    print(f"prepare: {corpus.name}: {corpus.report.summary()}")
-    manifest = build(corpus, cfg, out, settings)
-    manifest["seconds"] = round(time.perf_counter() - t0, 1)
-    write_json(out / "manifest.json", manifest)
+    out.mkdir(parents=True, exist_ok=True)
+    # Jobs of a sweep started on a corpus not yet prepared: one builds, the others wait and reuse.
+    with open(out / ".prepare.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not force and (manifest := cached_manifest(out, corpus.content_hash, settings)):
+            log.info("Reusing the hypothesis tables in %s (same corpus and settings)", out)
+            print(f"prepare: reusing {out} (corpus and settings unchanged; force=true rebuilds)")
+            return manifest
+        print(f"prepare: {corpus.name}: {corpus.report.summary()}")
+        manifest = build(corpus, cfg, out, settings)
+        manifest["seconds"] = round(time.perf_counter() - t0, 1)
+        write_json(out / "manifest.json", manifest)
     print(render_summary(read_json(out / "summary.json")))
     print(f"prepare: wrote {out} in {manifest['seconds']} s")
     return manifest
