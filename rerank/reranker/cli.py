@@ -1,6 +1,7 @@
 """Command-line helpers of ``scripts/train.py``: ``domain=all`` and the parallel width."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 # Only these groups decide which hypothesis tables (and so which domains) a run sees.
@@ -49,6 +50,8 @@ def parallel_jobs() -> int:
         hc = HydraConfig.get()
         if hc.mode != RunMode.MULTIRUN:
             return 1
-        return int(hc.launcher.get("n_jobs") or 1)
+        n = int(hc.launcher.get("n_jobs") or 1)
+        # joblib: -1 is every core, -2 all but one, ...
+        return max(1, (os.cpu_count() or 1) + 1 + n) if n < 0 else n
     except (ValueError, AttributeError, TypeError):
         return 1
