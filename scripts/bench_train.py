@@ -1,6 +1,6 @@
 """Benchmark of per-domain training (BENCHMARKS.md, section Training).
 
-    python scripts/bench_train.py [--output-dir outputs/bench_train] [--hwu64 ../shared/data/hwu64]
+    python scripts/bench_train.py [--output-dir outputs/bench_train] [--hwu64 ../shared/data/hwu64] [--ray-python PY]
 
 1. Throughput of one domain's linear re-ranker on data in memory, under
    Lightning, in hypotheses through the loss per second: Adam on mini-batches
@@ -77,12 +77,17 @@ def throughput(out: Path, rows_target: int) -> list[tuple]:
     return rows
 
 
-def sweep(out: Path, hwu64: str) -> list[tuple]:
+def sweep(out: Path, hwu64: str, ray_python: str | None = None) -> list[tuple]:
     subprocess.run([sys.executable, str(ROOT / "scripts/prepare.py"), "data=hwu64", f"data.path={hwu64}", f"paths.output_dir={out}"],
                    check=True, stdout=subprocess.DEVNULL)
     rows = []
-    for name, launcher in (("sequential (basic launcher)", ["hydra/launcher=basic"]), ("joblib n_jobs=2", ["hydra.launcher.n_jobs=2"])):
-        cmd = [sys.executable, str(ROOT / "scripts/train.py"), "-m", "data=hwu64", f"data.path={hwu64}", "domain=all",
+    launchers = [("sequential (basic launcher)", sys.executable, ["hydra/launcher=basic"]),
+                 ("joblib n_jobs=2", sys.executable, ["hydra.launcher.n_jobs=2"])]
+    if ray_python:
+        # Ray lives in its own environment (pip install -e '.[ray]'): a local Ray cluster on this machine.
+        launchers.append(("ray (local cluster)", ray_python, ["hydra/launcher=ray"]))
+    for name, python, launcher in launchers:
+        cmd = [python, str(ROOT / "scripts/train.py"), "-m", "data=hwu64", f"data.path={hwu64}", "domain=all",
                "loss=crossentropy", f"paths.output_dir={out}", "~logger", *launcher]
         t = time.perf_counter()
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -96,6 +101,7 @@ def main() -> None:
     ap.add_argument("--hwu64", default=str(ROOT.parent / "shared/data/hwu64"))
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--skip-sweep", action="store_true")
+    ap.add_argument("--ray-python", help="a Python with the [ray] extra installed, to time the sweep on a local Ray cluster too")
     args = ap.parse_args()
     out = Path(args.output_dir)
     print(f"machine: {machine()}; date: {time.strftime('%Y-%m-%d')}\n")
@@ -104,7 +110,7 @@ def main() -> None:
         print(f"| {name} | {n:,} | {seen:,} | {dt:.2f} | {rate / 1e6:.2f} M |")
     if not args.skip_sweep:
         print("\n| HWU64 sweep, 18 domains, loss=crossentropy | wall s |\n| --- | ---: |")
-        for name, dt in sweep(out, args.hwu64):
+        for name, dt in sweep(out, args.hwu64, args.ray_python):
             print(f"| {name} | {dt:.1f} |")
 
 
