@@ -88,7 +88,6 @@ def prepare(cfg: Mapping[str, Any], force: bool = False) -> dict:
     with open(out / ".prepare.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not force and (manifest := cached_manifest(out, corpus.content_hash, settings)):
-            log.info("Reusing the hypothesis tables in %s (same corpus and settings)", out)
             print(f"prepare: reusing {out} (corpus and settings unchanged; force=true rebuilds)")
             return manifest
         print(f"prepare: {corpus.name}: {corpus.report.summary()}")
