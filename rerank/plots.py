@@ -12,11 +12,18 @@ import numpy as np  # noqa: E402
 from rerank.metrics.calibration import N_BINS, ece, reliability_bins  # noqa: E402
 
 
-def reliability_diagram(systems: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str = "", n_bins: int = N_BINS, histogram: bool = True):
+# A bin with a handful of points draws a zig-zag that says nothing: such bins are not drawn
+# (the ECE in the legend still counts them).
+MIN_BIN_COUNT = 10
+
+
+def reliability_diagram(systems: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str = "", n_bins: int = N_BINS,
+                        histogram: bool = True, min_count: int = MIN_BIN_COUNT):
     """Accuracy against confidence per bin, one curve per system, the diagonal dotted.
 
     ``systems`` maps a name to ``(confidence, correct)``. Below, a histogram
-    of the confidences shows where the mass is.
+    of the confidences shows where the mass is. Bins with fewer than
+    ``min_count`` points are not drawn.
     """
     rows = 2 if histogram else 1
     fig, axes = plt.subplots(rows, 1, figsize=(5.5, 6.5 if histogram else 4.5), squeeze=False,
@@ -27,7 +34,7 @@ def reliability_diagram(systems: Mapping[str, tuple[np.ndarray, np.ndarray]], ti
         if len(conf) == 0:
             continue
         b = reliability_bins(conf, correct, n_bins)
-        keep = b["count"] > 0
+        keep = b["count"] >= min(min_count, len(conf))
         ax.plot(b["conf"][keep], b["acc"][keep], "o-", ms=3, label=f"{name} (ECE {ece(conf, correct, n_bins):.3f})")
     ax.set_xlim(0, 1), ax.set_ylim(0, 1)
     ax.set_xlabel("confidence"), ax.set_ylabel("accuracy (1 - IE)")
@@ -44,8 +51,9 @@ def reliability_diagram(systems: Mapping[str, tuple[np.ndarray, np.ndarray]], ti
     return fig
 
 
-def reliability_grid(per_domain: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray]]], n_bins: int = N_BINS, cols: int = 4):
-    """Small multiples: one reliability diagram per domain."""
+def reliability_grid(per_domain: Mapping[str, Mapping[str, tuple[np.ndarray, np.ndarray]]], n_bins: int = N_BINS, cols: int = 4,
+                     min_count: int = MIN_BIN_COUNT):
+    """Small multiples: one reliability diagram per domain (bins of fewer than ``min_count`` points not drawn)."""
     names = list(per_domain)
     rows = max(1, int(np.ceil(len(names) / cols)))
     fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 2.8 * rows), squeeze=False)
@@ -54,9 +62,9 @@ def reliability_grid(per_domain: Mapping[str, Mapping[str, tuple[np.ndarray, np.
         for sys_name, (conf, correct) in per_domain[name].items():
             if len(conf):
                 b = reliability_bins(conf, correct, n_bins)
-                keep = b["count"] > 0
+                keep = b["count"] >= min(min_count, len(conf))
                 ax.plot(b["conf"][keep], b["acc"][keep], "o-", ms=2, label=sys_name)
-        ax.set_title(name, fontsize=9)
+        ax.set_title(f"{name} (n={max(len(c) for c, _ in per_domain[name].values())})", fontsize=9)
         ax.set_xlim(0, 1), ax.set_ylim(0, 1)
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(names):]:
