@@ -25,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 

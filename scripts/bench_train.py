@@ -38,7 +38,6 @@ def compose(name: str, overrides: list[str]) -> dict:
 
 def throughput(out: Path, rows_target: int) -> list[tuple]:
     import lightning as L
-    import numpy as np
     import pyarrow as pa
     import torch
 

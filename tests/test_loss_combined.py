@@ -6,7 +6,6 @@ import torch
 
 from rerank.losses import (
     LOSSES,
-    PADDED_Y_VALUE,
     combined_loss,
     crossentropy_loss,
     get_loss,

@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from rerank.losses import PADDED_Y_VALUE, get_loss, semer_loss
+from rerank.losses import get_loss, semer_loss
 
 from loss_helpers import LN3, PAD  # noqa: E402
 from loss_helpers import loss_and_grad as _loss_and_grad  # noqa: E402

@@ -7,7 +7,6 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import torch

@@ -100,7 +100,7 @@ def run_benchmark(cfg: Mapping[str, Any], cli_overrides: Sequence[str] = ()) -> 
 
     # ------------------------------------------------------------ baseline
     base_test = baseline_score(*(np.concatenate([test.tables[d][c].to_numpy() for d in test.domains]) for c in ("dc", "ic", "ner")))
-    base_res = evaluate_row("unweighted baseline (dc*ic*ner)", "baseline", base_test, True, train_seconds=0.0,
+    evaluate_row("unweighted baseline (dc*ic*ner)", "baseline", base_test, True, train_seconds=0.0,
                             retrain_alone="yes (nothing to train)")
 
     # ------------------------------------------------------------ R1: temperature on dev

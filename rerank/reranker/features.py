@@ -8,7 +8,7 @@ merge), one over a list of hypothesis dicts (``CrossDomainRanker.rank``).
 from __future__ import annotations
 
 import functools
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np

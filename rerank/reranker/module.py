@@ -9,7 +9,6 @@ import torch
 
 from rerank.losses import PADDED_Y_VALUE, get_loss
 from rerank.metrics.calibration import brier, ece, nll
-from rerank.reranker.data import SlateTensors
 from rerank.reranker.model import DomainReranker
 
 OPTIMIZERS = ("lbfgs", "adam")
