@@ -107,6 +107,11 @@ def speed_lines(speed: Mapping[str, Any] | None) -> list[str]:
         lines.append(f"| sweep R2 over every domain, `scripts/train.py -m` joblib n_jobs={sj['n_jobs']} (subprocess) | {sj['seconds']:.1f} s{status} |")
     else:
         lines.append("| sweep, joblib | not run (benchmark.speed.joblib_sweep=false) |")
+    if sr := speed.get("sweep_ray"):
+        status = "" if sr.get("returncode") == 0 else f" (failed, exit {sr.get('returncode')})"
+        lines.append(f"| sweep R2 over every domain, `scripts/train.py -m hydra/launcher=ray` (local cluster, subprocess) | {sr['seconds']:.1f} s{status} |")
+    else:
+        lines.append("| sweep, Ray | not run (no Ray launcher here: `pip install -e '.[ray]'` or benchmark.speed.ray_python=...) |")
     if speed.get("merge_hypotheses_per_second"):
         lines.append(f"| merge throughput (score_tables, test split) | {speed['merge_hypotheses_per_second']:,.0f} hypotheses/s |")
     if (rl := speed.get("rank_latency")) and rl.get("utterances"):

@@ -337,6 +337,15 @@ def peak_memory() -> dict:
     return {"self": self_kb / 1024, "largest_child": child_kb / 1024}
 
 
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
 def speed_figures(scfg, manifest, r2, r3, test: SplitData, bench_dir: Path, cfg, cli_overrides) -> dict:
     out: dict[str, Any] = {"prepare_seconds": manifest.get("seconds"),
                            "prepare_note": "this run's build" if cfg.get("force", True) else "time of the build that made the cached tables (manifest['seconds'])"}
@@ -347,22 +356,29 @@ def speed_figures(scfg, manifest, r2, r3, test: SplitData, bench_dir: Path, cfg,
     out["train_seconds_per_domain"] = {"R2": dict(r2["train_seconds"]), "R3": dict(r3["train_seconds"])}
     out["sweep_sequential_seconds"] = r2["seconds"]
     out["sweep_sequential_note"] = "R2 over every domain, in-process loop of train(), no logger"
+    n_jobs = int(scfg.get("n_jobs", 2))
+    sweeps = []
     if scfg.get("joblib_sweep", True):
-        n_jobs = int(scfg.get("n_jobs", 2))
-        keep = [o for o in cli_overrides if o.lstrip("+~").split("=", 1)[0].split(".")[0].split("/")[0] in CORPUS_KEYS
-                and not o.startswith(("paths.registry_dir", "paths.log_dir"))]
-        cmd = [sys.executable, str(REPO / "scripts" / "train.py"), "-m", "domain=all", "loss=crossentropy",
-               f"hydra.launcher.n_jobs={n_jobs}", *keep,
-               f"paths.registry_dir={bench_dir / 'registry' / 'sweep_joblib'}", f"paths.log_dir={bench_dir / 'logs' / 'sweep_joblib'}"]
+        sweeps.append(("sweep_joblib", sys.executable, [f"hydra.launcher.n_jobs={n_jobs}"], {"n_jobs": n_jobs}))
+    # Ray conflicts with joblib on cloudpickle unless installed together (the [ray] extra), so it
+    # may live in another environment: benchmark.speed.ray_python names its interpreter.
+    ray_python = scfg.get("ray_python") or (sys.executable if _importable("hydra_plugins.hydra_ray_launcher") else None)
+    if scfg.get("ray_sweep", True) and ray_python:
+        sweeps.append(("sweep_ray", ray_python, ["hydra/launcher=ray"], {}))
+    keep = [o for o in cli_overrides if o.lstrip("+~").split("=", 1)[0].split(".")[0].split("/")[0] in CORPUS_KEYS
+            and not o.startswith(("paths.registry_dir", "paths.log_dir"))]
+    for key, python, launcher, extra in sweeps:
+        cmd = [python, str(REPO / "scripts" / "train.py"), "-m", "domain=all", "loss=crossentropy", *launcher, *keep,
+               f"paths.registry_dir={bench_dir / 'registry' / key}", f"paths.log_dir={bench_dir / 'logs' / key}"]
         if not any(o.startswith("paths.output_dir") for o in keep):
             cmd.append(f"paths.output_dir={cfg['paths']['output_dir']}")
         t = time.perf_counter()
         proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
         secs = time.perf_counter() - t
-        out["sweep_joblib"] = {"n_jobs": n_jobs, "seconds": secs, "returncode": proc.returncode, "command": " ".join(cmd[1:]),
-                               "note": "subprocess: includes interpreter start, imports, the prepare cache check and the TensorBoard logger"}
+        out[key] = {**extra, "seconds": secs, "returncode": proc.returncode, "command": " ".join(cmd[1:]),
+                    "note": "subprocess: includes interpreter start, imports, the prepare cache check and the TensorBoard logger"}
         if proc.returncode != 0:
-            out["sweep_joblib"]["stderr_tail"] = proc.stderr[-2000:]
+            out[key]["stderr_tail"] = proc.stderr[-2000:]
     ranker = r3["ranker"]
     t = time.perf_counter()
     reps = 0
