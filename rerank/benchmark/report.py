@@ -189,13 +189,20 @@ def render_report(results: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _rss(peak) -> str:
+    """Largest resident set of this process or of a child so far (ru_maxrss only grows)."""
+    if isinstance(peak, dict) and peak:
+        return f"{max(peak.values()):,.0f}"
+    return "-" if peak is None else f"{peak:,.0f}"
+
+
 def scaling_lines(scaling) -> list[str]:
     if not scaling:
         return ["Not run (`benchmark.scaling=true` runs it; it grows synthetic corpora, whatever the corpus above)."]
-    lines = ["| utterances | prepare (s) | train hypotheses | train R2, all domains (s) | merge hypotheses/s |",
-             "| ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| utterances | prepare (s) | train hypotheses | train R2, all domains (s) | merge hypotheses/s | peak RSS so far, MB | note |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     lines += [f"| {s['utterances']:,} | {s['prepare_seconds']:.1f} | {s.get('train_hypotheses', 0):,} | {s['train_seconds']:.1f} | "
-              f"{s['merge_hypotheses_per_second']:,.0f} |" for s in scaling]
+              f"{s['merge_hypotheses_per_second']:,.0f} | {_rss(s.get('peak_rss_mb'))} | {s.get('note', '')} |" for s in scaling]
     return lines
 
 
