@@ -402,7 +402,7 @@ def run_scaling(cfg, b, bench_dir: Path) -> list[dict]:
         c["data"] = {**c["data"], "name": f"synthetic_{n}", "format": "synthetic",
                      "synthetic": {**(c["data"].get("synthetic") or {}), "n_utterances": int(n)}}
         t = time.perf_counter()
-        manifest = prepare(c)
+        manifest = prepare(c, force=bool(cfg.get("force", True)))  # measured, not a cache hit
         prep = time.perf_counter() - t
         sub = bench_dir / "scaling" / str(n)
         trainer = Trainer(c, sub, manifest["domains"])
