@@ -19,7 +19,7 @@ from rerank.benchmark.runs import Trainer, ranker_from
 from rerank.hypotheses.figures import baseline_score, oracle_score, top_hypothesis_figures
 from rerank.hypotheses.prepare import data_dir as corpus_data_dir
 from rerank.hypotheses.prepare import prepare
-from rerank.io import write_json
+from rerank.io import read_json, write_json, write_text
 from rerank.merge.evaluate import SplitData, evaluate, load_split
 from rerank.merge.ranker import CrossDomainRanker
 from rerank.reranker.features import spec_from_manifest
@@ -61,8 +61,41 @@ def dev_semer(dev: SplitData, score: np.ndarray) -> float:
     return top_hypothesis_figures(dev.utt_index, score, dev.sem_errors, dev.ie, dev.totals)["semer"]
 
 
+def run_scaling_only(cfg: Mapping[str, Any]) -> dict:
+    """``benchmark.scaling_only=true``: only the scaling sizes, merged into the synthetic results.json.
+
+    For a size too slow to run with the whole suite, e.g. 1M utterances with
+    ``benchmark.trainer_overrides=['trainer.max_epochs=3']`` (the note column says so).
+    """
+    b = cfg["benchmark"]
+    bench_dir = Path(b["dir"]) / "synthetic"
+    rows = run_scaling(cfg, b, bench_dir)
+    note = " ".join(b.get("trainer_overrides") or [])
+    for r in rows:
+        r["note"] = note
+    path = bench_dir / "results.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run the synthetic suite first (python scripts/benchmark.py)")
+    results = read_json(path)
+    sizes = {r["utterances"] for r in rows}
+    results["scaling"] = sorted([r for r in results.get("scaling") or [] if r["utterances"] not in sizes] + rows,
+                                key=lambda r: r["utterances"])
+    write_json(path, results)
+    write_text(bench_dir / "report.md", render_report(results))
+    if cfg.get("write_benchmarks_md"):
+        update_benchmarks_md(benchmarks_md_path(cfg), results)
+    return results
+
+
+def benchmarks_md_path(cfg: Mapping[str, Any]) -> Path:
+    path = Path(cfg.get("benchmarks_md") or "BENCHMARKS.md")
+    return path if path.is_absolute() else REPO / path
+
+
 def run_benchmark(cfg: Mapping[str, Any], cli_overrides: Sequence[str] = ()) -> dict:
     """The whole suite on ``cfg.data``; returns the results dict written to ``results.json``."""
+    if cfg["benchmark"].get("scaling_only"):
+        return run_scaling_only(cfg)
     t_start = time.perf_counter()
     b = cfg["benchmark"]
     seed, n_boot = int(cfg.get("seed", 0)), int(b.get("bootstrap", 1000))
@@ -261,11 +294,10 @@ def run_benchmark(cfg: Mapping[str, Any], cli_overrides: Sequence[str] = ()) -> 
     speed["peak_rss_mb"] = peak_memory()
     write_json(bench_dir / "results.json", results)
     text = render_report(results)
-    (bench_dir / "report.md").write_text(text, encoding="utf-8")
+    write_text(bench_dir / "report.md", text)
     print(f"benchmark: wrote {bench_dir / 'report.md'} and results.json in {results['seconds']} s")
     if cfg.get("write_benchmarks_md"):
-        path = Path(cfg.get("benchmarks_md") or "BENCHMARKS.md")
-        path = path if path.is_absolute() else REPO / path
+        path = benchmarks_md_path(cfg)
         update_benchmarks_md(path, results)
         print(f"benchmark: updated the section of {corpus} in {path}")
     results["report_dir"] = str(bench_dir)
