@@ -131,6 +131,20 @@ def run_benchmark(cfg: Mapping[str, Any], cli_overrides: Sequence[str] = ()) -> 
         print(f"benchmark: trained {variant} ({run['seconds']:.1f} s): dev SemER {run['dev_semer']:.4f}", flush=True)
         return run
 
+    def utterance_rows(label: str, tag: str, base: list[str], settings: dict, domain_variant: str) -> None:
+        """The two candidates=utterance rows of a loss: competitors from the baseline, then published."""
+        if not b.get("utterance_candidates", True):
+            for comp in ("baseline", "published"):
+                rows.append(_row(f"{label}, candidates=utterance, competitors={comp}", "per-domain", None, train_seconds=None,
+                                 retrain_alone="yes", calibrated=True, status="skipped (benchmark.utterance_candidates=false)"))
+            return
+        for comp, kw, shown in (("baseline", {}, "baseline"),
+                                ("published", {"competitors_from": trainer.registry_dir(domain_variant)}, f"published ({tag} candidates=domain)")):
+            run = train_variant(f"{tag}_utterance_{comp}", [*base, "loss.candidates=utterance", f"loss.competitors={comp}"], **kw)
+            evaluate_row(f"{label}, candidates=utterance, competitors={comp}", "per-domain", run["ranker"].score_tables(test.tables).score, True,
+                         train_seconds=run["seconds"], retrain_alone="yes",
+                         settings={**settings, "candidates": "utterance", "competitors": shown})
+
     # ------------------------------------------------------------ baseline
     base_test = baseline_score(*(np.concatenate([test.tables[d][c].to_numpy() for d in test.domains]) for c in ("dc", "ic", "ner")))
     evaluate_row("unweighted baseline (dc*ic*ner)", "baseline", base_test, True, train_seconds=0.0,
@@ -145,20 +159,8 @@ def run_benchmark(cfg: Mapping[str, Any], cli_overrides: Sequence[str] = ()) -> 
     best_r1 = r1[t_r1]
     evaluate_row(f"R1 semer, candidates=domain (T={_fmt_num(t_r1)})", "per-domain", best_r1["ranker"].score_tables(test.tables).score, True,
                  train_seconds=best_r1["seconds"], retrain_alone="yes", settings={"loss": "semer", "candidates": "domain", "temperature": t_r1})
-    r1_u = ["loss=semer", f"loss.temperature={t_r1}", "loss.candidates=utterance"]
-    if not b.get("utterance_candidates", True):
-        for comp in ("baseline", "published"):
-            rows.append(_row(f"R1 semer, candidates=utterance, competitors={comp}", "per-domain", None, train_seconds=None,
-                             retrain_alone="yes", calibrated=True, status="skipped (benchmark.utterance_candidates=false)"))
-    else:
-        run = train_variant("R1_utterance_baseline", [*r1_u, "loss.competitors=baseline"])
-        evaluate_row("R1 semer, candidates=utterance, competitors=baseline", "per-domain", run["ranker"].score_tables(test.tables).score, True,
-                     train_seconds=run["seconds"], retrain_alone="yes", settings={"loss": "semer", "candidates": "utterance", "competitors": "baseline", "temperature": t_r1})
-        run = train_variant("R1_utterance_published", [*r1_u, "loss.competitors=published"],
-                            competitors_from=trainer.registry_dir(f"R1_domain_T{_fmt_num(t_r1)}"))
-        evaluate_row("R1 semer, candidates=utterance, competitors=published", "per-domain", run["ranker"].score_tables(test.tables).score, True,
-                     train_seconds=run["seconds"], retrain_alone="yes",
-                     settings={"loss": "semer", "candidates": "utterance", "competitors": "published (R1 candidates=domain)", "temperature": t_r1})
+    utterance_rows("R1 semer", "R1", ["loss=semer", f"loss.temperature={t_r1}"], {"loss": "semer", "temperature": t_r1},
+                   f"R1_domain_T{_fmt_num(t_r1)}")
 
     # ------------------------------------------------------------ R2
     r2 = train_variant("R2", ["loss=crossentropy"])
@@ -182,29 +184,17 @@ def run_benchmark(cfg: Mapping[str, Any], cli_overrides: Sequence[str] = ()) -> 
     r3_res = evaluate_row(r3_name, "per-domain", best_r3["ranker"].score_tables(test.tables).score, True,
                           train_seconds=best_r3["seconds"], retrain_alone="yes",
                           settings={"loss": "combined", "candidates": "domain", "alpha": a_r3, "temperature": t_r3})
-    r3_u = ["loss=combined", f"loss.alpha={a_r3}", f"loss.temperature={t_r3}", "loss.candidates=utterance"]
-    if not b.get("utterance_candidates", True):
-        for comp in ("baseline", "published"):
-            rows.append(_row(f"R3 combined, candidates=utterance, competitors={comp}", "per-domain", None, train_seconds=None,
-                             retrain_alone="yes", calibrated=True, status="skipped (benchmark.utterance_candidates=false)"))
-    else:
-        run = train_variant("R3_utterance_baseline", [*r3_u, "loss.competitors=baseline"])
-        evaluate_row("R3 combined, candidates=utterance, competitors=baseline", "per-domain", run["ranker"].score_tables(test.tables).score, True,
-                     train_seconds=run["seconds"], retrain_alone="yes",
-                     settings={"loss": "combined", "candidates": "utterance", "competitors": "baseline", "alpha": a_r3, "temperature": t_r3})
-        run = train_variant("R3_utterance_published", [*r3_u, "loss.competitors=published"],
-                            competitors_from=trainer.registry_dir(f"R3_domain_a{_fmt_num(a_r3)}_T{_fmt_num(t_r3)}"))
-        evaluate_row("R3 combined, candidates=utterance, competitors=published", "per-domain", run["ranker"].score_tables(test.tables).score, True,
-                     train_seconds=run["seconds"], retrain_alone="yes",
-                     settings={"loss": "combined", "candidates": "utterance", "competitors": "published (R3 candidates=domain)", "alpha": a_r3, "temperature": t_r3})
+    r3_base = ["loss=combined", f"loss.alpha={a_r3}", f"loss.temperature={t_r3}"]
+    utterance_rows("R3 combined", "R3", r3_base, {"loss": "combined", "alpha": a_r3, "temperature": t_r3},
+                   f"R3_domain_a{_fmt_num(a_r3)}_T{_fmt_num(t_r3)}")
 
     # ------------------------------------------------------------ the same, Platt-scaled on each domain's own dev
     if b.get("platt_rows", True):
         run = train_variant("R2_platt", ["loss=crossentropy", "calibration=platt"])
         evaluate_row("R2 crossentropy + Platt on dev", "per-domain", run["ranker"].score_tables(test.tables).score, True,
                      train_seconds=run["seconds"], retrain_alone="yes", settings={"loss": "crossentropy", "calibration": "platt"})
-        best_u = [*r3_u, "loss.competitors=baseline"] if b.get("utterance_candidates", True) else \
-            ["loss=combined", f"loss.alpha={a_r3}", f"loss.temperature={t_r3}", "loss.candidates=domain"]
+        best_u = [*r3_base, "loss.candidates=utterance", "loss.competitors=baseline"] if b.get("utterance_candidates", True) \
+            else [*r3_base, "loss.candidates=domain"]
         run = train_variant("R3_platt", [*best_u, "calibration=platt"])
         evaluate_row("R3 combined" + (", candidates=utterance, competitors=baseline" if b.get("utterance_candidates", True) else "")
                      + " + Platt on dev", "per-domain", run["ranker"].score_tables(test.tables).score, True,
@@ -216,7 +206,7 @@ def run_benchmark(cfg: Mapping[str, Any], cli_overrides: Sequence[str] = ()) -> 
         run = train_variant("R2_mlp", ["loss=crossentropy", "model=mlp"])
         evaluate_row("R2 crossentropy, MLP", "per-domain", run["ranker"].score_tables(test.tables).score, True,
                      train_seconds=run["seconds"], retrain_alone="yes", settings={"loss": "crossentropy", "model": "mlp"})
-        run = train_variant("R3_mlp", ["loss=combined", f"loss.alpha={a_r3}", f"loss.temperature={t_r3}", "loss.candidates=domain", "model=mlp"])
+        run = train_variant("R3_mlp", [*r3_base, "loss.candidates=domain", "model=mlp"])
         evaluate_row(f"R3 combined, candidates=domain, MLP (alpha={_fmt_num(a_r3)}, T={_fmt_num(t_r3)})", "per-domain",
                      run["ranker"].score_tables(test.tables).score, True, train_seconds=run["seconds"], retrain_alone="yes",
                      settings={"loss": "combined", "candidates": "domain", "alpha": a_r3, "temperature": t_r3, "model": "mlp"})
