@@ -67,7 +67,7 @@ def linear_scorer(spec, rng: np.random.Generator, version: str = "v1"):
     import torch
 
     from rerank.merge.ranker import DomainScorer
-    from rerank.reranker.model import DomainReranker
+    from rerank.training.model import DomainReranker
 
     model = DomainReranker(spec)
     with torch.no_grad():
@@ -76,7 +76,7 @@ def linear_scorer(spec, rng: np.random.Generator, version: str = "v1"):
         model.mean.copy_(torch.from_numpy(rng.normal(0, 0.1, spec.dim).astype(np.float32)))
         model.std.copy_(torch.from_numpy(rng.uniform(0.5, 2.0, spec.dim).astype(np.float32)))
     model.eval()
-    return DomainScorer(spec.domain, version, spec, model.numpy_scorer(), "bench", model)
+    return DomainScorer(spec.domain, version, spec, model.numpy_scorer(), "bench")
 
 
 # ---- (a) throughput ----------------------------------------------------------------------------
@@ -86,17 +86,17 @@ def load_tables(args) -> tuple[dict[str, pa.Table], dict]:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from rerank.hypotheses.prepare import data_dir, prepare
-    from rerank.reranker.data import read_table
+    from rerank.hypotheses.prepare import prepare
+    from rerank.hypotheses.tables import open_tables
 
     overrides = [f"paths.output_dir={args.output_dir}", f"data={args.data}"]
     if args.data == "synthetic":
         overrides += [f"data.synthetic.n_utterances={args.n_utterances}", f"recognizers.folds={args.folds}"]
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
         cfg = OmegaConf.to_container(compose(config_name="prepare", overrides=overrides), resolve=True)
-    manifest = prepare(cfg)
-    out = data_dir(args.output_dir, manifest["corpus"])
-    return {d: read_table(out, d, args.split) for d in manifest["domains"]}, manifest
+    prepare(cfg)
+    tables = open_tables(cfg)
+    return {d: tables.read(d, args.split) for d in tables.domains}, tables.manifest
 
 
 def replicate(tables: dict[str, pa.Table], n_utts: int, target: int) -> tuple[dict[str, pa.Table], int]:
@@ -115,7 +115,7 @@ def replicate(tables: dict[str, pa.Table], n_utts: int, target: int) -> tuple[di
 def bench_throughput(args) -> dict:
     from rerank.merge.ranker import CrossDomainRanker
     from rerank.ranking import rank_within_utterances
-    from rerank.reranker.features import spec_from_manifest
+    from rerank.model.features import spec_from_manifest
 
     tables, manifest = load_tables(args)
     n_utts = manifest["splits"][args.split]
@@ -160,7 +160,7 @@ def bench_throughput(args) -> dict:
 
 
 def hwu64_specs(rng: np.random.Generator):
-    from rerank.reranker.features import FeatureSpec
+    from rerank.model.features import FeatureSpec
 
     specs = []
     for d in HWU64_DOMAINS:

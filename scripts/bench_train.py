@@ -42,17 +42,18 @@ def throughput(out: Path, rows_target: int) -> list[tuple]:
     import torch
 
     from rerank.hypotheses.prepare import prepare
-    from rerank.reranker.data import read_table, to_slates
-    from rerank.reranker.datamodule import SlateDataModule
-    from rerank.reranker.features import spec_from_manifest
-    from rerank.reranker.model import DomainReranker
-    from rerank.reranker.module import RerankerModule
+    from rerank.hypotheses.tables import open_tables
+    from rerank.model.features import spec_from_manifest
+    from rerank.training.data import to_slates
+    from rerank.training.datamodule import SlateDataModule
+    from rerank.training.model import DomainReranker
+    from rerank.training.module import RerankerModule
 
-    cfg = compose("train", [f"paths.output_dir={out}", "domain=Music"])
+    cfg = compose("prepare", [f"paths.output_dir={out}"])
     manifest = prepare(cfg)
-    data_dir = Path(cfg["paths"]["data_dir"]) / manifest["corpus"]
+    tables = open_tables(cfg)
     spec = spec_from_manifest(manifest, "Music")
-    table = read_table(data_dir, "Music", "train")
+    table = tables.read("Music", "train")
     reps = max(1, rows_target // table.num_rows)
     big = pa.concat_tables([table.set_column(table.schema.get_field_index("utt_index"), "utt_index",
                                              pa.array(table["utt_index"].to_numpy() + i * (table["utt_index"].to_numpy().max() + 1), pa.int32()))

@@ -9,14 +9,14 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from rerank.reranker.cli import expand_all_domains, parallel_jobs
+from rerank.training.cli import expand_all_domains, parallel_jobs
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
 def main(cfg: DictConfig) -> float:
-    from rerank.reranker.train import train
+    from rerank.training.train import train
 
     container = OmegaConf.to_container(cfg, resolve=True)
     if container.get("parallel_jobs") is None:

@@ -51,14 +51,40 @@ class Prepared:
         return Prepared(cfg, self.manifest, dest, new_data)
 
 
+def edit_table(data_dir: Path, rel: str, column: str, make, reseal: bool = True) -> None:
+    """Change one column of a table of a set; ``reseal``: update the manifest's checksum as a writer would.
+
+    Without resealing, readers must refuse the changed file; resealed, the set
+    stands for a table set that some other writer got wrong.
+    """
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from rerank.io import sha256_bytes
+
+    path = Path(data_dir) / rel
+    t = pq.read_table(path)
+    i = t.schema.get_field_index(column)
+    t = t.set_column(i, t.schema.field(i), pa.array(make(t[column].to_numpy().copy()), t.schema.field(i).type))
+    pq.write_table(t, path)
+    if reseal:
+        manifest = json.loads((Path(data_dir) / "manifest.json").read_text())
+        data = path.read_bytes()
+        manifest["files"][rel] = {"rows": t.num_rows, "bytes": len(data), "sha256": sha256_bytes(data)}
+        (Path(data_dir) / "manifest.json").write_text(json.dumps(manifest))
+
+
 @pytest.fixture(scope="session")
 def prepared(tmp_path_factory) -> Prepared:
-    from rerank.hypotheses.prepare import data_dir, prepare
+    from rerank.hypotheses.prepare import prepare
+    from rerank.hypotheses.tables import set_dir
 
     out = tmp_path_factory.mktemp("prepared")
     cfg = prepare_config(out)
     manifest = prepare(cfg)
-    return Prepared(cfg, manifest, out, data_dir(out, manifest["corpus"]))
+    return Prepared(cfg, manifest, out, set_dir(cfg))
 
 
 @pytest.fixture
@@ -73,7 +99,7 @@ def train_config(prepared, tmp_path) -> Callable[..., dict]:
     def make(domain: str, loss: str = "crossentropy", *overrides: str, output_dir: Path | str | None = None) -> dict:
         out = output_dir if output_dir is not None else prepared.output_dir
         base = [
-            f"paths.output_dir={out}", *TINY, f"domain={domain}", f"loss={loss}",
+            f"paths.output_dir={out}", f"domain={domain}", f"loss={loss}",
             f"paths.registry_dir={tmp_path / 'registry'}", f"paths.log_dir={tmp_path / 'logs'}",
             # one torch thread: the problems are tiny, and on a busy 2-core machine two
             # spinning OpenMP threads make a run several times slower

@@ -25,8 +25,8 @@ REDUCED = (
 
 ROW_PREFIXES = [
     "unweighted baseline", "R1 semer, candidates=domain", "R1 semer, candidates=utterance, competitors=baseline",
-    "R1 semer, candidates=utterance, competitors=published", "R2 crossentropy", "R3 combined, candidates=domain",
-    "R3 combined, candidates=utterance, competitors=baseline", "R3 combined, candidates=utterance, competitors=published",
+    "R1 semer, candidates=utterance, competitors=live", "R2 crossentropy", "R3 combined, candidates=domain",
+    "R3 combined, candidates=utterance, competitors=baseline", "R3 combined, candidates=utterance, competitors=live",
     "Platt-scaled baseline", "joint model", "LightGBM LambdaMART", "oracle",
 ]
 

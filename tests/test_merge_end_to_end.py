@@ -14,9 +14,9 @@ from omegaconf import OmegaConf
 
 from rerank.merge.evaluate import FIGURES
 from rerank.merge.ranker import UnknownDomainError
-from rerank.registry import Registry, RegistryError
-from rerank.reranker.features import FeatureSpecMismatch
-from rerank.reranker.model import DomainReranker
+from rerank.model.registry import Registry, RegistryError
+from rerank.model.features import FeatureSpecMismatch
+from rerank.training.model import DomainReranker
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TINY = ["data.synthetic.n_utterances=400", "recognizers.folds=2"]
@@ -33,20 +33,22 @@ def _compose(name: str, overrides: list[str]) -> dict:
 def trained(tmp_path_factory):
     """A prepared tiny corpus and a registry with a crossentropy model for Books and Music."""
     from rerank.hypotheses.prepare import prepare
-    from rerank.reranker.train import train
+    from rerank.training.train import train
 
     out = tmp_path_factory.mktemp("merge_e2e")
-    manifest = prepare(_compose("merge", [f"paths.output_dir={out}", *TINY]))
+    manifest = prepare(_compose("prepare", [f"paths.output_dir={out}", *TINY]))
+    registry = Registry(out / "registry")
     for domain in TRAINED:
-        result = train(_compose("train", [f"paths.output_dir={out}", *TINY, f"domain={domain}", "loss=crossentropy",
+        result = train(_compose("train", [f"paths.output_dir={out}", f"domain={domain}", "loss=crossentropy",
                                           "trainer.max_epochs=3", f"paths.log_dir={out / 'train_logs'}"]))
         assert result["version"] == "v1"
+        registry.set_live(manifest["corpus"], domain, "v1", action="promote", verdict="accepted", forced=True)
     return out, manifest
 
 
 def merge_config(trained, tmp_path: Path, *overrides: str, registry: Path | None = None) -> dict:
     out, _ = trained
-    return _compose("merge", [f"paths.output_dir={out}", *TINY, f"paths.registry_dir={registry or out / 'registry'}",
+    return _compose("merge", [f"paths.output_dir={out}", f"paths.registry_dir={registry or out / 'registry'}",
                               f"paths.report_dir={tmp_path / 'reports'}", f"paths.log_dir={tmp_path / 'logs'}",
                               "merge.bootstrap=50", *overrides])
 
@@ -75,8 +77,10 @@ def test_merge_report(trained, tmp_path):
         assert (report_dir / name).is_file() and (report_dir / name).stat().st_size > 0, name
 
     metrics = json.loads((report_dir / "metrics.json").read_text())
-    assert {"baseline", "oracle", "crossentropy"} <= set(metrics)
-    for system in ("baseline", "oracle", "crossentropy"):
+    assert list(result["metrics"])[:2] == ["live", "baseline"]  # what serves traffic first
+    assert {"live", "baseline", "oracle", "newest crossentropy"} <= set(metrics)
+    metrics["crossentropy"] = metrics["newest crossentropy"]
+    for system in ("baseline", "oracle", "crossentropy", "live"):
         m = metrics[system]
         assert set(FIGURES) <= set(m), system
         assert isinstance(m["per_domain"], dict) and set(m["per_domain"]) <= set(manifest["domains"])
@@ -89,15 +93,17 @@ def test_merge_report(trained, tmp_path):
 
     meta = metrics["_meta"]
     untrained = sorted(set(manifest["domains"]) - set(TRAINED))
-    assert meta["fallback_domains"]["crossentropy"] == untrained
-    assert meta["versions"]["crossentropy"] == {d: ("v1" if d in TRAINED else "baseline") for d in manifest["domains"]}
+    for system in ("newest crossentropy", "live"):
+        assert meta["fallback_domains"][system] == untrained
+        assert meta["versions"][system] == {d: ("v1" if d in TRAINED else "baseline") for d in manifest["domains"]}
+    assert metrics["live"]["semer"] == metrics["crossentropy"]["semer"]
     assert meta["utterances"] == manifest["splits"]["test"]
 
     report = (report_dir / "report.md").read_text()
     assert "unweighted baseline" in report
-    flagged = next(line for line in report.splitlines() if line.startswith("- **crossentropy**"))
+    flagged = next(line for line in report.splitlines() if line.startswith("- **live**"))
     assert all(d in flagged for d in untrained) and not any(d in flagged for d in TRAINED)
-    assert "reliability.png" in report and "| crossentropy |" in report
+    assert "reliability.png" in report and "| newest crossentropy |" in report
 
     ranked = pq.read_table(report_dir / "ranked.parquet")
     assert {"utt_id", "rank", "domain", "intent", "slots", "score", "version"} <= set(ranked.column_names)
@@ -127,19 +133,19 @@ def test_pinned_versions(trained, tmp_path):
     registry = own_registry(trained, tmp_path)
     out, manifest = trained
     # a second Books version: the pin must keep v1
-    Registry(registry).publish(manifest["corpus"], "Books", Registry(registry).load(manifest["corpus"], "Books").model,
+    Registry(registry).publish(manifest["corpus"], "Books", Registry(registry).load(manifest["corpus"], "Books"),
                                loss="semer", config={}, metrics={}, data_hash="test")
     result = merge(merge_config(trained, tmp_path, "+versions.Books=v1", "merge.bootstrap=0", "paths.log_dir=null",
                                 registry=registry))
     # the ranking written (latest or pinned models) uses the pinned Books v1
     assert ranked_versions(result) == {"Books": "v1", "Music": "v1"}
     # each loss' system: its newest version, unless a pinned version was trained with that loss
-    assert result["meta"]["versions"]["crossentropy"]["Books"] == "v1"
-    assert result["meta"]["versions"]["semer"]["Books"] == "v2"
+    assert result["meta"]["versions"]["newest crossentropy"]["Books"] == "v1"
+    assert result["meta"]["versions"]["newest semer"]["Books"] == "v2"
 
     with pytest.raises(RegistryError, match="v9"):
         merge(merge_config(trained, tmp_path, "+versions.Books=v9", registry=registry))
-    with pytest.raises(RegistryError, match="no published version"):
+    with pytest.raises(RegistryError, match="no version 'v1'"):
         merge(merge_config(trained, tmp_path, "+versions.Weather=v1", registry=registry))
     with pytest.raises(UnknownDomainError, match="Nope"):
         merge(merge_config(trained, tmp_path, "+versions.Nope=v1", registry=registry))
@@ -156,13 +162,14 @@ def test_feature_spec_mismatch_is_refused(trained, tmp_path):
     version = reg.publish(manifest["corpus"], "Music", DomainReranker(other), loss="crossentropy",
                           config={}, metrics={}, data_hash="test")
     assert version == "v2"
+    reg.set_live(manifest["corpus"], "Music", "v2", action="promote", verdict="forced", forced=True)
     with pytest.raises(FeatureSpecMismatch, match="music_extra_intent"):
         merge(merge_config(trained, tmp_path, registry=registry))
     # pinned to the good version, it merges; the crossentropy system honours the pin too
     result = merge(merge_config(trained, tmp_path, "+versions.Music=v1", "merge.bootstrap=0", "paths.log_dir=null",
                                 registry=registry))
     assert ranked_versions(result)["Music"] == "v1"
-    assert result["meta"]["versions"]["crossentropy"]["Music"] == "v1"
+    assert result["meta"]["versions"]["newest crossentropy"]["Music"] == "v1"
 
 
 def test_truncated_weights_are_an_error_naming_the_file(trained, tmp_path):

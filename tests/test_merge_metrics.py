@@ -23,6 +23,7 @@ import pytest
 
 from rerank.hypotheses.figures import oracle_score
 from rerank.hypotheses.schema import hypothesis_schema, utterance_schema
+from rerank.hypotheses.tables import TableSet, TableSetWriter
 from rerank.merge.evaluate import FIGURES, evaluate, load_split
 from rerank.metrics.semer import interpretation_error, semantic_errors
 
@@ -50,6 +51,7 @@ HYPS = [
 def split(tmp_path_factory):
     root = tmp_path_factory.mktemp("merge_metrics")
     hyp_schema = hypothesis_schema(["device"])
+    writer = TableSetWriter(root, "hand")
     for domain in ("A", "B"):
         rows = []
         for u, d, intent, slots, _, errors in HYPS:
@@ -64,14 +66,17 @@ def split(tmp_path_factory):
                 "dc": 0.5, "ic": 0.5, "ner": 0.5, "sem_errors": e, "sem_total": total, "semer": e / total,
                 "ie": interpretation_error(gd, gi, gs, d, intent, slots), "gold_domain": gd, "gold_intent": gi, "fold": -1,
             })
-        (root / domain).mkdir()
-        pq.write_table(pa.Table.from_pylist(rows, schema=hyp_schema), root / domain / "test.parquet")
-    (root / "_utterances").mkdir()
+        writer.write_table(f"{domain}/test.parquet", pa.Table.from_pylist(rows, schema=hyp_schema))
+        for empty in ("train", "dev"):
+            writer.write_table(f"{domain}/{empty}.parquet", hyp_schema.empty_table())
     gold = [{"utt_id": f"u{u}", "utt_index": u, "text": "x", "gold_domain": d, "gold_intent": i,
              "gold_slots": [{"type": t, "value": v} for t, v in s], "sem_total": 1 + len(s), "device": "echo"}
             for u, (d, i, s) in enumerate(GOLD)]
-    pq.write_table(pa.Table.from_pylist(gold, schema=utterance_schema(["device"])), root / "_utterances" / "test.parquet")
-    data = load_split(root, ["B", "A"], "test")
+    writer.write_table("_utterances/test.parquet", pa.Table.from_pylist(gold, schema=utterance_schema(["device"])))
+    for empty in ("train", "dev"):
+        writer.write_table(f"_utterances/{empty}.parquet", utterance_schema(["device"]).empty_table())
+    writer.commit({"domains": ["A", "B"]})
+    data = load_split(TableSet.open(root / "hand"), "test", ["B", "A"])
     # rows are concatenated in sorted-domain order: A's rows, then B's
     score = np.array([h[4] for h in HYPS if h[1] == "A"] + [h[4] for h in HYPS if h[1] == "B"])
     return data, score

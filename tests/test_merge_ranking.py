@@ -11,8 +11,8 @@ import torch
 from rerank.hypotheses.schema import hypothesis_schema
 from rerank.merge.ranker import BASELINE, CrossDomainRanker, DomainScorer, UnknownDomainError, ranked_table
 from rerank.ranking import order_within_utterances, rank_within_utterances, top_per_utterance
-from rerank.reranker.features import BadFeatures, FeatureSpec, features_from_records, features_from_table
-from rerank.reranker.model import DomainReranker
+from rerank.model.features import BadFeatures, FeatureSpec, features_from_records, features_from_table
+from rerank.training.model import DomainReranker
 
 CONTEXT = (("device", ("echo", "echo_show", "fire_tv")),)
 MUSIC = FeatureSpec("Music", ("music_pause", "music_play"), CONTEXT, ("artist", "song"), n_ranks=3)
@@ -312,7 +312,7 @@ def test_negative_rank_is_refused():
 
 
 def test_feature_blocks_equal_the_matrix():
-    from rerank.reranker.features import feature_blocks
+    from rerank.model.features import feature_blocks
 
     rng = np.random.default_rng(0)
     rows = [hyp("Video", rng.choice(["video_play", "video_search", "video_new"]), float(rng.random()), float(rng.random()),

@@ -1,17 +1,24 @@
-"""The model registry: immutable numbered versions, atomic and concurrent publish, data-only loading."""
+"""The model registry: immutable numbered versions, stages and history, atomic and concurrent publish, data-only loading."""
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
+import os
 import pickle
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-import rerank.registry as registry_mod
-from rerank.registry import Registry, RegistryError
-from rerank.reranker.features import FeatureSpec, FeatureSpecMismatch
-from rerank.reranker.model import DomainReranker
+import rerank.model.registry as registry_mod
+from conftest import REPO
+from rerank.model.features import FeatureSpec, FeatureSpecMismatch
+from rerank.model.registry import Registry, RegistryError
+from rerank.training.model import DomainReranker
 
 CORPUS, DOMAIN = "toy", "Music"
 FILES = {"weights.safetensors", "spec.json", "config.json", "metrics.json", "meta.json"}
@@ -38,11 +45,12 @@ def publish(reg: Registry, model: DomainReranker, loss: str = "crossentropy", ta
                        metrics={"semer": 0.25, "ece": 0.01}, data_hash=f"hash-{tag}")
 
 
-def assert_same_weights(a: DomainReranker, b: DomainReranker) -> None:
-    sa, sb = a.state_dict(), b.state_dict()
+def assert_same_weights(a, b) -> None:
+    """``a``, ``b``: DomainReranker (torch) or PublishedModel (numpy weights)."""
+    sa, sb = a.weights(), b.weights()
     assert sa.keys() == sb.keys()
     for k in sa:
-        assert torch.equal(sa[k], sb[k]), k
+        assert np.array_equal(sa[k], sb[k]), k
 
 
 def staging_dirs(reg: Registry) -> list[Path]:
@@ -55,60 +63,124 @@ def test_publish_load_round_trip(tmp_path, kind):
     reg = Registry(tmp_path)
     model = make_model(1, kind)
     assert publish(reg, model, loss="semer", tag="a") == "v1"
-    got = reg.load(CORPUS, DOMAIN)
+    got = reg.load(CORPUS, DOMAIN, "v1")
     assert got.version == "v1" and got.path == tmp_path / CORPUS / DOMAIN / "v1"
-    assert_same_weights(model, got.model)
-    assert got.spec == model.spec and got.model.kind == kind
+    assert_same_weights(model, got)
+    assert got.spec == model.spec and got.kind == kind
     assert got.meta["loss"] == got.loss == "semer"
     assert got.meta["data_hash"] == "hash-a"
     assert got.meta["version"] == "v1" and got.meta["kind"] == kind
-    assert not got.model.training
+    assert got.metrics == {"semer": 0.25, "ece": 0.01}
+    # the published numpy scorer gives the torch model's logits
     x = torch.randn(7, model.spec.dim)
     model.eval()
     with torch.no_grad():
-        assert torch.allclose(model(x), got.model(x))
+        assert np.allclose(model(x).numpy(), got.scorer(x.numpy()), atol=1e-5)
     assert reg.domains(CORPUS) == [DOMAIN]
+    # a new version is a candidate: nothing is live, so "live" resolves to nothing
+    assert reg.live(CORPUS, DOMAIN) is None and reg.stage(CORPUS, DOMAIN, "v1") == "candidate"
+    with pytest.raises(RegistryError, match="no live version"):
+        reg.load(CORPUS, DOMAIN)
 
 
-def test_versions_count_up_latest_and_pinned(tmp_path):
+def test_versions_count_up_and_references_resolve(tmp_path):
     reg = Registry(tmp_path)
     m1, m2, m3 = make_model(1), make_model(2), make_model(3)
     assert publish(reg, m1, loss="crossentropy") == "v1"
     assert publish(reg, m2, loss="semer") == "v2"
     assert reg.versions(CORPUS, DOMAIN) == ["v1", "v2"]
-    assert (reg.domain_dir(CORPUS, DOMAIN) / "latest").read_text().strip() == "v2"
-    assert reg.load(CORPUS, DOMAIN).version == "v2"
-    assert_same_weights(reg.load(CORPUS, DOMAIN).model, m2)
+    assert reg.resolve(CORPUS, DOMAIN, "latest") == "v2"
+    assert_same_weights(reg.load(CORPUS, DOMAIN, "latest"), m2)
     pinned = reg.load(CORPUS, DOMAIN, version="v1")
     assert pinned.version == "v1"
-    assert_same_weights(pinned.model, m1)
+    assert_same_weights(pinned, m1)
     assert reg.load(CORPUS, DOMAIN, loss="crossentropy").version == "v1"
     assert publish(reg, m3, loss="crossentropy") == "v3"
-    assert reg.load(CORPUS, DOMAIN).version == "v3"
+    assert reg.load(CORPUS, DOMAIN, "latest").version == "v3"
     assert reg.load(CORPUS, DOMAIN, loss="semer").version == "v2"
     # published versions are not overwritten
-    assert_same_weights(reg.load(CORPUS, DOMAIN, version="v1").model, m1)
+    assert_same_weights(reg.load(CORPUS, DOMAIN, version="v1"), m1)
     with pytest.raises(RegistryError, match="v9"):
         reg.load(CORPUS, DOMAIN, version="v9")
     with pytest.raises(RegistryError, match="combined"):
         reg.load(CORPUS, DOMAIN, loss="combined")
     with pytest.raises(RegistryError, match="Books"):
-        reg.load(CORPUS, "Books")
+        reg.load(CORPUS, "Books", "latest")
+
+
+def test_live_pointer_stages_and_history(tmp_path):
+    reg = Registry(tmp_path)
+    for seed in (1, 2, 3):
+        publish(reg, make_model(seed), tag=str(seed))
+    assert [reg.stage(CORPUS, DOMAIN, v) for v in ("v1", "v2", "v3")] == ["candidate"] * 3
+    reg.set_live(CORPUS, DOMAIN, "v2", action="promote", verdict="accepted", report="r.md")
+    assert reg.live(CORPUS, DOMAIN) == "v2" and reg.load(CORPUS, DOMAIN).version == "v2"
+    assert (reg.domain_dir(CORPUS, DOMAIN) / "live").read_text() == "v2\n"
+    reg.record(CORPUS, DOMAIN, {"action": "refuse", "to": "v3", "verdict": "refused", "forced": False})
+    assert reg.live(CORPUS, DOMAIN) == "v2"
+    reg.set_live(CORPUS, DOMAIN, "v3", action="promote", verdict="refused", forced=True)
+    assert [reg.stage(CORPUS, DOMAIN, v) for v in ("v1", "v2", "v3")] == ["candidate", "retired", "live"]
+    reg.set_live(CORPUS, DOMAIN, "v2", action="rollback", verdict="accepted")
+    hist = reg.history(CORPUS, DOMAIN)
+    assert [(h["action"], h["from"], h["to"], h["forced"]) for h in hist] == [
+        ("promote", None, "v2", False), ("refuse", "v2", "v3", False), ("promote", "v2", "v3", True), ("rollback", "v3", "v2", False)]
+    assert all("time" in h and h["domain"] == DOMAIN for h in hist)
+    # the history file only ever grows: one JSON object per line
+    lines = (reg.domain_dir(CORPUS, DOMAIN) / "history.jsonl").read_text().splitlines()
+    assert [json.loads(x)["to"] for x in lines] == ["v2", "v3", "v3", "v2"]
+    # a move that expects another live version is refused (someone promoted meanwhile)
+    with pytest.raises(RegistryError, match="meanwhile"):
+        reg.set_live(CORPUS, DOMAIN, "v1", action="promote", verdict="accepted", expect_from="v3")
+    with pytest.raises(RegistryError, match="v7"):
+        reg.set_live(CORPUS, DOMAIN, "v7", action="promote", verdict="accepted")
+    rows = reg.listing(CORPUS)
+    assert [(r["version"], r["stage"], r["loss"], r["dev_semer"]) for r in rows] == [
+        ("v1", "candidate", "crossentropy", 0.25), ("v2", "live", "crossentropy", 0.25), ("v3", "retired", "crossentropy", 0.25)]
+
+
+def test_a_live_pointer_to_nothing_is_an_error(tmp_path):
+    reg = Registry(tmp_path)
+    publish(reg, make_model(1))
+    (reg.domain_dir(CORPUS, DOMAIN) / "live").write_text("v5\n")
+    with pytest.raises(RegistryError, match="v5"):
+        reg.live(CORPUS, DOMAIN)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_weights_that_are_not_finite_are_refused_at_publish_and_at_load(tmp_path, bad):
+    reg = Registry(tmp_path)
+    model = make_model(1)
+    with torch.no_grad():
+        model.linear.weight[0, 2] = bad
+    with pytest.raises(RegistryError, match="linear.weight"):
+        publish(reg, model)
+    assert reg.versions(CORPUS, DOMAIN) == []
+    # a file that was changed after publishing is refused when loaded, naming it and the tensor
+    publish(reg, make_model(2))
+    from safetensors.numpy import load_file, save_file
+
+    path = reg.domain_dir(CORPUS, DOMAIN) / "v1" / "weights.safetensors"
+    weights = load_file(str(path))
+    weights["std"][1] = bad
+    save_file(weights, str(path))
+    with pytest.raises(RegistryError) as err:
+        reg.load(CORPUS, DOMAIN, "v1")
+    assert str(path) in str(err.value) and "'std'" in str(err.value)
 
 
 def test_mismatched_spec_is_refused_naming_what_differs(tmp_path):
     reg = Registry(tmp_path)
     publish(reg, make_model(1))
-    assert reg.load(CORPUS, DOMAIN, expect_spec=make_spec()).version == "v1"
+    assert reg.load(CORPUS, DOMAIN, "v1", expect_spec=make_spec()).version == "v1"
     data_spec = make_spec(intents=("music_pause", "music_play", "music_volume_up"))
     with pytest.raises(FeatureSpecMismatch) as err:
-        reg.load(CORPUS, DOMAIN, expect_spec=data_spec)
+        reg.load(CORPUS, DOMAIN, "v1", expect_spec=data_spec)
     msg = str(err.value)
     assert "intents" in msg and "music_volume_up" in msg
     assert str(reg.domain_dir(CORPUS, DOMAIN) / "v1") in msg
     other_ranks = FeatureSpec(**{**make_spec().__dict__, "n_ranks": 5})
     with pytest.raises(FeatureSpecMismatch, match="n_ranks"):
-        reg.load(CORPUS, DOMAIN, expect_spec=other_ranks)
+        reg.load(CORPUS, DOMAIN, "v1", expect_spec=other_ranks)
 
 
 def _publish_worker(root: str, seed: int, barrier, queue) -> None:
@@ -132,12 +204,11 @@ def test_concurrent_publishers_get_distinct_versions(tmp_path):
     assert sorted(results.values(), key=lambda v: int(v[1:])) == [f"v{i}" for i in range(1, n + 1)]
     assert reg.versions(CORPUS, DOMAIN) == [f"v{i}" for i in range(1, n + 1)]
     assert staging_dirs(reg) == []
-    assert (reg.domain_dir(CORPUS, DOMAIN) / "latest").read_text().strip() in results.values()
     # each version holds what its publisher wrote
     for seed, version in results.items():
         got = reg.load(CORPUS, DOMAIN, version=version)
         assert got.meta["data_hash"] == f"hash-{seed}"
-        assert_same_weights(got.model, make_model(seed))
+        assert_same_weights(got, make_model(seed))
         assert {p.name for p in got.path.iterdir()} == FILES
 
 
@@ -152,9 +223,8 @@ def test_crash_during_publish_leaves_nothing_visible(tmp_path, monkeypatch):
         publish(reg, make_model(1))
     assert reg.versions(CORPUS, DOMAIN) == []
     assert staging_dirs(reg) == []
-    assert not (reg.domain_dir(CORPUS, DOMAIN) / "latest").exists()
     with pytest.raises(RegistryError):
-        reg.load(CORPUS, DOMAIN)
+        reg.load(CORPUS, DOMAIN, "latest")
 
     monkeypatch.undo()
     m1 = make_model(1)
@@ -164,7 +234,7 @@ def test_crash_during_publish_leaves_nothing_visible(tmp_path, monkeypatch):
         publish(reg, make_model(2))
     assert reg.versions(CORPUS, DOMAIN) == ["v1"]
     assert staging_dirs(reg) == []
-    assert reg.load(CORPUS, DOMAIN).version == "v1"
+    assert reg.load(CORPUS, DOMAIN, "latest").version == "v1"
 
 
 def test_crash_after_weights_leaves_nothing_visible(tmp_path, monkeypatch):
@@ -184,7 +254,7 @@ def test_truncated_weights_raise_registry_error_naming_the_file(tmp_path, keep):
     data = weights.read_bytes()
     weights.write_bytes(data[: int(len(data) * keep) if keep < 1 else keep])
     with pytest.raises(RegistryError) as err:
-        reg.load(CORPUS, DOMAIN)
+        reg.load(CORPUS, DOMAIN, "v1")
     assert str(weights) in str(err.value)
 
 
@@ -194,7 +264,7 @@ def test_weights_of_another_spec_raise_registry_error(tmp_path):
     spec_path = reg.domain_dir(CORPUS, DOMAIN) / "v1" / "spec.json"
     spec_path.write_text(spec_path.read_text().replace('"music_pause",', '"music_pause", "music_skip",'))
     with pytest.raises(RegistryError) as err:
-        reg.load(CORPUS, DOMAIN)
+        reg.load(CORPUS, DOMAIN, "v1")
     assert "weights.safetensors" in str(err.value) and "spec.json" in str(err.value)
 
 
@@ -219,6 +289,67 @@ def test_loading_reads_data_never_code(tmp_path, monkeypatch):
     monkeypatch.setattr(pickle, "load", no_unpickling)
     monkeypatch.setattr(pickle, "loads", no_unpickling)
     monkeypatch.setattr(pickle, "Unpickler", no_unpickling)
-    got = reg.load(CORPUS, DOMAIN)
+    got = reg.load(CORPUS, DOMAIN, "v1")
     monkeypatch.undo()
-    assert_same_weights(got.model, model)
+    assert_same_weights(got, model)
+
+
+_KILLED_PUBLISHER = """
+import sys, time
+sys.path.insert(0, {tests!r})
+import rerank.model.registry as r
+from test_registry import make_model, publish, Registry
+real = r.save_file
+def slow(*a, **k):
+    real(*a, **k)
+    print("staged", flush=True)
+    time.sleep(60)
+r.save_file = slow
+publish(Registry({root!r}), make_model(1))
+"""
+
+
+def test_staging_left_by_killed_publishers_is_cleaned_by_the_next_publish(tmp_path):
+    """kill -9 in the middle of a publish, five times: the leftovers go at the next publish, no version appears."""
+    reg = Registry(tmp_path)
+    code = _KILLED_PUBLISHER.format(tests=str(REPO / "tests"), root=str(tmp_path))
+    for _ in range(5):
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=REPO)
+        assert proc.stdout.readline().strip() == "staged"
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        # each publisher removed the leftovers of the one killed before it: only its own stays
+        assert len(staging_dirs(reg)) == 1
+    assert reg.versions(CORPUS, DOMAIN) == []
+    assert publish(reg, make_model(2)) == "v1"
+    assert staging_dirs(reg) == []
+    # a live publisher's staging folder is left alone
+    alive = reg.domain_dir(CORPUS, DOMAIN) / f".staging-{registry_mod._host()}-{os.getpid()}-abc"
+    alive.mkdir()
+    assert reg.clean_staging(CORPUS, DOMAIN) == []
+    alive.rmdir()
+
+
+def _publish_from_node(root: str, seed: int, barrier, queue) -> None:
+    # another "node": its own host name, the same shared registry folder
+    registry_mod._host = lambda: f"node{seed % 2}"
+    barrier.wait(timeout=60)
+    queue.put((seed, publish(Registry(root), make_model(seed), tag=str(seed))))
+
+
+def test_two_nodes_publishing_the_same_domain_at_once(tmp_path):
+    ctx = mp.get_context("fork")
+    n = 4
+    barrier, queue = ctx.Barrier(n), ctx.Queue()
+    procs = [ctx.Process(target=_publish_from_node, args=(str(tmp_path), seed, barrier, queue)) for seed in range(n)]
+    for p in procs:
+        p.start()
+    results = dict(queue.get(timeout=120) for _ in range(n))
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    reg = Registry(tmp_path)
+    assert sorted(results.values()) == [f"v{i}" for i in range(1, n + 1)]
+    for seed, v in results.items():
+        assert reg.meta(CORPUS, DOMAIN, v)["host"] == f"node{seed % 2}"
+        assert_same_weights(reg.load(CORPUS, DOMAIN, v), make_model(seed))

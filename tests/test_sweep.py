@@ -8,8 +8,8 @@ from pathlib import Path
 
 import yaml
 
-from conftest import REPO, TINY
-from rerank.registry import Registry
+from conftest import REPO
+from rerank.model.registry import Registry
 
 
 def run_train(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
@@ -33,7 +33,7 @@ def job_domains(sweep_dir: Path) -> dict[str, str]:
 def test_two_domain_multirun_publishes_both(prepared, tmp_path):
     a, b = prepared.manifest["domains"][:2]
     registry, sweep = tmp_path / "registry", tmp_path / "sweep"
-    proc = run_train("-m", f"domain={a},{b}", "loss=crossentropy", f"paths.output_dir={prepared.output_dir}", *TINY,
+    proc = run_train("-m", f"domain={a},{b}", "loss=crossentropy", f"paths.output_dir={prepared.output_dir}",
                      "trainer.max_epochs=2", "hydra.launcher.n_jobs=2",
                      f"paths.registry_dir={registry}", f"paths.log_dir={tmp_path / 'logs'}", f"hydra.sweep.dir={sweep}")
     reg = Registry(registry)
@@ -52,7 +52,7 @@ def test_domain_all_expands_to_every_domain(prepared, tmp_path):
     registry, sweep = tmp_path / "registry", tmp_path / "sweep"
     proc = run_train("domain=all", "loss=crossentropy", "trainer=fast_dev_run", f"paths.output_dir={prepared.output_dir}",
                      # one worker: the parallel launch is the test above; this one is about the expansion
-                     *TINY, "hydra.launcher.n_jobs=1", "threads=1", f"paths.registry_dir={registry}",
+                     "hydra.launcher.n_jobs=1", "threads=1", f"paths.registry_dir={registry}",
                      f"paths.log_dir={tmp_path / 'logs'}", f"hydra.sweep.dir={sweep}")
     jobs = job_domains(sweep)
     assert sorted(jobs.values()) == sorted(domains), jobs
@@ -65,8 +65,16 @@ def test_domain_all_expands_to_every_domain(prepared, tmp_path):
 
 
 def test_domain_all_refuses_a_corpus_sweep(prepared, tmp_path):
-    proc = subprocess.run([sys.executable, "scripts/train.py", "domain=all", "hypotheses.n_best=3,5",
-                           f"paths.output_dir={prepared.output_dir}", *TINY],
+    proc = subprocess.run([sys.executable, "scripts/train.py", "domain=all", "data=synthetic,hwu64",
+                           f"paths.output_dir={prepared.output_dir}"],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert "one corpus at a time" in proc.stdout + proc.stderr
+
+
+def test_domain_all_without_tables_names_the_command(tmp_path):
+    proc = subprocess.run([sys.executable, "scripts/train.py", "domain=all", f"paths.output_dir={tmp_path}"],
+                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "scripts/prepare.py data=synthetic" in proc.stdout + proc.stderr
+    assert not (tmp_path / "data").exists()

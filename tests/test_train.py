@@ -1,7 +1,6 @@
 """train(): Hydra-composed runs on the tiny prepared corpus, refusals, reproducibility, R2 calibration."""
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import lightning as L
@@ -12,14 +11,16 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from conftest import edit_table
+from rerank.hypotheses.tables import TablesCorrupt, TablesMissing
 from rerank.io import read_json
-from rerank.registry import Registry
-from rerank.reranker.data import SlateTensors
-from rerank.reranker.datamodule import SlateDataModule
-from rerank.reranker.features import BadFeatures, FeatureSpec, spec_from_manifest
-from rerank.reranker.model import DomainReranker
-from rerank.reranker.module import RerankerModule
-from rerank.reranker.train import NoPositives, UnknownDomain, train
+from rerank.model.registry import Registry
+from rerank.training.data import SlateTensors
+from rerank.training.datamodule import SlateDataModule
+from rerank.model.features import BadFeatures, FeatureSpec, spec_from_manifest
+from rerank.training.model import DomainReranker
+from rerank.training.module import RerankerModule
+from rerank.training.train import NoPositives, UnknownDomain, train
 
 SHORT = ("optimizer=lbfgs", "trainer.max_epochs=3")
 
@@ -60,7 +61,7 @@ def test_short_train_publishes_v1_with_spec_metrics_and_a_safe_checkpoint(train_
     reg = registry_of(cfg)
     assert reg.versions("synthetic", domain) == ["v1"]
     spec = spec_from_manifest(prepared.manifest, domain)
-    published = reg.load("synthetic", domain, expect_spec=spec)
+    published = reg.load("synthetic", domain, "v1", expect_spec=spec)
     assert published.spec == spec
     vdir = published.path
     assert FeatureSpec.from_dict(read_json(vdir / "spec.json")) == spec
@@ -77,11 +78,12 @@ def test_short_train_publishes_v1_with_spec_metrics_and_a_safe_checkpoint(train_
     state = torch.load(ckpts[0], map_location="cpu", weights_only=True)
     assert state["hyper_parameters"]["loss"] == {"name": "crossentropy"}
     # the published weights are those of the best dev checkpoint
-    published_state = published.model.state_dict()
-    for k, v in published_state.items():
-        assert torch.equal(state["state_dict"][f"model.{k}"], v), k
+    for k, v in published.tensors.items():
+        assert np.array_equal(state["state_dict"][f"model.{k}"].numpy(), v), k
     # the trained model is not the zero initialisation
-    assert published.model.linear.weight.abs().sum() > 0
+    assert np.abs(published.tensors["linear.weight"]).sum() > 0
+    # training publishes a candidate; it goes live only through promotion
+    assert reg.live("synthetic", domain) is None
 
 
 @pytest.mark.parametrize("extra", [
@@ -97,21 +99,35 @@ def test_semer_loss_runs(train_config, domains, extra):
     assert all(torch.isfinite(t).all() for t in w.values())
 
 
-def test_semer_with_published_competitors(train_config, domains, caplog):
+def test_live_competitors_are_the_other_domains_live_models(train_config, prepared, domains):
+    from rerank.hypotheses.tables import TableSet
+    from rerank.model.features import features_from_table
+    from rerank.training.competitors import baseline_logit, other_domains
+
     competitor, domain = domains[0], domains[1]
     first = train_config(competitor, "crossentropy", *SHORT)
     assert train(first)["version"] == "v1"
-    cfg = train_config(domain, "semer", *SHORT, "loss.candidates=utterance", "loss.competitors=published")
+    reg = registry_of(first)
+    tables = TableSet.open(prepared.data_dir)
+    # a candidate does not compete: only live versions do
+    _, cand_logits, _ = other_domains(tables, domain, "dev", "live", reg)
+    _, base_logits, _ = other_domains(tables, domain, "dev", "baseline", reg)
+    np.testing.assert_array_equal(cand_logits, base_logits)
+    reg.set_live("synthetic", competitor, "v1", action="promote", verdict="accepted")
+    utt, logits, semer = other_domains(tables, domain, "dev", "live", reg)
+    others = [d for d in domains if d != domain]
+    sizes = [tables.read(d, "dev").num_rows for d in others]
+    start = sum(sizes[:others.index(competitor)])
+    table = tables.read(competitor, "dev")
+    pub = reg.load("synthetic", competitor)
+    np.testing.assert_array_equal(logits[start:start + len(table)], pub.scorer(features_from_table(table, pub.spec)))
+    rest = np.r_[0:start, start + len(table):len(logits)]
+    np.testing.assert_array_equal(logits[rest], base_logits[rest])
+    np.testing.assert_array_equal(base_logits[start:start + len(table)],
+                                  baseline_logit(table["dc"].to_numpy(), table["ic"].to_numpy(), table["ner"].to_numpy()))
+    cfg = train_config(domain, "semer", *SHORT, "loss.candidates=utterance", "loss.competitors=live")
     assert cfg["paths"]["registry_dir"] == first["paths"]["registry_dir"]
-    with caplog.at_level(logging.WARNING, logger="rerank.reranker.competitors"):
-        result = train(cfg)
-    assert result["version"] == "v1"
-    warned = " ".join(r.getMessage() for r in caplog.records if r.name == "rerank.reranker.competitors")
-    # the published competitor is used, the others fall back to the baseline with a warning
-    assert f"competitor {competitor}:" not in warned
-    for d in domains:
-        if d not in (domain, competitor):
-            assert f"competitor {d}:" in warned
+    assert train(cfg)["version"] == "v1"
 
 
 def test_combined_loss_runs(train_config, domains):
@@ -122,8 +138,8 @@ def test_combined_loss_runs(train_config, domains):
 def test_mlp_runs(train_config, domains):
     cfg = train_config(domains[1], "crossentropy", *SHORT, "model=mlp", "model.hidden=8")
     result = train(cfg)
-    got = registry_of(cfg).load("synthetic", domains[1])
-    assert result["version"] == "v1" and got.model.kind == "mlp" and got.meta["hidden"] == 8
+    got = registry_of(cfg).load("synthetic", domains[1], "v1")
+    assert result["version"] == "v1" and got.kind == "mlp" and got.meta["hidden"] == 8
 
 
 def test_unknown_domain_lists_the_corpus_domains(train_config, domains):
@@ -153,13 +169,6 @@ def test_without_a_logger_nothing_is_written_outside_the_output_dir(train_config
     assert written == [], f"train() wrote {written} into the current directory, outside paths.output_dir"
 
 
-def edit_table(path: Path, column: str, make) -> None:
-    t = pq.read_table(path)
-    i = t.schema.get_field_index(column)
-    t = t.set_column(i, t.schema.field(i), pa.array(make(t[column].to_numpy().copy()), t.schema.field(i).type))
-    pq.write_table(t, path)
-
-
 def test_nan_features_are_refused_with_their_count(train_config, prepared, domains, tmp_path):
     copy = prepared.copy_to(tmp_path / "corrupt")
     domain = domains[2]
@@ -168,28 +177,57 @@ def test_nan_features_are_refused_with_their_count(train_config, prepared, domai
         dc[[3, 10, 50]] = np.nan
         return dc
 
-    edit_table(copy.data_dir / domain / "train.parquet", "dc", nans)
-    cfg = train_config(domain, "crossentropy", *SHORT, "prepare_if_missing=false", output_dir=copy.output_dir)
+    edit_table(copy.data_dir, f"{domain}/train.parquet", "dc", nans)
+    cfg = train_config(domain, "crossentropy", *SHORT, output_dir=copy.output_dir)
     with pytest.raises(BadFeatures) as err:
         train(cfg)
     assert "3 rows" in str(err.value) and "NaN" in str(err.value)
     assert registry_of(cfg).versions("synthetic", domain) == []
 
 
+def test_nan_labels_are_refused_naming_the_table(train_config, prepared, domains, tmp_path):
+    copy = prepared.copy_to(tmp_path / "nanlabel")
+    domain = domains[2]
+
+    def nans(semer):
+        semer[5] = np.nan
+        return semer
+
+    edit_table(copy.data_dir, f"{domain}/dev.parquet", "semer", nans)
+    cfg = train_config(domain, "crossentropy", *SHORT, output_dir=copy.output_dir)
+    with pytest.raises(TablesCorrupt) as err:
+        train(cfg)
+    assert str(copy.data_dir / domain / "dev.parquet") in str(err.value) and "semer" in str(err.value)
+    assert registry_of(cfg).versions("synthetic", domain) == []
+
+
+def test_a_changed_table_is_refused_naming_the_file(train_config, prepared, domains, tmp_path):
+    copy = prepared.copy_to(tmp_path / "changed")
+    domain = domains[2]
+    edit_table(copy.data_dir, f"{domain}/train.parquet", "dc", lambda dc: dc * 0.5, reseal=False)
+    with pytest.raises(TablesCorrupt) as err:
+        train(train_config(domain, "crossentropy", *SHORT, output_dir=copy.output_dir))
+    assert str(copy.data_dir / domain / "train.parquet") in str(err.value) and "checksum" in str(err.value)
+
+
 def test_domain_without_correct_hypotheses_raises_no_positives(train_config, prepared, domains, tmp_path):
     copy = prepared.copy_to(tmp_path / "nopos")
     domain = domains[2]
-    edit_table(copy.data_dir / domain / "train.parquet", "semer", lambda s: np.full_like(s, 0.5))
-    cfg = train_config(domain, "crossentropy", *SHORT, "prepare_if_missing=false", output_dir=copy.output_dir)
+    edit_table(copy.data_dir, f"{domain}/train.parquet", "semer", lambda s: np.full_like(s, 0.5))
+    cfg = train_config(domain, "crossentropy", *SHORT, output_dir=copy.output_dir)
     with pytest.raises(NoPositives) as err:
         train(cfg)
     assert domain in str(err.value)
     assert registry_of(cfg).versions("synthetic", domain) == []
 
 
-def test_missing_manifest_without_prepare_names_the_command(train_config, domains, tmp_path):
-    cfg = train_config(domains[0], "crossentropy", "prepare_if_missing=false", output_dir=tmp_path / "empty")
-    with pytest.raises(FileNotFoundError, match="prepare.py"):
+def test_missing_tables_name_the_command_that_builds_them(train_config, domains, tmp_path):
+    cfg = train_config(domains[0], "crossentropy", output_dir=tmp_path / "empty")
+    with pytest.raises(TablesMissing, match="scripts/prepare.py data=synthetic"):
+        train(cfg)
+    assert not (tmp_path / "empty" / "data").exists()  # train never builds tables
+    cfg = train_config(domains[0], "crossentropy", "data=tables", "data.name=acme", output_dir=tmp_path / "empty")
+    with pytest.raises(TablesMissing, match="scripts/import.py name=acme"):
         train(cfg)
 
 
@@ -265,20 +303,22 @@ def test_R2_recovers_a_known_calibration_on_a_toy_problem(one_thread):
 
 
 def test_platt_calibration_on_dev_lowers_dev_log_loss_and_survives_publishing(train_config, prepared, domains):
-    from rerank.reranker.data import read_table, to_slates
+    from rerank.hypotheses.tables import TableSet
+    from rerank.training.data import to_slates
 
     domain = domains[1]
     plain = train(train_config(domain, "semer", *SHORT))
     cfg = train_config(domain, "semer", *SHORT, "calibration=platt")
     result = train(cfg)
-    published = registry_of(cfg).load("synthetic", domain)
-    scale, shift = published.model.calibration.tolist()
+    published = registry_of(cfg).load("synthetic", domain, "latest")
+    scale, shift = published.tensors["calibration"].tolist()
     assert (scale, shift) != (1.0, 0.0) and scale > 0
     # R1 alone leaves the logits uncalibrated; Platt scaling on dev fixes the scale.
     assert result["dev"]["nll"] < plain["dev"]["nll"]
-    dev = to_slates(read_table(prepared.data_dir, domain, "dev"), published.spec)
+    dev = to_slates(TableSet.open(prepared.data_dir).read(domain, "dev"), published.spec)
     valid = dev.semer != -1
+    torch_model = DomainReranker.from_weights(published.spec, published.kind, published.tensors)
     with torch.no_grad():
-        torch_logits = published.model(dev.x[valid]).numpy()
-    numpy_logits = published.model.numpy_scorer()(dev.x[valid].numpy())
+        torch_logits = torch_model(dev.x[valid]).numpy()
+    numpy_logits = published.scorer(dev.x[valid].numpy())
     np.testing.assert_allclose(numpy_logits, torch_logits, rtol=1e-4, atol=1e-4)

@@ -17,12 +17,9 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from rerank.reranker.competitors import baseline_logit
-from rerank.reranker.features import FeatureSpec, features_from_table
-
-
-def _sigmoid(s):
-    return 1.0 / (1.0 + np.exp(-np.clip(s, -60, 60)))
+from rerank.model.features import FeatureSpec, features_from_table
+from rerank.model.scorer import sigmoid as _sigmoid
+from rerank.training.competitors import baseline_logit
 
 
 def _base_logit(table: pa.Table) -> np.ndarray:

@@ -17,16 +17,17 @@ from rerank.benchmark import alternatives as alt
 from rerank.benchmark.report import render_report, update_benchmarks_md
 from rerank.benchmark.runs import Trainer, ranker_from
 from rerank.hypotheses.figures import baseline_score, oracle_score, top_hypothesis_figures
-from rerank.hypotheses.prepare import data_dir as corpus_data_dir
 from rerank.hypotheses.prepare import prepare
+from rerank.hypotheses.tables import open_tables
 from rerank.io import read_json, write_json, write_text
 from rerank.merge.evaluate import SplitData, evaluate, load_split
 from rerank.merge.ranker import CrossDomainRanker
-from rerank.reranker.features import spec_from_manifest
+from rerank.model.features import spec_from_manifest
 
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[2]
-CORPUS_KEYS = ("data", "recognizers", "hypotheses", "paths")
+#: the overrides a training sweep takes from the benchmark's command line: which tables, where
+TABLE_KEYS = ("data", "paths")
 
 
 def _fmt_num(x: float) -> str:
@@ -99,14 +100,17 @@ def run_benchmark(cfg: Mapping[str, Any], cli_overrides: Sequence[str] = ()) -> 
     t_start = time.perf_counter()
     b = cfg["benchmark"]
     seed, n_boot = int(cfg.get("seed", 0)), int(b.get("bootstrap", 1000))
-    # A fresh build by default: the prepare time in the speed table is then this run's, on this machine.
-    manifest = prepare(cfg, force=bool(cfg.get("force", True)))
+    if cfg["data"].get("format") != "tables":
+        # The explicit first step, as in `make run`. A fresh build by default: the prepare time in
+        # the speed table is then this run's, on this machine.
+        prepare(cfg, force=bool(cfg.get("force", True)))
+    tables = open_tables(cfg)  # data=tables: imported ones, read as they are
+    manifest = tables.manifest
     corpus, domains = manifest["corpus"], list(manifest["domains"])
     bench_dir = Path(b["dir"]) / corpus
     bench_dir.mkdir(parents=True, exist_ok=True)
-    out_data = corpus_data_dir(cfg["paths"]["output_dir"], corpus)
     specs = {d: spec_from_manifest(manifest, d) for d in domains}
-    train_split, dev, test = (load_split(out_data, domains, s) for s in ("train", "dev", "test"))
+    train_split, dev, test = (load_split(tables, s) for s in ("train", "dev", "test"))
     trainer = Trainer(cfg, bench_dir, domains)
     rows: list[dict] = []
     arrays: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # calibrated rows' top-hypothesis (conf, correct) on test
@@ -132,14 +136,14 @@ def run_benchmark(cfg: Mapping[str, Any], cli_overrides: Sequence[str] = ()) -> 
         return run
 
     def utterance_rows(label: str, tag: str, base: list[str], settings: dict, domain_variant: str) -> None:
-        """The two candidates=utterance rows of a loss: competitors from the baseline, then published."""
+        """The two candidates=utterance rows of a loss: competitors from the baseline, then live models."""
         if not b.get("utterance_candidates", True):
-            for comp in ("baseline", "published"):
+            for comp in ("baseline", "live"):
                 rows.append(_row(f"{label}, candidates=utterance, competitors={comp}", "per-domain", None, train_seconds=None,
                                  retrain_alone="yes", calibrated=True, status="skipped (benchmark.utterance_candidates=false)"))
             return
         for comp, kw, shown in (("baseline", {}, "baseline"),
-                                ("published", {"competitors_from": trainer.registry_dir(domain_variant)}, f"published ({tag} candidates=domain)")):
+                                ("live", {"competitors_from": trainer.registry_dir(domain_variant)}, f"live ({tag} candidates=domain)")):
             run = train_variant(f"{tag}_utterance_{comp}", [*base, "loss.candidates=utterance", f"loss.competitors={comp}"], **kw)
             evaluate_row(f"{label}, candidates=utterance, competitors={comp}", "per-domain", run["ranker"].score_tables(test.tables).score, True,
                          train_seconds=run["seconds"], retrain_alone="yes",
@@ -304,12 +308,13 @@ def asynchronous_update(acfg, trainer: Trainer, base_run, base_res, test: SplitD
         shutil.rmtree(reg)
     base_reg = Path(base_run["registries"][domains[0]])
     shutil.copytree(base_reg, reg)
-    before_ranker = CrossDomainRanker.from_registry(reg, corpus, domains, specs=specs)
+    newest = {d: "latest" for d in domains}
+    before_ranker = CrossDomainRanker.from_registry(reg, corpus, domains, versions=newest, specs=specs)
     before = before_ranker.score_tables(test.tables).score
     versions_before = {d: s.version for d, s in before_ranker.scorers.items()}
     t0 = time.perf_counter()
     run = trainer.run("async_update", [*overrides, *change], domains=[domain], fresh=False)
-    after_ranker = CrossDomainRanker.from_registry(reg, corpus, domains, specs=specs)  # publish -> merge: latest of every domain
+    after_ranker = CrossDomainRanker.from_registry(reg, corpus, domains, versions=newest, specs=specs)  # the newest of every domain
     after = after_ranker.score_tables(test.tables).score
     update_seconds = time.perf_counter() - t0
     code = test.domains.index(domain)
@@ -387,7 +392,7 @@ def speed_figures(scfg, manifest, r2, r3, test: SplitData, bench_dir: Path, cfg,
     ray_python = scfg.get("ray_python") or (sys.executable if _importable("hydra_plugins.hydra_ray_launcher") else None)
     if scfg.get("ray_sweep", True) and ray_python:
         sweeps.append(("sweep_ray", ray_python, ["hydra/launcher=ray"], {}))
-    keep = [o for o in cli_overrides if o.lstrip("+~").split("=", 1)[0].split(".")[0].split("/")[0] in CORPUS_KEYS
+    keep = [o for o in cli_overrides if o.lstrip("+~").split("=", 1)[0].split(".")[0].split("/")[0] in TABLE_KEYS
             and not o.startswith(("paths.registry_dir", "paths.log_dir"))]
     for key, python, launcher, extra in sweeps:
         cmd = [python, str(REPO / "scripts" / "train.py"), "-m", "domain=all", "loss=crossentropy", *launcher, *keep,
@@ -426,11 +431,12 @@ def run_scaling(cfg, b, bench_dir: Path) -> list[dict]:
         t = time.perf_counter()
         manifest = prepare(c, force=bool(cfg.get("force", True)))  # measured, not a cache hit
         prep = time.perf_counter() - t
+        c_tables = open_tables(c)
         sub = bench_dir / "scaling" / str(n)
         trainer = Trainer(c, sub, manifest["domains"])
         run = trainer.run("R2", ["loss=crossentropy"])
         ranker = ranker_from(run, manifest["corpus"], manifest["domains"])
-        test = load_split(corpus_data_dir(c["paths"]["output_dir"], manifest["corpus"]), manifest["domains"], "test")
+        test = load_split(c_tables, "test")
         t = time.perf_counter()
         ranker.score_tables(test.tables)
         ms = time.perf_counter() - t
@@ -447,7 +453,7 @@ def make_plots(bench_dir: Path, arrays, r3_ranker: CrossDomainRanker, joint, cor
     files = []
     save(reliability_diagram(arrays, title=f"{corpus} test: top hypothesis, calibrated rows"), bench_dir / "reliability.png")
     files.append("reliability.png")
-    W = {d: s.model.feature_weights() for d, s in r3_ranker.scorers.items() if s.model is not None}
+    W = {d: w for d, s in r3_ranker.scorers.items() if (w := s.feature_weights()) is not None}
     if W:
         save(feature_weights(W, title="R3 (selected) per-domain weights, standardised"), bench_dir / "feature_weights.png")
         files.append("feature_weights.png")

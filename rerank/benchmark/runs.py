@@ -3,7 +3,7 @@
 Each variant (a loss with its settings) publishes into its own registry
 (``<bench>/registry/<variant>``), so variants of one loss never mix. Models
 are then read back per domain, possibly from different registries (the
-``published``-competitor variant trains every domain against a frozen copy of
+``live``-competitor variant trains every domain against a frozen copy of
 a base registry, so the order of the domains does not matter).
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from rerank.merge.ranker import BASELINE, CrossDomainRanker, DomainScorer
-from rerank.registry import Registry, RegistryError
+from rerank.model.registry import Registry, RegistryError
 
 log = logging.getLogger(__name__)
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -56,24 +56,23 @@ class Trainer:
             self._composed[key] = compose_train([*overrides, *self.extra])
         cfg = copy.deepcopy(self._composed[key])
         # The corpus settings and paths of the benchmark, so that prepare's cache is shared.
-        for k in ("data", "recognizers", "hypotheses"):
-            cfg[k] = copy.deepcopy(self.cfg[k])
+        cfg["data"] = copy.deepcopy(self.cfg["data"])
         cfg["paths"] = dict(self.cfg["paths"])
         cfg["paths"]["registry_dir"] = str(registry_dir or self.registry_dir(variant))
         cfg["paths"]["log_dir"] = str(self.bench_dir / "logs")
         cfg["trainer"]["default_root_dir"] = str(self.bench_dir / "lightning" / variant / domain)
-        cfg.update(domain=domain, seed=int(self.cfg.get("seed", 0)), publish=True, logger=None, threads="auto", parallel_jobs=1,
-                   prepare_if_missing=False)  # the benchmark prepared the tables once
+        cfg.update(domain=domain, seed=int(self.cfg.get("seed", 0)), publish=True, logger=None, threads="auto", parallel_jobs=1)
         return cfg
 
     def run(self, variant: str, overrides: Sequence[str] = (), domains: Sequence[str] | None = None,
             competitors_from: Path | None = None, fresh: bool = True) -> dict:
         """Train every domain of ``variant``; returns per-domain train() results and the wall time.
 
-        ``competitors_from``: a registry copied (frozen) per domain, so that
-        ``loss.competitors=published`` sees the same competitors for every domain.
+        ``competitors_from``: a registry copied (frozen) per domain, its newest version of
+        every domain made live, so that ``loss.competitors=live`` sees the same competitors
+        for every domain.
         """
-        from rerank.reranker.train import train
+        from rerank.training.train import train
 
         quiet_lightning()
         reg = self.registry_dir(variant)
@@ -88,6 +87,11 @@ class Trainer:
                 if reg_d.exists():
                     shutil.rmtree(reg_d)
                 shutil.copytree(competitors_from, reg_d)
+                frozen = Registry(reg_d)
+                corpus = self.cfg["data"]["name"]
+                for other in frozen.domains(corpus):
+                    frozen.set_live(corpus, other, frozen.resolve(corpus, other, "latest"), action="promote",
+                                    verdict="benchmark: competitors", forced=True)
             res = train(self.config(variant, d, overrides, reg_d))
             results[d] = res
             where[d] = str(reg_d)
@@ -117,5 +121,5 @@ def ranker_from(run: Mapping[str, Any], corpus: str, domains: Sequence[str], spe
             log.warning("%s: %s; baseline instead", d, err)
             scorers[d] = DomainScorer(d, BASELINE)
             continue
-        scorers[d] = DomainScorer(d, pub.version, pub.spec, pub.model.numpy_scorer(), pub.loss, pub.model)
+        scorers[d] = DomainScorer.from_published(pub)
     return CrossDomainRanker(scorers, corpus)

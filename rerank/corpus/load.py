@@ -6,8 +6,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rerank.corpus.massive import ReadReport, corpus_files, read_massive, record_to_utterance
-from rerank.corpus.utterance import Utterance
+from rerank.corpus.jsonl import MAX_LINE_BYTES, ReadReport
+from rerank.corpus.massive import MAX_TOKENS, corpus_files, read_massive, record_to_utterance
+from rerank.corpus.utterance import Utterance, check_name
 
 SOURCE_FORMATS = ("synthetic", "massive")
 
@@ -31,6 +32,10 @@ class Corpus:
 def load_corpus(data) -> Corpus:
     """Read the corpus a ``data`` config describes (``configs/data/*.yaml``)."""
     fmt = data["format"]
+    check_name(data["name"], "data.name")
+    if fmt == "tables":
+        raise ValueError(f"data={data['name']} (format tables) names hypothesis tables, not a corpus: "
+                         "they are built by scripts/import.py, and prepare has nothing to read")
     context_fields = tuple(data.get("context_fields") or ())
     report = ReadReport()
     if fmt == "synthetic":
@@ -47,7 +52,9 @@ def load_corpus(data) -> Corpus:
         if not data.get("path"):
             raise ValueError(f"data.path is required for the {data['name']!r} corpus (format massive)")
         files = corpus_files(data["path"])
-        utts = read_massive(data["path"], on_error=data.get("on_error", "raise"), context_fields=context_fields, report=report)
+        utts = read_massive(data["path"], on_error=data.get("on_error", "raise"), context_fields=context_fields, report=report,
+                            max_tokens=int(data.get("max_tokens") or MAX_TOKENS),
+                            max_line_bytes=int(data.get("max_line_bytes") or MAX_LINE_BYTES))
         digest = _sha256(*(f.read_bytes() for f in files))
     else:
         raise ValueError(f"data.format must be one of {SOURCE_FORMATS}, not {fmt!r}")

@@ -6,42 +6,19 @@ nothing is dropped silently.
 """
 from __future__ import annotations
 
-import json
-import re
-from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 from rerank.corpus.annotation import AnnotationError, parse_annotation
-from rerank.corpus.utterance import SPLITS, Utterance
+from rerank.corpus.jsonl import MAX_LINE_BYTES, CorpusError, ReadReport, check_on_error, fail, iter_jsonl
+from rerank.corpus.utterance import SAFE_NAME, SPLITS, Utterance
 
 REQUIRED_FIELDS = ("id", "scenario", "intent", "annot_utt", "partition")
 # MASSIVE itself names its splits train/dev/test; other exports say "validation".
 PARTITION_ALIASES = {"train": "train", "dev": "dev", "validation": "dev", "valid": "dev", "test": "test"}
 UNKNOWN_CONTEXT = "unknown"
-DOMAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
-
-
-class CorpusError(ValueError):
-    """A malformed corpus line: the message names the file, the line and the problem."""
-
-
-@dataclass
-class ReadReport:
-    """What a read saw: lines read, lines skipped and why (``on_error=skip``)."""
-
-    lines: int = 0
-    skipped: list[str] = field(default_factory=list)
-    missing_context: Counter = field(default_factory=Counter)
-
-    def summary(self) -> str:
-        text = f"{self.lines} lines read, {len(self.skipped)} skipped"
-        if self.skipped:
-            text += ":\n  " + "\n  ".join(self.skipped[:10])
-            if len(self.skipped) > 10:
-                text += f"\n  ... and {len(self.skipped) - 10} more"
-        return text
+#: tokens per utterance, at most: a request is a few dozen words; a 50 MB line would fill the memory
+MAX_TOKENS = 512
 
 
 def corpus_files(path: str | Path) -> list[Path]:
@@ -62,57 +39,48 @@ def read_massive(
     on_error: str = "raise",
     context_fields: Iterable[str] = ("device",),
     report: ReadReport | None = None,
+    max_tokens: int = MAX_TOKENS,
+    max_line_bytes: int = MAX_LINE_BYTES,
 ) -> list[Utterance]:
     """Read every utterance of ``path`` (a JSONL file or a folder of them).
 
     Context fields absent from a record get the value ``"unknown"``: a corpus
     without them simply has constant context features.
     """
-    if on_error not in ("raise", "skip"):
-        raise ValueError(f"on_error must be 'raise' or 'skip', not {on_error!r}")
+    check_on_error(on_error)
     report = report if report is not None else ReadReport()
     context_fields = tuple(context_fields)
     out: list[Utterance] = []
     seen: dict[str, str] = {}
     for file in corpus_files(path):
-        for where, record in _records(file, on_error, report):
+        for where, record in iter_jsonl(file, on_error, report, max_line_bytes):
             try:
-                utt = record_to_utterance(record, context_fields, report)
+                utt = record_to_utterance(record, context_fields, report, max_tokens)
                 if utt.id in seen:
                     raise CorpusError(f"duplicate id {utt.id!r}, first seen at {seen[utt.id]}")
             except (CorpusError, AnnotationError) as err:
-                _fail(f"{where}: {err}", on_error, report)
+                fail(f"{where}: {err}", on_error, report)
                 continue
             seen[utt.id] = where
             out.append(utt)
     return out
 
 
-def _records(file: Path, on_error: str, report: ReadReport) -> Iterator[tuple[str, dict]]:
-    with open(file, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            report.lines += 1
-            where = f"{file}:{lineno}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                _fail(f"{where}: bad JSON ({err.msg} at column {err.colno})", on_error, report)
-                continue
-            if not isinstance(record, dict):
-                _fail(f"{where}: a line must hold a JSON object, not {type(record).__name__}", on_error, report)
-                continue
-            yield where, record
+def qualify_intent(domain: str, intent: str) -> str:
+    """The domain-qualified intent (REFERENCE.md: the intent alone tells the domain).
+
+    ``alarm_set`` of ``alarm`` stays; ``play`` of ``Music`` becomes ``Music_play``.
+    Gold files and n-best files go through the same rule, so their intents compare.
+
+    >>> qualify_intent("alarm", "alarm_set"), qualify_intent("Music", "play")
+    ('alarm_set', 'Music_play')
+    """
+    intent = intent.strip()
+    return intent if intent.lower().startswith(domain.lower() + "_") else f"{domain}_{intent}"
 
 
-def _fail(message: str, on_error: str, report: ReadReport) -> None:
-    if on_error == "raise":
-        raise CorpusError(message + "  (set data.on_error=skip to skip and count such lines)")
-    report.skipped.append(message)
-
-
-def record_to_utterance(record: dict, context_fields: tuple[str, ...] = ("device",), report: ReadReport | None = None) -> Utterance:
+def record_to_utterance(record: dict, context_fields: tuple[str, ...] = ("device",), report: ReadReport | None = None,
+                        max_tokens: int = MAX_TOKENS) -> Utterance:
     """One MASSIVE record to an :class:`Utterance`; raises ``CorpusError`` naming the bad field."""
     for name in REQUIRED_FIELDS:
         value = record.get(name)
@@ -124,17 +92,17 @@ def record_to_utterance(record: dict, context_fields: tuple[str, ...] = ("device
     if partition is None:
         raise CorpusError(f"field 'partition' is {record['partition']!r}; expected one of {sorted(PARTITION_ALIASES)}")
     domain = record["scenario"].strip()
-    if not DOMAIN_NAME.fullmatch(domain):
+    if not SAFE_NAME.fullmatch(domain):
         # Domains name folders of the data and the registry.
-        raise CorpusError(f"field 'scenario' is {domain!r}; a domain name is letters, digits, '_', '-' or '.', not starting with '_', '-' or '.'")
-    intent = record["intent"].strip()
-    # REFERENCE.md: intents are domain-qualified, so the intent alone tells the domain.
-    if not intent.lower().startswith(domain.lower() + "_"):
-        intent = f"{domain}_{intent}"
+        raise CorpusError(f"field 'scenario' is {domain!r}; a domain name is 1-128 letters, digits, '_', '-' or '.', "
+                          "starting with a letter or digit")
+    intent = qualify_intent(domain, record["intent"])
     try:
         parsed = parse_annotation(record["annot_utt"])
     except AnnotationError as err:
         raise CorpusError(f"field 'annot_utt': {err}") from None
+    if len(parsed.tokens) > max_tokens:
+        raise CorpusError(f"field 'annot_utt': {len(parsed.tokens)} tokens, more than max_tokens={max_tokens}")
     context = {}
     for name in context_fields:
         value = record.get(name)

@@ -1,21 +1,26 @@
-"""``prepare(cfg)``: corpus -> per-domain recognizers -> hypothesis tables.
+"""``prepare(cfg)``: corpus -> per-domain recognizers -> hypothesis tables (the built-in way in).
 
 Train-split hypotheses come from recognizers that never saw the utterance
 (K-fold cross-fitting); dev and test hypotheses from recognizers trained on the
-whole training split. Outputs (``outputs/data/<corpus>/``):
-``<domain>/{train,dev,test}.parquet``, ``_utterances/{train,dev,test}.parquet``,
-``manifest.json``, ``summary.json`` and ``summary.md``.
+whole training split. The unit of work is one domain's recognizers on one fold,
+as in production, where each domain is trained by its own team:
 
-The K + 1 fits (K folds, then all of train) with their emission are
-independent jobs; ``recognizers.n_jobs`` runs them on that many loky worker
-processes (1: in this process). Every fit runs with BLAS/OpenMP limited to
-one thread, in workers and in-process alike, so the tables do not depend on
-``n_jobs`` (multi-threaded level-1 BLAS on these small problems was also much
-slower on a busy 2-core machine).
+1. (domain, fold) jobs fit the domain's DC on the fold's training utterances of
+   every domain and score the fold's utterances to emit for;
+2. from every domain's ``dc``, the emission rule decides which domains emit
+   where (``hypotheses.emit``);
+3. (domain, fold) jobs fit the domain's IC and NER on its own training
+   utterances and emit its n-best, labelled against the gold.
+
+Jobs run on ``recognizers.n_jobs`` local processes (1: in this process). The
+recognizers (with whatever they share, e.g. the text features) are built once
+and loaded once per worker process, never pickled per job. Every job runs with
+BLAS/OpenMP limited to one thread, and the tables do not depend on the number of
+processes. The set is written through :class:`~rerank.hypotheses.tables.TableSetWriter`:
+complete or absent.
 """
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import logging
@@ -25,138 +30,301 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from rerank.corpus.load import Corpus, load_corpus
-from rerank.corpus.utterance import SPLITS
-from rerank.hypotheses.emit import HypothesisColumns, emit
-from rerank.hypotheses.schema import SCHEMA_VERSION, hypothesis_schema, utterance_schema
-from rerank.hypotheses.summary import recognizer_figures, render_summary, split_figures
-from rerank.io import atomic_path, read_json, write_json, write_text
-from rerank.recognizers.bundle import domain_profile, train_domain
-from rerank.recognizers.text_features import TextFeatures
+from rerank.corpus.utterance import SPLITS, Utterance
+from rerank.hypotheses.emit import HypothesisColumns, emit_domain, emit_mask
+from rerank.hypotheses.schema import SCHEMA_VERSION, hypothesis_schema, utterance_table
+from rerank.hypotheses.summary import domain_recognizer_figures, recognizer_figures, render_summary, split_figures
+from rerank.hypotheses.tables import (TableSet, TablesCorrupt, TableSetWriter, build_lock, clean_leftovers, data_root,
+                                      set_dir)
+from rerank.recognizers.base import Recognizers
 
 log = logging.getLogger(__name__)
 
 FEATURE_COLUMNS = ["dc", "ic", "ner", "rank", "n_slots"]
-
-
-def data_dir(output_dir: str | Path, corpus: str) -> Path:
-    return Path(output_dir) / "data" / corpus
-
-
 # Settings that change how fast the tables are built, not what they hold.
-NOT_HASHED = ("n_jobs",)
+NOT_HASHED = ("n_jobs", "backend")
 
 
-def settings_hash(cfg: Mapping[str, Any]) -> str:
+def build_recognizers(rec_cfg: Mapping[str, Any]) -> Recognizers:
+    """The recognizer family ``recognizers.family`` names by ``_target_``."""
+    from hydra.utils import instantiate
+
+    family = instantiate(rec_cfg["family"], _convert_="all")
+    if not isinstance(family, Recognizers):
+        raise TypeError(f"recognizers.family._target_ must build a rerank.recognizers.base.Recognizers, "
+                        f"not {type(family).__name__}")
+    return family
+
+
+def settings_hash(cfg: Mapping[str, Any], family: Recognizers | None = None) -> str:
     recognizers = {k: v for k, v in cfg["recognizers"].items() if k not in NOT_HASHED}
-    settings = {"recognizers": recognizers, "hypotheses": cfg["hypotheses"],
-                "schema_version": SCHEMA_VERSION, "context_fields": list(cfg["data"].get("context_fields") or [])}
+    settings = {"recognizers": recognizers, "family": family.settings() if family is not None else None,
+                "hypotheses": cfg["hypotheses"], "schema_version": SCHEMA_VERSION,
+                "context_fields": list(cfg["data"].get("context_fields") or []),
+                # what the reader keeps of the corpus files (their own hash is the corpus hash)
+                "reader": {k: cfg["data"].get(k) for k in ("on_error", "max_tokens", "max_line_bytes")}}
     return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def cached_manifest(out: Path, corpus_hash: str, settings: str) -> dict | None:
-    """The manifest of a finished build of the same corpus and settings, if all its files are there."""
-    path = out / "manifest.json"
-    if not path.exists():
+def cached_manifest(path: Path, corpus_hash: str, settings: str) -> dict | None:
+    """The manifest of a finished, intact build of the same corpus and settings; None otherwise."""
+    try:
+        tables = TableSet.open(path)
+    except (FileNotFoundError, TablesCorrupt):
+        return None
+    m = tables.manifest
+    if (m.get("origin"), m.get("corpus_hash"), m.get("settings_hash")) != ("prepared", corpus_hash, settings):
         return None
     try:
-        manifest = read_json(path)
-    except (OSError, json.JSONDecodeError):
+        tables.verify()
+    except TablesCorrupt as err:
+        print(f"prepare: not reusing {path}: {err}")
         return None
-    if (manifest.get("schema_version"), manifest.get("corpus_hash"), manifest.get("settings_hash")) != (SCHEMA_VERSION, corpus_hash, settings):
-        return None
-    files = [out / d / f"{s}.parquet" for d in manifest["domains"] for s in SPLITS]
-    files += [out / "_utterances" / f"{s}.parquet" for s in SPLITS]
-    return manifest if all(f.exists() for f in files) else None
+    return m
 
 
 def prepare(cfg: Mapping[str, Any], force: bool = False) -> dict:
-    """Build (or reuse) the hypothesis tables of ``cfg.data``; returns the manifest."""
+    """Build (or reuse) the hypothesis tables of ``cfg.data`` under ``paths.data_dir``; returns the manifest."""
     t0 = time.perf_counter()
     corpus = load_corpus(cfg["data"])
-    out = data_dir(cfg["paths"]["output_dir"], corpus.name)
-    settings = settings_hash(cfg)
-    out.mkdir(parents=True, exist_ok=True)
+    root, out = data_root(cfg), set_dir(cfg)
+    family = build_recognizers(cfg["recognizers"])
+    settings = settings_hash(cfg, family)
     # Jobs of a sweep started on a corpus not yet prepared: one builds, the others wait and reuse.
-    with open(out / ".prepare.lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with build_lock(root, corpus.name):
+        if removed := clean_leftovers(root, corpus.name):
+            print(f"prepare: removed leftovers of interrupted builds: {', '.join(removed)}")
         if not force and (manifest := cached_manifest(out, corpus.content_hash, settings)):
-            print(f"prepare: reusing {out} (corpus and settings unchanged; force=true rebuilds)")
+            print(f"prepare: reusing {out} (corpus and settings unchanged, files checked; force=true rebuilds)")
             return manifest
         print(f"prepare: {corpus.name}: {corpus.report.summary()}")
-        manifest = build(corpus, cfg, out, settings)
-        manifest["seconds"] = round(time.perf_counter() - t0, 1)
-        write_json(out / "manifest.json", manifest)
-    print(render_summary(read_json(out / "summary.json")))
+        with TableSetWriter(root, corpus.name) as writer:
+            manifest, summary = build(corpus, family, cfg, writer, settings)
+            manifest["seconds"] = round(time.perf_counter() - t0, 1)
+            manifest = writer.commit(manifest)
+    print(render_summary(summary))
     print(f"prepare: wrote {out} in {manifest['seconds']} s")
     return manifest
 
 
-def build(corpus: Corpus, cfg: Mapping[str, Any], out: Path, settings: str) -> dict:
+# ----------------------------------------------------------------------------- the jobs
+
+
+@dataclass
+class _Context:
+    """What every job reads: built once in the parent, loaded once per worker process."""
+
+    utts: Sequence[Utterance]
+    domains: list[str]
+    family: Recognizers
+    hyp_cfg: Mapping[str, Any]
+    seed: int
+    context_fields: tuple[str, ...]
+    train_rows: np.ndarray
+    fold_of: np.ndarray
+    split_rows: dict[str, np.ndarray]
+
+    def fit_rows(self, fold: int) -> np.ndarray:
+        return self.train_rows if fold < 0 else self.train_rows[self.fold_of != fold]
+
+    def emit_rows(self, fold: int) -> dict[str, np.ndarray]:
+        """Rows each fold emits for, per split: its held-out train rows, or dev and test for the full fit."""
+        if fold >= 0:
+            return {"train": self.train_rows[self.fold_of == fold]}
+        return {s: self.split_rows[s] for s in ("dev", "test")}
+
+    def utt_index(self, fold: int) -> dict[str, np.ndarray]:
+        """The positions of :meth:`emit_rows` in their split (the tables' ``utt_index``)."""
+        if fold >= 0:
+            return {"train": np.flatnonzero(self.fold_of == fold)}
+        return {s: np.arange(len(self.split_rows[s])) for s in ("dev", "test")}
+
+
+def _one_thread():
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1)
+
+
+def dc_job(ctx: _Context, domain: str, fold: int) -> dict:
+    """Fit ``domain``'s DC on the fold's training rows; its ``dc`` on the rows the fold emits for."""
+    t0 = time.perf_counter()
+    with _one_thread():
+        dc = ctx.family.fit_domain_classifier(domain, ctx.fit_rows(fold), ctx.seed)
+        rows = ctx.emit_rows(fold)
+        scores = {s: np.asarray(dc.scores(r), dtype=np.float64) for s, r in rows.items()}
+    for s, v in scores.items():
+        if v.shape != rows[s].shape or not np.all((v >= 0) & (v <= 1)):
+            raise ValueError(f"the DC of {domain} gave {v.shape[0]} scores for {len(rows[s])} utterances, "
+                             "or scores outside [0, 1]")
+    return {"scores": scores, "seconds": time.perf_counter() - t0}
+
+
+def emit_job(ctx: _Context, domain: str, fold: int, masks: Mapping[str, np.ndarray], dcs: Mapping[str, np.ndarray]) -> dict:
+    """Fit ``domain``'s IC and NER on its own training rows of the fold; emit where ``masks`` says."""
+    t0 = time.perf_counter()
+    utts = ctx.utts
+    schema = hypothesis_schema(ctx.context_fields)
+    with _one_thread():
+        fit = ctx.fit_rows(fold)
+        own = fit[np.fromiter((utts[i].domain == domain for i in fit), dtype=bool, count=len(fit))]
+        if not len(own):
+            raise ValueError(f"domain {domain!r} has no training utterance in fold {fold}")
+        interpreter = ctx.family.fit_interpreter(domain, own, ctx.seed)
+        t_fit = time.perf_counter() - t0
+        tables, figures = {}, None
+        index = ctx.utt_index(fold)
+        for s, rows in ctx.emit_rows(fold).items():
+            sel = np.flatnonzero(masks[s])
+            sink = HypothesisColumns(ctx.context_fields)
+            emit_domain(interpreter, domain, utts, rows[sel], index[s][sel], dcs[s][sel], ctx.hyp_cfg, sink, fold)
+            tables[s] = pa.table({f.name: sink.cols.get(f.name, []) for f in schema}, schema=schema)
+            if s == "dev":
+                gold = rows[np.fromiter((utts[i].domain == domain for i in rows), dtype=bool, count=len(rows))]
+                figures = domain_recognizer_figures(interpreter, utts, gold)
+    return {"tables": tables, "figures": figures, "seconds": {"fit": t_fit, "emit": time.perf_counter() - t0 - t_fit}}
+
+
+_WORKER_CTX: _Context | None = None
+
+
+def _init_worker(ctx_path: str) -> None:
+    global _WORKER_CTX
+    with open(ctx_path, "rb") as fh:
+        _WORKER_CTX = pickle.load(fh)
+
+
+def _in_worker(fn: Callable, *args):
+    return fn(_WORKER_CTX, *args)
+
+
+class JobRunner:
+    """Runs jobs ``fn(ctx, *args)`` in this process or on ``n_jobs`` loky worker processes."""
+
+    def __init__(self, ctx: _Context, n_jobs: int):
+        self.ctx, self.n_jobs = ctx, n_jobs
+        self._pool, self._tmp = None, None
+
+    def __enter__(self) -> "JobRunner":
+        if self.n_jobs > 1:
+            from joblib.externals.loky import ProcessPoolExecutor
+
+            self._tmp = tempfile.TemporaryDirectory(prefix="rerank_prepare_")
+            path = os.path.join(self._tmp.name, "context.pkl")
+            with open(path, "wb") as fh:
+                pickle.dump(self.ctx, fh, protocol=pickle.HIGHEST_PROTOCOL)
+            one_thread = {v: "1" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
+            self._pool = ProcessPoolExecutor(max_workers=self.n_jobs, initializer=_init_worker, initargs=(path,), env=one_thread)
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if self._pool is not None:
+            # a job failed (or Ctrl-C): do not wait for the others
+            self._pool.shutdown(wait=exc_type is None, kill_workers=exc_type is not None)
+        if self._tmp is not None:
+            self._tmp.cleanup()
+
+    def map(self, fn: Callable, jobs: list[tuple], desc: str) -> dict[tuple, Any]:
+        """``{job: fn(ctx, *job)}`` for every job (a tuple of arguments), with a progress bar."""
+        out: dict[tuple, Any] = {}
+        with tqdm(total=len(jobs), desc=desc, unit="job") as bar:
+            if self._pool is None:
+                for job in jobs:
+                    out[job[:2]] = fn(self.ctx, *job)
+                    bar.update()
+            else:
+                from joblib.externals.loky import as_completed
+
+                futures = {self._pool.submit(_in_worker, fn, *job): job[:2] for job in jobs}
+                for fut in as_completed(futures):
+                    out[futures[fut]] = fut.result()
+                    bar.update()
+        return out
+
+
+def _n_jobs(rec_cfg: Mapping[str, Any]) -> int:
+    n = rec_cfg.get("n_jobs", 1)
+    n = 1 if n is None else int(n)
+    if n < 0:  # joblib's convention: -1 is every core
+        n = max(1, (os.cpu_count() or 1) + 1 + n)
+    return max(1, n)
+
+
+def build(corpus: Corpus, family: Recognizers, cfg: Mapping[str, Any], writer: TableSetWriter, settings: str) -> tuple[dict, dict]:
+    """Fit, emit and write every table of the set into ``writer``; returns ``(manifest, summary)``."""
     utts = corpus.utterances
     domains = corpus.domains
     rec_cfg, hyp_cfg = cfg["recognizers"], cfg["hypotheses"]
     seed = int(rec_cfg.get("seed", 0))
-    features = TextFeatures([u.text for u in utts])
     split_rows = {s: np.array([i for i, u in enumerate(utts) if u.split == s], dtype=np.int64) for s in SPLITS}
     n_folds = int(rec_cfg["folds"])
     train_rows = split_rows["train"]
     if n_folds < 2:
         raise ValueError(f"recognizers.folds must be at least 2 for cross-fitting, not {n_folds}")
     fold_of = np.random.default_rng(seed).permutation(len(train_rows)) % n_folds
-    train_domains = {utts[i].domain for i in train_rows}
-    if missing := sorted(set(domains) - train_domains):
+    if missing := sorted(set(domains) - {utts[i].domain for i in train_rows}):
         raise ValueError(f"domains {missing} have no training utterance; a domain needs training data for its recognizers")
-    # Everything the jobs share is computed once, here, and not again in each job.
-    for d in domains:
-        profile = domain_profile(d, rec_cfg)
-        features.matrix(profile["dc"]["ngram_max"])
-        features.matrix(profile["ic"]["ngram_max"])
-    ctx = _Context(utts, domains, features, rec_cfg, hyp_cfg, seed, tuple(corpus.context_fields),
-                   train_rows, fold_of, split_rows)
-
-    results = run_jobs(ctx, n_folds, _n_jobs(rec_cfg), corpus.name)
-    dev_stats = results[-1]["dev_stats"]
+    family.setup(utts)
+    ctx = _Context(utts, domains, family, hyp_cfg, seed, tuple(corpus.context_fields), train_rows, fold_of, split_rows)
+    folds = [-1, *range(n_folds)]
+    # Largest first (the full fit, then the largest domains), so that the last jobs are short.
+    size = {d: sum(u.domain == d for u in utts) for d in domains}
+    jobs = sorted(((d, k) for k in folds for d in domains), key=lambda j: (j[1] != -1, -size[j[0]], j[0], j[1]))
+    n_jobs = min(_n_jobs(rec_cfg), len(jobs))
+    t0 = time.perf_counter()
+    with JobRunner(ctx, n_jobs) as runner:
+        dc_out = runner.map(dc_job, jobs, f"prepare {corpus.name}: DC")
+        t_dc = time.perf_counter()
+        dc = {k: {s: np.stack([dc_out[(d, k)]["scores"][s] for d in domains], axis=1) for s in ctx.emit_rows(k)} for k in folds}
+        masks = {k: {s: emit_mask(m, hyp_cfg["emit"]) for s, m in dc[k].items()} for k in folds}
+        emit_jobs = [(d, k, {s: m[:, j] for s, m in masks[k].items()}, {s: m[:, j] for s, m in dc[k].items()})
+                     for d, k in jobs for j in [domains.index(d)]]
+        em_out = runner.map(emit_job, emit_jobs, f"prepare {corpus.name}: IC+NER")
+    wall = time.perf_counter() - t0
+    print(f"prepare: {len(jobs)} (domain, fold) jobs x 2 phases on {n_jobs} process{'es' if n_jobs > 1 else ''} in "
+          f"{wall:.1f} s (DC {t_dc - t0:.1f} s; summed over jobs: DC fits {sum(r['seconds'] for r in dc_out.values()):.1f} s, "
+          f"IC+NER fits {sum(r['seconds']['fit'] for r in em_out.values()):.1f} s, "
+          f"emission {sum(r['seconds']['emit'] for r in em_out.values()):.1f} s)")
 
     counts: dict[str, dict[str, int]] = {}
     tables: dict[str, dict[str, pa.Table]] = {s: {} for s in SPLITS}
-    schema = hypothesis_schema(corpus.context_fields)
-    # train: the folds' tables in fold order; dev and test: the full fit's.
-    order = [results[k] for k in range(n_folds)] + [results[-1]]
     for d in domains:
         counts[d] = {}
         for s in SPLITS:
-            parts = [r["tables"][s][d] for r in order if s in r["tables"]]
-            table = pa.concat_tables(parts) if parts else _columns_table({}, schema)
-            table = table.sort_by([("utt_index", "ascending"), ("rank", "ascending")])
-            write_parquet(table, out / d / f"{s}.parquet")
+            # train: the folds' tables in fold order; dev and test: the full fit's.
+            parts = [em_out[(d, k)]["tables"][s] for k in folds if s in em_out[(d, k)]["tables"]]
+            table = pa.concat_tables(parts).sort_by([("utt_index", "ascending"), ("rank", "ascending")])
+            writer.write_table(f"{d}/{s}.parquet", table)
             tables[s][d] = table
             counts[d][s] = table.num_rows
     gold = {}
     for s in SPLITS:
         gold[s] = utterance_table([utts[i] for i in split_rows[s]], corpus.context_fields)
-        write_parquet(gold[s], out / "_utterances" / f"{s}.parquet")
+        writer.write_table(f"_utterances/{s}.parquet", gold[s])
 
+    dev_gold = np.array([utts[i].domain for i in split_rows["dev"]])
     summary = {
         "corpus": corpus.name,
+        "origin": "prepared",
         "domains": domains,
-        "recognizers_dev": dev_stats,
+        "recognizers_dev": recognizer_figures(dc[-1]["dev"], dev_gold, domains,
+                                              {d: em_out[(d, -1)]["figures"] for d in domains},
+                                              {d: family.describe(d) for d in domains}),
         "splits": {s: split_figures(tables[s], gold[s], domains) for s in ("dev", "test")},
         "skipped_lines": len(corpus.report.skipped),
     }
-    write_json(out / "summary.json", summary)
-    write_text(out / "summary.md", render_summary(summary))
+    writer.write_json("summary.json", summary)
+    writer.write_text("summary.md", render_summary(summary))
     context_values = {c: sorted({u.context.get(c, "unknown") for u in utts}) for c in corpus.context_fields}
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "corpus": corpus.name,
+    manifest = {
+        "origin": "prepared",
         "corpus_hash": corpus.content_hash,
         "settings_hash": settings,
         "domains": domains,
@@ -171,157 +339,4 @@ def build(corpus: Corpus, cfg: Mapping[str, Any], out: Path, settings: str) -> d
         "folds": n_folds,
         "skipped_lines": corpus.report.skipped,
     }
-
-
-# ----------------------------------------------------------------------------- the K + 1 fit/emit jobs
-#
-# Job k < K fits every domain on the training utterances outside fold k and
-# emits the fold's hypotheses (split "train"); job -1 fits on all of train and
-# emits dev and test. The jobs share nothing but read-only inputs, so they run
-# in any order, in this process (``recognizers.n_jobs: 1``) or in loky worker
-# processes, and each returns its Arrow tables. Every fit is single-threaded
-# (BLAS/OpenMP limited to one thread) in both cases, so the tables do not
-# depend on ``n_jobs``.
-
-
-@dataclass
-class _Context:
-    """The read-only inputs of every job (sent to each worker process once)."""
-
-    utts: list
-    domains: list[str]
-    features: TextFeatures
-    rec_cfg: Mapping[str, Any]
-    hyp_cfg: Mapping[str, Any]
-    seed: int
-    context_fields: tuple[str, ...]
-    train_rows: np.ndarray
-    fold_of: np.ndarray
-    split_rows: dict[str, np.ndarray]
-
-
-def _n_jobs(rec_cfg: Mapping[str, Any]) -> int:
-    n = rec_cfg.get("n_jobs", 1)
-    n = 1 if n is None else int(n)
-    if n < 0:  # joblib's convention: -1 is every core
-        n = max(1, (os.cpu_count() or 1) + 1 + n)
-    return max(1, n)
-
-
-def _columns_table(cols: Mapping[str, list], schema: pa.Schema) -> pa.Table:
-    return pa.table({f.name: cols.get(f.name, []) for f in schema}, schema=schema)
-
-
-def _fit_and_emit(ctx: _Context, fold: int, bars: bool = True) -> dict:
-    """Job ``fold`` (``-1``: all of train, emitting dev and test); returns its tables and timings."""
-    from threadpoolctl import threadpool_limits
-
-    utts, domains = ctx.utts, ctx.domains
-    t0 = time.perf_counter()
-    with threadpool_limits(limits=1):
-        if fold >= 0:
-            fit_rows = ctx.train_rows[ctx.fold_of != fold]
-            desc = f"fold {fold + 1}/{int(ctx.rec_cfg['folds'])}"
-        else:
-            fit_rows, desc = ctx.train_rows, "all of train"
-        # train_domain and emit are looked up here, at run time, so that a
-        # replacement of them in this module (a test's spy) is what runs.
-        recs = {d: train_domain(d, utts, fit_rows, ctx.features, ctx.rec_cfg, ctx.seed)
-                for d in tqdm(domains, desc=desc, leave=False, disable=not bars)}
-        t_fit = time.perf_counter() - t0
-        if fold >= 0:
-            held = np.flatnonzero(ctx.fold_of == fold)  # positions in the train split
-            emits = {"train": (ctx.train_rows[held], held)}
-        else:
-            emits = {s: (ctx.split_rows[s], np.arange(len(ctx.split_rows[s]))) for s in ("dev", "test")}
-        sinks = {s: {d: HypothesisColumns(ctx.context_fields) for d in domains} for s in emits}
-        dev_stats = None
-        for s, (rows, index) in emits.items():
-            dc = emit(recs, domains, utts, rows, index, ctx.features, ctx.hyp_cfg, sinks[s], fold=fold)
-            if s == "dev":
-                dev_stats = recognizer_figures(recs, domains, utts, rows, dc, ctx.features)
-    schema = hypothesis_schema(ctx.context_fields)
-    tables = {s: {d: _columns_table(sinks[s][d].cols, schema) for d in domains} for s in sinks}
-    t_all = time.perf_counter() - t0
-    return {"fold": fold, "tables": tables, "dev_stats": dev_stats,
-            "seconds": {"fit": t_fit, "emit": t_all - t_fit}, "pid": os.getpid()}
-
-
-_WORKER_CTX: _Context | None = None
-
-
-def _init_worker(ctx_path: str) -> None:
-    global _WORKER_CTX
-    with open(ctx_path, "rb") as fh:
-        _WORKER_CTX = pickle.load(fh)
-
-
-def _worker_job(fold: int) -> dict:
-    return _fit_and_emit(_WORKER_CTX, fold, bars=False)
-
-
-_ORIGINALS = (train_domain, emit)
-
-
-def run_jobs(ctx: _Context, n_folds: int, n_jobs: int, name: str) -> dict[int, dict]:
-    """Run the ``n_folds + 1`` jobs, on ``n_jobs`` processes; ``{fold: result}`` (``-1``: the full fit)."""
-    # The full fit first: it is the longest job (most training rows, and it emits dev and test).
-    folds = [-1, *range(n_folds)]
-    n_jobs = min(n_jobs, len(folds))
-    if train_domain is not _ORIGINALS[0] or emit is not _ORIGINALS[1]:
-        # Replaced in this process (e.g. a test's spy): a worker process would not see it.
-        log.info("prepare: train_domain/emit are replaced in this process; running the jobs in-process")
-        n_jobs = 1
-    t0 = time.perf_counter()
-    results: dict[int, dict] = {}
-    with tqdm(total=len(folds), desc=f"prepare {name}", unit="fit") as bar:
-        if n_jobs == 1:
-            for k in folds:
-                results[k] = _fit_and_emit(ctx, k)
-                bar.update()
-        else:
-            from joblib.externals.loky import ProcessPoolExecutor, as_completed
-
-            one_thread = {v: "1" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
-            with tempfile.TemporaryDirectory(prefix="rerank_prepare_") as tmp:
-                ctx_path = os.path.join(tmp, "context.pkl")
-                with open(ctx_path, "wb") as fh:
-                    pickle.dump(ctx, fh, protocol=pickle.HIGHEST_PROTOCOL)
-                pool = ProcessPoolExecutor(max_workers=n_jobs, initializer=_init_worker, initargs=(ctx_path,),
-                                           env=one_thread)
-                try:
-                    futures = {pool.submit(_worker_job, k): k for k in folds}
-                    for fut in as_completed(futures):
-                        results[futures[fut]] = fut.result()
-                        bar.update()
-                except BaseException:
-                    # a job failed (or Ctrl-C): do not wait for the others
-                    pool.shutdown(wait=False, kill_workers=True)
-                    raise
-                pool.shutdown(wait=True)
-    wall = time.perf_counter() - t0
-    fit = sum(r["seconds"]["fit"] for r in results.values())
-    em = sum(r["seconds"]["emit"] for r in results.values())
-    print(f"prepare: {len(folds)} fit/emit jobs on {n_jobs} process{'es' if n_jobs > 1 else ''} in {wall:.1f} s "
-          f"(summed over jobs: fits {fit:.1f} s, emission {em:.1f} s)")
-    return results
-
-
-def utterance_table(utts, context_fields) -> pa.Table:
-    cols: dict[str, list] = {
-        "utt_id": [u.id for u in utts],
-        "utt_index": list(range(len(utts))),
-        "text": [u.text for u in utts],
-        "gold_domain": [u.domain for u in utts],
-        "gold_intent": [u.intent for u in utts],
-        "gold_slots": [[{"type": t, "value": v} for t, v in u.slots] for u in utts],
-        "sem_total": [1 + len(u.slots) for u in utts],
-    }
-    for c in context_fields:
-        cols[c] = [u.context.get(c, "unknown") for u in utts]
-    return pa.table(cols, schema=utterance_schema(context_fields))
-
-
-def write_parquet(table: pa.Table, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
+    return manifest, summary

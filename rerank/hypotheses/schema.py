@@ -62,6 +62,22 @@ def utterance_schema(context_fields: tuple[str, ...] | list[str]) -> pa.Schema:
     return pa.schema(fields, metadata={b"rerank_schema_version": str(SCHEMA_VERSION).encode()})
 
 
+def utterance_table(utts, context_fields) -> pa.Table:
+    """The ``_utterances`` table of a split's gold utterances (in split order: ``utt_index``)."""
+    cols: dict[str, list] = {
+        "utt_id": [u.id for u in utts],
+        "utt_index": list(range(len(utts))),
+        "text": [u.text for u in utts],
+        "gold_domain": [u.domain for u in utts],
+        "gold_intent": [u.intent for u in utts],
+        "gold_slots": [[{"type": t, "value": v} for t, v in u.slots] for u in utts],
+        "sem_total": [1 + len(u.slots) for u in utts],
+    }
+    for c in context_fields:
+        cols[c] = [u.context.get(c, "unknown") for u in utts]
+    return pa.table(cols, schema=utterance_schema(context_fields))
+
+
 def render_schema_doc() -> str:
     """docs/DATA.md, generated from the column lists above (a test keeps them in sync)."""
     lines = ["# Hypothesis tables", "", "Written by `scripts/prepare.py` (schema version "

@@ -9,17 +9,15 @@ utterances with no hypothesis have no confidence and are left out of them
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from rerank.hypotheses.figures import top_hypothesis_outcome
 from rerank.metrics.calibration import N_BINS, brier, ece, mce, nll
 from rerank.metrics.corpus import bootstrap_ci, slot_counts, slot_f1_from_counts
-from rerank.reranker.data import read_table
+from rerank.hypotheses.tables import TableSet
 
 FIGURES = ("semer", "irer", "ece", "mce", "brier", "nll", "domain_error", "intent_error", "slot_f1")
 
@@ -56,10 +54,10 @@ class SplitData:
         return out
 
 
-def load_split(data_dir: str | Path, domains: Sequence[str], split: str) -> SplitData:
-    data_dir = Path(data_dir)
-    tables = {d: read_table(data_dir, d, split) for d in sorted(domains)}
-    gold = pq.read_table(data_dir / "_utterances" / f"{split}.parquet")
+def load_split(tables_set: TableSet, split: str, domains: Sequence[str] | None = None) -> SplitData:
+    """Every domain's hypotheses of ``split`` (checked against the manifest) and the gold."""
+    tables = {d: tables_set.read(d, split) for d in sorted(domains if domains is not None else tables_set.domains)}
+    gold = tables_set.read_utterances(split)
     names = sorted(tables)
 
     def cat(col, dtype=None):

@@ -17,9 +17,10 @@ import pyarrow as pa
 
 from rerank.hypotheses.figures import baseline_score
 from rerank.ranking import order_within_utterances, rank_within_utterances
-from rerank.registry import Registry
-from rerank.reranker.features import (BadFeatures, FeatureSpec, check_finite, feature_blocks, features_from_records,
-                                      log_scores, record_scores)
+from rerank.model.features import (BadFeatures, FeatureSpec, check_finite, feature_blocks, features_from_records,
+                                   log_scores, record_scores)
+from rerank.model.registry import PublishedModel, Registry
+from rerank.model.scorer import sigmoid
 
 log = logging.getLogger(__name__)
 BASELINE = "baseline"
@@ -39,7 +40,14 @@ class DomainScorer:
     spec: FeatureSpec | None = None
     logit: Callable[[np.ndarray], np.ndarray] | None = None
     loss: str | None = None
-    model: object | None = None  # the DomainReranker, for its feature weights
+    published: PublishedModel | None = None  # the registry entry, for its feature weights and figures
+
+    @classmethod
+    def from_published(cls, pub: PublishedModel) -> "DomainScorer":
+        return cls(pub.domain, pub.version, pub.spec, pub.scorer, pub.loss, pub)
+
+    def feature_weights(self) -> dict[str, float] | None:
+        return self.published.feature_weights() if self.published is not None else None
 
     @property
     def is_baseline(self) -> bool:
@@ -69,9 +77,7 @@ class DomainScorer:
         return _sigmoid(self.logit(features_from_records(records, self.spec)))
 
 
-def _sigmoid(s: np.ndarray) -> np.ndarray:
-    # np.clip(s, -60, 60) without np.clip's per-call overhead (same values)
-    return 1.0 / (1.0 + np.exp(-np.minimum(np.maximum(s, -60.0), 60.0)))
+_sigmoid = sigmoid
 
 
 @dataclass
@@ -112,9 +118,10 @@ class CrossDomainRanker:
         missing: str = "baseline",
         specs: Mapping[str, FeatureSpec] | None = None,
     ) -> "CrossDomainRanker":
-        """The latest (or pinned, ``versions={"Music": "v3"}``) model of every domain.
+        """The live (or pinned, ``versions={"Music": "v3"}``) model of every domain.
 
-        ``loss`` restricts to the newest version trained with that loss.
+        A domain without a live version is scored by the baseline (``missing="baseline"``).
+        ``loss`` instead takes the newest version trained with that loss, live or not.
         ``specs``, when given, are the feature specs of the data to be scored:
         a model with another spec is refused with what differs.
         """
@@ -127,17 +134,17 @@ class CrossDomainRanker:
             raise UnknownDomainError(f"versions pinned for unknown domains {unknown}; domains: {domains}")
         scorers = {}
         for d in domains:
-            ref, d_loss = versions.get(d, "latest"), (None if d in versions else loss)
+            ref, d_loss = versions.get(d, "live"), (None if d in versions else loss)
             # Only a domain with *no* published version falls back to the baseline; a published
             # version that cannot be read (truncated weights, bad spec) is an error, never skipped.
-            if missing == "baseline" and d not in versions and registry.resolve(corpus, d, ref, d_loss) is None:
-                what = f" with loss {d_loss!r}" if d_loss else ""
-                log.warning("%s: no published version%s in %s; scoring it with the unweighted baseline",
-                            d, what, registry.domain_dir(corpus, d))
+            if missing == "baseline" and registry.resolve(corpus, d, ref, d_loss) is None:
+                what = f" with loss {d_loss!r}" if d_loss else " live"
+                log.info("%s: no%s version in %s; scoring it with the unweighted baseline",
+                         d, what, registry.domain_dir(corpus, d))
                 scorers[d] = DomainScorer(d, BASELINE)
                 continue
             pub = registry.load(corpus, d, ref, loss=d_loss, expect_spec=(specs or {}).get(d))
-            scorers[d] = DomainScorer(d, pub.version, pub.spec, pub.model.numpy_scorer(), pub.loss, pub.model)
+            scorers[d] = DomainScorer.from_published(pub)
         return cls(scorers, corpus)
 
     @classmethod
@@ -150,12 +157,14 @@ class CrossDomainRanker:
         except KeyError:
             raise UnknownDomainError(f"hypothesis of unknown domain {domain!r}; this ranker knows {self.domains}") from None
 
-    def rank(self, hypotheses: Sequence[Mapping[str, Any]]) -> list[dict]:
+    def rank(self, hypotheses: Sequence[Mapping[str, Any]], unknown: str = "error") -> list[dict]:
         """Rank one utterance's hypotheses (dicts in the hypothesis schema) across domains.
 
         Returns new dicts sorted best first, each with ``score`` (calibrated
         probability), ``rank`` (0-based, across domains; the domain's own rank
         is kept as ``domain_rank``) and ``version`` (the model that scored it).
+        A domain this ranker does not know is an error, or, with
+        ``unknown="baseline"``, scored by the baseline (its version reads ``baseline``).
         """
         by_domain: dict[str, list[int]] = {}
         for i, h in enumerate(hypotheses):
@@ -163,7 +172,10 @@ class CrossDomainRanker:
                 by_domain.setdefault(h["domain"], []).append(i)
             except KeyError:
                 raise BadFeatures(f"hypothesis {i} has no 'domain' field") from None
-        scorers = {d: self._scorer(d) for d in by_domain}
+        if unknown == "baseline":
+            scorers = {d: self.scorers.get(d) or DomainScorer(d, BASELINE) for d in by_domain}
+        else:
+            scorers = {d: self._scorer(d) for d in by_domain}
         # dc/ic/ner, their check and their logs once for all domains, then each domain's model
         raw = record_scores(hypotheses)
         logs = log_scores(raw)

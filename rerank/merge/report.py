@@ -46,8 +46,7 @@ def write_report(report_dir: Path, metrics: dict, meta: dict, systems: dict, sco
             m = a["gold_domain"] == d
             per_domain.setdefault(d, {})[n] = (a["conf"][m], a["correct"][m])
     figs["reliability_per_domain"] = reliability_grid(per_domain)
-    weights = {d: s for d, s in scorers.items() if not s.is_baseline}
-    W = {d: s.model.feature_weights() for d, s in weights.items() if s.model is not None}
+    W = {d: w for d, s in scorers.items() if (w := s.feature_weights()) is not None}
     if W:
         figs["feature_weights"] = feature_weights(W)
     if log_dir:
@@ -74,7 +73,7 @@ def write_report(report_dir: Path, metrics: dict, meta: dict, systems: dict, sco
              "Calibration figures (ECE with 15 bins, MCE, Brier, NLL) are of the top hypothesis' score read as P(exactly right).", ""]
     flagged = {n: f for n, f in meta["fallback_domains"].items() if f}
     if flagged:
-        lines += ["## Domains scored by the unweighted baseline (no published model)", ""]
+        lines += ["## Domains scored by the unweighted baseline (no live version, or none of that loss)", ""]
         lines += [f"- **{n}**: {', '.join(f)}" for n, f in flagged.items()] + [""]
     lines += ["## Calibration", "", "![reliability diagram](reliability.png)", "", "![per domain](reliability_per_domain.png)", ""]
     if "feature_weights" in figs:

@@ -10,27 +10,28 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from rerank.hypotheses.figures import baseline_score, oracle_score
-from rerank.hypotheses.prepare import data_dir as corpus_data_dir
-from rerank.hypotheses.prepare import prepare
-from rerank.io import atomic_path, read_json
-from rerank.losses import LOSSES
+from rerank.hypotheses.tables import open_tables
+from rerank.io import atomic_path
 from rerank.merge.evaluate import evaluate, load_split
 from rerank.merge.ranker import CrossDomainRanker, ranked_table
 from rerank.merge.report import write_report
-from rerank.registry import Registry
-from rerank.reranker.features import spec_from_manifest
+from rerank.model.features import spec_from_manifest
+from rerank.model.registry import Registry
+
+#: the per-loss systems of the report, in this order: the newest version of each loss (live or not)
+LOSS_NAMES = ("semer", "crossentropy", "combined")
 
 log = logging.getLogger(__name__)
 
 
 def merge(cfg: Mapping[str, Any]) -> dict:
     t0 = time.perf_counter()
-    manifest = prepare(cfg)
+    tables = open_tables(cfg)
+    manifest = tables.manifest
     corpus, split = manifest["corpus"], cfg["split"]
-    out_data = corpus_data_dir(cfg["paths"]["output_dir"], corpus)
     domains = manifest["domains"]
     mcfg = cfg["merge"]
-    data = load_split(out_data, domains, split)
+    data = load_split(tables, split)
     specs = {d: spec_from_manifest(manifest, d) for d in domains}
     registry = Registry(cfg["paths"]["registry_dir"])
     n_boot, seed = int(mcfg.get("bootstrap", 1000)), int(cfg.get("seed", 0))
@@ -48,22 +49,21 @@ def merge(cfg: Mapping[str, Any]) -> dict:
     systems: dict[str, dict] = {}
     flags: dict[str, list[str]] = {}
     versions: dict[str, dict[str, str]] = {}
+    # The live (or pinned) models first: that is what serves traffic.
+    main_name = "live" if not pins else "live+pinned"
+    systems[main_name] = evaluate(data, ranked.score, True, n_boot, seed)
+    flags[main_name] = main.fallbacks
+    versions[main_name] = {d: s.version for d, s in main.scorers.items()}
     base = baseline_score(*(np.concatenate([data.tables[d][c].to_numpy() for d in data.domains]) for c in ("dc", "ic", "ner")))
     systems["baseline"] = evaluate(data, base, True, n_boot, seed)
-    for loss in LOSSES:
+    for loss in LOSS_NAMES:
         if not any(registry.resolve(corpus, d, loss=loss) for d in domains):
             continue
         ranker = CrossDomainRanker.from_registry(registry, corpus, domains, versions=_pins_of_loss(registry, corpus, pins, loss),
                                                  loss=loss, missing="baseline", specs=specs)
-        systems[loss] = evaluate(data, ranker.score_tables(data.tables).score, True, n_boot, seed)
-        flags[loss] = ranker.fallbacks
-        versions[loss] = {d: s.version for d, s in ranker.scorers.items()}
-    main_versions = {d: s.version for d, s in main.scorers.items()}
-    # The latest (or pinned) models: a system of its own unless one loss variant is exactly that.
-    if len(main.fallbacks) < len(domains) and main_versions not in versions.values():
-        systems["published"] = evaluate(data, ranked.score, True, n_boot, seed)
-        flags["published"] = main.fallbacks
-        versions["published"] = main_versions
+        systems[f"newest {loss}"] = evaluate(data, ranker.score_tables(data.tables).score, True, n_boot, seed)
+        flags[f"newest {loss}"] = ranker.fallbacks
+        versions[f"newest {loss}"] = {d: s.version for d, s in ranker.scorers.items()}
     systems["oracle"] = evaluate(data, oracle_score(data.semer), False, n_boot, seed)
 
     metrics = {name: {**{k: v for k, v in r["overall"].items()}, "per_domain": r["per_domain"]} for name, r in systems.items()}
@@ -81,18 +81,17 @@ def _pins_of_loss(registry: Registry, corpus: str, pins: Mapping[str, str], loss
     """The pinned versions trained with ``loss``: that loss' system uses them instead of its newest."""
     out = {}
     for d, v in pins.items():
-        meta = registry.domain_dir(corpus, d) / v / "meta.json"
-        if meta.exists() and read_json(meta).get("loss") == loss:
+        if registry.resolve(corpus, d, v) and registry.meta(corpus, d, v).get("loss") == loss:
             out[d] = v
     return out
 
 
 def _terminal_table(metrics: dict) -> str:
     base, oracle = metrics["baseline"]["semer"], metrics["oracle"]["semer"]
-    lines = [f"{'system':<14}{'SemER':>8}{'IRER':>8}{'ECE':>8}{'Brier':>8}{'gap closed':>12}"]
+    lines = [f"{'system':<22}{'SemER':>8}{'IRER':>8}{'ECE':>8}{'Brier':>8}{'gap closed':>12}"]
     for name, m in metrics.items():
         ece = f"{m['ece']:.4f}" if m.get("ece") is not None else "-"
         brier = f"{m['brier']:.4f}" if m.get("brier") is not None else "-"
         gap = (base - m["semer"]) / (base - oracle) if base > oracle else float("nan")
-        lines.append(f"{name:<14}{m['semer']:>8.4f}{m['irer']:>8.4f}{ece:>8}{brier:>8}{gap:>12.1%}")
+        lines.append(f"{name:<22}{m['semer']:>8.4f}{m['irer']:>8.4f}{ece:>8}{brier:>8}{gap:>12.1%}")
     return "\n".join(lines)

@@ -9,7 +9,7 @@ import lightning as L
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
-from rerank.reranker.data import SlateTensors
+from rerank.training.data import SlateTensors
 
 
 class _WholeBatches(Dataset):

@@ -9,7 +9,8 @@ import torch
 
 from rerank.losses import PADDED_Y_VALUE, get_loss
 from rerank.metrics.calibration import brier, ece, nll
-from rerank.reranker.model import DomainReranker
+from rerank.model.scorer import sigmoid
+from rerank.training.model import DomainReranker
 
 OPTIMIZERS = ("lbfgs", "adam")
 
@@ -94,7 +95,7 @@ def slate_metrics(logits: np.ndarray, semer: np.ndarray, errors: np.ndarray | No
     masked = np.where(valid, logits, -np.inf)
     top = masked.argmax(axis=1)
     rows = np.arange(len(top))
-    p = 1.0 / (1.0 + np.exp(-np.clip(logits, -50, 50)))
+    p = sigmoid(logits)
     correct = (semer == 0).astype(np.float64)
     out: dict[str, float] = {}
     if has.any():

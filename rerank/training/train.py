@@ -17,15 +17,15 @@ import numpy as np
 import torch
 from hydra.utils import instantiate
 
-from rerank.hypotheses.prepare import data_dir as corpus_data_dir
-from rerank.hypotheses.prepare import prepare
-from rerank.registry import Registry
-from rerank.reranker.competitors import other_domains
-from rerank.reranker.data import SlateTensors, competitor_numbers, read_table, to_slates
-from rerank.reranker.datamodule import SlateDataModule
-from rerank.reranker.features import spec_from_manifest
-from rerank.reranker.model import DomainReranker
-from rerank.reranker.module import RerankerModule, slate_metrics
+from rerank.hypotheses.tables import TableSet, open_tables
+from rerank.model.features import spec_from_manifest
+from rerank.model.registry import Registry
+from rerank.model.scorer import sigmoid
+from rerank.training.competitors import other_domains
+from rerank.training.data import SlateTensors, competitor_numbers, to_slates
+from rerank.training.datamodule import SlateDataModule
+from rerank.training.model import DomainReranker
+from rerank.training.module import RerankerModule, slate_metrics
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +62,8 @@ def train(cfg: Mapping[str, Any]) -> dict:
     quiet_lightning()
     torch.set_num_threads(torch_threads(cfg))
     L.seed_everything(int(cfg["seed"]), workers=True, verbose=False)
-    manifest = prepare(cfg) if cfg.get("prepare_if_missing", True) else None
-    out_data = corpus_data_dir(cfg["paths"]["output_dir"], cfg["data"]["name"])
-    if manifest is None:
-        from rerank.io import read_json
-
-        if not (out_data / "manifest.json").exists():
-            raise FileNotFoundError(f"{out_data / 'manifest.json'} is missing; run: python scripts/prepare.py data={cfg['data']['name']}")
-        manifest = read_json(out_data / "manifest.json")
+    tables = open_tables(cfg)
+    manifest = tables.manifest
     domain = cfg["domain"]
     if domain not in manifest["domains"]:
         raise UnknownDomain(f"unknown domain {domain!r} for corpus {manifest['corpus']!r}; its domains: {', '.join(manifest['domains'])}")
@@ -80,9 +74,9 @@ def train(cfg: Mapping[str, Any]) -> dict:
     spec = spec_from_manifest(manifest, domain)
     slates = {}
     for split in ("train", "dev"):
-        s = to_slates(read_table(out_data, domain, split), spec)
+        s = to_slates(tables.read(domain, split), spec)
         if loss_cfg.get("candidates", "domain") == "utterance" and loss_cfg["name"] in ("semer", "combined"):
-            add_competitors(s, out_data, manifest, domain, split, loss_cfg, registry)
+            add_competitors(s, tables, domain, split, loss_cfg, registry)
         slates[split] = s
     check_trainable(slates["train"], domain)
 
@@ -140,9 +134,9 @@ def train(cfg: Mapping[str, Any]) -> dict:
     return result
 
 
-def add_competitors(s: SlateTensors, out_data: Path, manifest, domain, split, loss_cfg, registry) -> None:
+def add_competitors(s: SlateTensors, tables: TableSet, domain, split, loss_cfg, registry) -> None:
     t = float(loss_cfg.get("temperature", 1.0))
-    ou, ol, os_ = other_domains(out_data, manifest["domains"], domain, split, manifest["corpus"], loss_cfg.get("competitors", "baseline"), registry)
+    ou, ol, os_ = other_domains(tables, domain, split, loss_cfg.get("competitors", "baseline"), registry)
     lse, expected = competitor_numbers(s.utt_index, ou, ol, os_, t)
     s.other_logsumexp = torch.from_numpy(lse.astype(np.float32))
     s.other_expected_semer = torch.from_numpy(expected.astype(np.float32))
@@ -172,7 +166,7 @@ def log_pictures(logger, model: DomainReranker, dev_logits: np.ndarray, dev: Sla
     if exp is None or not hasattr(exp, "add_figure"):
         return
     valid = dev.semer.numpy() != -1
-    p = 1 / (1 + np.exp(-np.clip(dev_logits[valid], -50, 50)))
+    p = sigmoid(dev_logits[valid])
     correct = (dev.semer.numpy()[valid] == 0).astype(float)
     exp.add_figure("dev/reliability", reliability_diagram({f"{domain} {loss}": (p, correct)}, title=f"{domain}: all dev hypotheses"))
     weights = model.feature_weights()

@@ -7,15 +7,13 @@ loss (R1) sees each candidate list whole; padding is marked by
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
 from rerank.losses import PADDED_Y_VALUE
-from rerank.reranker.features import FeatureSpec, features_from_table
+from rerank.model.features import FeatureSpec, features_from_table
 
 
 @dataclass
@@ -46,13 +44,6 @@ class SlateTensors:
         return out
 
 
-def read_table(data_dir: Path, domain: str, split: str) -> pa.Table:
-    path = Path(data_dir) / domain / f"{split}.parquet"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: run `python scripts/prepare.py` for this corpus first")
-    return pq.read_table(path)
-
-
 def group_slots(utt_index: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """For rows sorted by utterance: (unique utterances, group of each row, position inside the group)."""
     if len(utt_index) == 0:
@@ -68,7 +59,7 @@ def group_slots(utt_index: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarr
 def to_slates(table: pa.Table, spec: FeatureSpec) -> SlateTensors:
     utt = table["utt_index"].to_numpy()
     if len(utt) > 1 and np.any(np.diff(utt) < 0):
-        raise ValueError("hypothesis table must be sorted by utt_index (prepare writes it so)")
+        raise ValueError("hypothesis table must be sorted by utt_index (prepare and import write it so)")
     X = features_from_table(table, spec)
     uniq, group, pos = group_slots(utt)
     n_slate = int(pos.max()) + 1 if len(pos) else 1

@@ -5,9 +5,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from rerank.reranker.features import FeatureSpec
-
-KINDS = ("linear", "mlp")
+from rerank.model.features import FeatureSpec
+from rerank.model.scorer import KINDS, LogitScorer
 
 
 class DomainReranker(nn.Module):
@@ -81,24 +80,18 @@ class DomainReranker(nn.Module):
         w = self.linear.weight.detach().cpu().numpy()[0]
         return dict(zip(self.spec.names, map(float, w)))
 
-    def numpy_scorer(self):
-        """A numpy function X -> logits with the same values, without torch's per-call overhead."""
-        mean = self.mean.detach().cpu().numpy().astype(np.float64)
-        std = self.std.detach().cpu().numpy().astype(np.float64)
-        w = self.linear.weight.detach().cpu().numpy().astype(np.float64)[0] / std
-        b = float(self.linear.bias.detach().cpu().numpy()[0]) - float(mean @ w)
-        scale, shift = (float(v) for v in self.calibration.detach().cpu().numpy())
-        w, b = w * scale, b * scale + shift
-        if self.kind == "linear":
-            w32 = w.astype(np.float32)
-            return lambda X: (X @ w32).astype(np.float64) + b
-        W1 = self.mlp[0].weight.detach().cpu().numpy().astype(np.float64)
-        b1 = self.mlp[0].bias.detach().cpu().numpy().astype(np.float64)
-        W2 = self.mlp[2].weight.detach().cpu().numpy().astype(np.float64)[0] * scale
-        b2 = float(self.mlp[2].bias.detach().cpu().numpy()[0]) * scale
+    def weights(self) -> dict[str, np.ndarray]:
+        """The tensors in the published format (``rerank.model.scorer``), as numpy arrays."""
+        return {k: v.detach().cpu().numpy().copy() for k, v in self.state_dict().items()}
 
-        def score(X):
-            Z = (X - mean) / std
-            return X @ w + b + np.tanh(Z @ W1.T + b1) @ W2 + b2
+    @classmethod
+    def from_weights(cls, spec: FeatureSpec, kind: str, weights: dict[str, np.ndarray]) -> "DomainReranker":
+        hidden = int(weights["mlp.0.weight"].shape[0]) if kind == "mlp" else 32
+        model = cls(spec, kind=kind, hidden=hidden)
+        model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in weights.items()})
+        model.eval()
+        return model
 
-        return score
+    def numpy_scorer(self) -> LogitScorer:
+        """The published model's numpy scorer of these weights (the same logits, without torch)."""
+        return LogitScorer(self.kind, self.weights(), self.spec.dim)

@@ -5,15 +5,16 @@ import os
 from pathlib import Path
 
 # Only these groups decide which hypothesis tables (and so which domains) a run sees.
-PREPARE_KEYS = ("data", "recognizers", "hypotheses", "paths")
+TABLE_KEYS = ("data", "paths")
 ALL = ("all", "*", "glob(*)")
 
 
 def expand_all_domains(argv: list[str], config_dir: str | Path) -> list[str]:
-    """Replace ``domain=all`` by ``domain=<every domain of the corpus>`` and make the run a multirun.
+    """Replace ``domain=all`` by ``domain=<every domain of the tables>`` and make the run a multirun.
 
-    The corpus is prepared first (or its cache reused) in this one process, so
-    the parallel jobs that follow find the tables ready and never race to build them.
+    The domains are read from the manifest of the hypothesis tables the
+    command line names; the tables are never built here (``scripts/prepare.py``
+    or ``scripts/import.py`` do that, once, before).
     """
     hits = [i for i, a in enumerate(argv) if a.split("=", 1)[0] == "domain" and a.split("=", 1)[-1].strip("'\"") in ALL]
     if not hits:
@@ -21,21 +22,24 @@ def expand_all_domains(argv: list[str], config_dir: str | Path) -> list[str]:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from rerank.hypotheses.prepare import prepare
+    from rerank.hypotheses.tables import TablesMissing, open_tables
 
     overrides = []
     for a in argv[1:]:
         key = a.lstrip("+~").split("=", 1)[0]
-        if "=" in a and key.split(".")[0].split("/")[0] in PREPARE_KEYS:
+        if "=" in a and key.split(".")[0].split("/")[0] in TABLE_KEYS:
             if "," in a.split("=", 1)[1]:
                 raise SystemExit(f"domain=all cannot be combined with a sweep over {key}: run one corpus at a time")
             overrides.append(a)
     with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
-        cfg = compose(config_name="prepare", overrides=overrides)
-    manifest = prepare(OmegaConf.to_container(cfg, resolve=True))
+        cfg = compose(config_name="train", overrides=[*overrides, "domain=_all_"])
+    try:
+        tables = open_tables(OmegaConf.to_container(cfg, resolve=True))
+    except TablesMissing as err:
+        raise SystemExit(f"domain=all: {err}") from None
     out = list(argv)
     for i in hits:
-        out[i] = "domain=" + ",".join(manifest["domains"])
+        out[i] = "domain=" + ",".join(tables.domains)
     if not any(a in ("-m", "--multirun") for a in out):
         out.insert(1, "--multirun")
     return out

@@ -1,0 +1,372 @@
+"""The model registry: immutable numbered versions of every domain's re-ranker, stages and history.
+
+Layout, per corpus and domain (``<root>/<corpus>/<domain>/``):
+
+- ``v<N>/``: one published version, never changed once written: ``weights.safetensors``,
+  ``spec.json`` (the feature spec), ``config.json`` (the resolved training config),
+  ``metrics.json`` (dev figures) and ``meta.json`` (loss, model kind, hash of the data
+  it saw, time). Publishing creates a **candidate**.
+- ``live``: the version that serves traffic (merge and the service follow it). It is
+  replaced atomically (a rename), so a reader sees the old or the new name, never a
+  mix. A domain without one is served by the unweighted baseline.
+- ``history.jsonl``: append-only, one line per decision about ``live``: when, from
+  which version to which, the gate's verdict, whether it was forced, and its report.
+
+Stages: ``live`` (named by the pointer), ``candidate`` (never live) and ``retired``
+(live once, replaced since). ``scripts/registry.py list`` shows them.
+
+A version is written in a staging folder (``.staging-<host>-<pid>-<id>``) and renamed
+into place, so a crash never leaves a half-written version visible; the next publish
+removes staging folders whose publisher is gone. The version number is claimed and
+pointers are moved under a file lock, so concurrent publishers (a sweep, two nodes on
+a shared disk) never collide. Weights are safetensors read as numpy arrays: loading a
+model reads data, never code, and needs no torch. Weights that are not finite are
+refused, at publish and at load.
+"""
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import re
+import shutil
+import socket
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Protocol
+
+import numpy as np
+from safetensors import SafetensorError
+from safetensors.numpy import load_file, save_file
+
+from rerank.io import append_line, read_json, write_json, write_text
+from rerank.model.features import FeatureSpec, FeatureSpecMismatch
+from rerank.model.scorer import BadWeights, LogitScorer
+
+VERSION_DIR = re.compile(r"v(\d+)")
+STAGING_PREFIX = ".staging-"
+#: a staging folder of another host is removed once it is this old (its publisher cannot be asked)
+FOREIGN_STAGING_SECONDS = 6 * 3600
+REFS = ("live", "latest")
+STAGES = ("live", "candidate", "retired")
+
+
+class RegistryError(RuntimeError):
+    """A missing, unreadable or mismatched registry entry; the message names the file."""
+
+
+class Publishable(Protocol):
+    """What :meth:`Registry.publish` needs of a model (training's ``DomainReranker`` is one)."""
+
+    spec: FeatureSpec
+    kind: str
+
+    def weights(self) -> dict[str, np.ndarray]: ...
+
+
+@dataclass
+class PublishedModel:
+    corpus: str
+    domain: str
+    version: str
+    path: Path
+    spec: FeatureSpec
+    kind: str
+    tensors: dict[str, np.ndarray]
+    meta: dict
+    metrics: dict = field(default_factory=dict)
+
+    @property
+    def loss(self) -> str:
+        return self.meta.get("loss", "?")
+
+    def weights(self) -> dict[str, np.ndarray]:
+        """The tensors (a :class:`Publishable` too: a version can be published again elsewhere)."""
+        return dict(self.tensors)
+
+    @property
+    def scorer(self) -> LogitScorer:
+        if not hasattr(self, "_scorer"):
+            self._scorer = LogitScorer(self.kind, self.tensors, self.spec.dim, where=str(self.path))
+        return self._scorer
+
+    def feature_weights(self) -> dict[str, float]:
+        return self.scorer.feature_weights(self.spec.names)
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "host"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except OSError as err:
+        return err.errno == errno.EPERM
+    return True
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+class Registry:
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    # ------------------------------------------------------------------ listing
+
+    def domain_dir(self, corpus: str, domain: str) -> Path:
+        return self.root / corpus / domain
+
+    def domains(self, corpus: str) -> list[str]:
+        base = self.root / corpus
+        return sorted(p.name for p in base.iterdir() if p.is_dir() and self.versions(corpus, p.name)) if base.exists() else []
+
+    def versions(self, corpus: str, domain: str) -> list[str]:
+        base = self.domain_dir(corpus, domain)
+        if not base.exists():
+            return []
+        nums = [int(m.group(1)) for p in base.iterdir() if (m := VERSION_DIR.fullmatch(p.name)) and p.is_dir()]
+        return [f"v{n}" for n in sorted(nums)]
+
+    def meta(self, corpus: str, domain: str, version: str) -> dict:
+        path = self.domain_dir(corpus, domain) / version / "meta.json"
+        try:
+            return read_json(path)
+        except (OSError, json.JSONDecodeError) as err:
+            raise RegistryError(f"{path}: unreadable ({err})") from None
+
+    def live(self, corpus: str, domain: str) -> str | None:
+        """The live version of ``domain``, or None (it is then served by the baseline)."""
+        pointer = self.domain_dir(corpus, domain) / "live"
+        try:
+            name = pointer.read_text().strip()
+        except FileNotFoundError:
+            return None
+        if not VERSION_DIR.fullmatch(name) or not (self.domain_dir(corpus, domain) / name).is_dir():
+            raise RegistryError(f"{pointer}: names {name!r}, which is not a published version")
+        return name
+
+    def history(self, corpus: str, domain: str) -> list[dict]:
+        path = self.domain_dir(corpus, domain) / "history.jsonl"
+        if not path.exists():
+            return []
+        out = []
+        with open(path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, 1):
+                if line.strip():
+                    try:
+                        out.append(json.loads(line))
+                    except json.JSONDecodeError as err:
+                        raise RegistryError(f"{path}:{lineno}: unreadable history line ({err.msg})") from None
+        return out
+
+    def stage(self, corpus: str, domain: str, version: str, history: list[dict] | None = None) -> str:
+        if version == self.live(corpus, domain):
+            return "live"
+        history = self.history(corpus, domain) if history is None else history
+        return "retired" if any(h.get("to") == version and h.get("action") in ("promote", "rollback") for h in history) else "candidate"
+
+    # ------------------------------------------------------------------ writing
+
+    @contextmanager
+    def _lock(self, corpus: str, domain: str) -> Iterator[None]:
+        base = self.domain_dir(corpus, domain)
+        base.mkdir(parents=True, exist_ok=True)
+        with open(base / ".lock", "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    @contextmanager
+    def promotion_lock(self, corpus: str) -> Iterator[None]:
+        """Held while a gate evaluates and moves a live pointer: the live set it compared against stays put."""
+        base = self.root / corpus
+        base.mkdir(parents=True, exist_ok=True)
+        with open(base / ".promote.lock", "a") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+    def clean_staging(self, corpus: str, domain: str) -> list[str]:
+        """Remove staging folders of publishers that are gone (killed); returns their names."""
+        base = self.domain_dir(corpus, domain)
+        if not base.exists():
+            return []
+        removed, host = [], _host()
+        for p in base.iterdir():
+            if not p.name.startswith(STAGING_PREFIX):
+                continue
+            parts = p.name[len(STAGING_PREFIX):].rsplit("-", 2)
+            gone = False
+            if len(parts) == 3 and parts[1].isdigit():
+                gone = not _pid_alive(int(parts[1])) if parts[0] == host else _age(p) > FOREIGN_STAGING_SECONDS
+            else:
+                gone = _age(p) > FOREIGN_STAGING_SECONDS
+            if gone:
+                shutil.rmtree(p, ignore_errors=True)
+                removed.append(p.name)
+        return removed
+
+    def publish(self, corpus: str, domain: str, model: Publishable, *, loss: str, config: Mapping[str, Any],
+                metrics: Mapping[str, Any], data_hash: str) -> str:
+        """Publish ``model`` as the next version (a candidate) of ``domain``; returns ``"v<N>"``."""
+        if model.spec.domain != domain:
+            raise RegistryError(f"a model of domain {model.spec.domain!r} cannot be published as {domain!r}")
+        weights = {k: np.ascontiguousarray(v) for k, v in model.weights().items()}
+        try:
+            LogitScorer(model.kind, weights, model.spec.dim, where=f"model of {domain}")
+        except BadWeights as err:
+            raise RegistryError(f"refusing to publish {corpus}/{domain}: {err}") from None
+        base = self.domain_dir(corpus, domain)
+        base.mkdir(parents=True, exist_ok=True)
+        with self._lock(corpus, domain):
+            self.clean_staging(corpus, domain)
+        staging = base / f"{STAGING_PREFIX}{_host()}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        staging.mkdir()
+        try:
+            save_file(weights, str(staging / "weights.safetensors"))
+            write_json(staging / "spec.json", model.spec.to_dict())
+            write_json(staging / "config.json", json.loads(json.dumps(config, default=str)))
+            write_json(staging / "metrics.json", dict(metrics))
+            hidden = int(weights["mlp.0.weight"].shape[0]) if model.kind == "mlp" else 0
+            meta = {"corpus": corpus, "domain": domain, "loss": loss, "kind": model.kind, "hidden": hidden,
+                    "data_hash": data_hash, "published_at": _now(), "host": _host(), "pid": os.getpid()}
+            with self._lock(corpus, domain):
+                existing = self.versions(corpus, domain)
+                n = int(existing[-1][1:]) + 1 if existing else 1
+                meta["version"] = f"v{n}"
+                write_json(staging / "meta.json", meta)
+                os.rename(staging, base / f"v{n}")
+            return f"v{n}"
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging, ignore_errors=True)
+
+    def set_live(self, corpus: str, domain: str, version: str | None, *, action: str, verdict: str,
+                 forced: bool = False, report: str | None = None, expect_from: str | None | bool = False,
+                 details: Mapping[str, Any] | None = None) -> dict:
+        """Point ``live`` at ``version`` (None: back to the baseline) and append the decision to the history.
+
+        ``expect_from``: when given (a version or None), the move happens only if the live
+        version is still that one (another promotion in between raises). Returns the history entry.
+        """
+        if version is not None and version not in self.versions(corpus, domain):
+            raise RegistryError(f"{self.domain_dir(corpus, domain)}: no version {version!r} to make live; "
+                                f"published: {self.versions(corpus, domain)}")
+        with self._lock(corpus, domain):
+            current = self.live(corpus, domain)
+            if expect_from is not False and current != expect_from:
+                raise RegistryError(f"{corpus}/{domain}: live moved from {expect_from} to {current} meanwhile; gate again")
+            pointer = self.domain_dir(corpus, domain) / "live"
+            if version is None:
+                pointer.unlink(missing_ok=True)
+            else:
+                write_text(pointer, version + "\n")
+            entry = {"time": _now(), "domain": domain, "action": action, "from": current, "to": version,
+                     "verdict": verdict, "forced": bool(forced), "report": report, "host": _host(), "pid": os.getpid()}
+            if details:
+                entry.update(details)
+            self._append_history(corpus, domain, entry)
+        return entry
+
+    def record(self, corpus: str, domain: str, entry: Mapping[str, Any]) -> dict:
+        """Append a decision that does not move ``live`` (a refused gate) to the history."""
+        with self._lock(corpus, domain):
+            full = {"time": _now(), "domain": domain, "from": self.live(corpus, domain), "host": _host(),
+                    "pid": os.getpid(), **entry}
+            self._append_history(corpus, domain, full)
+        return full
+
+    def _append_history(self, corpus: str, domain: str, entry: Mapping[str, Any]) -> None:
+        append_line(self.domain_dir(corpus, domain) / "history.jsonl", json.dumps(entry, sort_keys=True, default=str))
+
+    # ------------------------------------------------------------------ reading
+
+    def resolve(self, corpus: str, domain: str, version: str = "live", loss: str | None = None) -> str | None:
+        """The version a reference names (``live``, ``latest``, ``v3``); ``loss``: the newest of that loss.
+
+        None when there is none (no live version, nothing published, nothing of that loss).
+        """
+        versions = self.versions(corpus, domain)
+        if loss is not None:
+            for v in reversed(versions):
+                if self.meta(corpus, domain, v).get("loss") == loss:
+                    return v
+            return None
+        if version == "live":
+            return self.live(corpus, domain)
+        if version == "latest":
+            return versions[-1] if versions else None
+        if version not in versions:
+            raise RegistryError(f"{self.domain_dir(corpus, domain)}: no version {version!r}; published: {versions}")
+        return version
+
+    def load(self, corpus: str, domain: str, version: str = "live", loss: str | None = None,
+             expect_spec: FeatureSpec | None = None) -> PublishedModel:
+        name = self.resolve(corpus, domain, version, loss)
+        if name is None:
+            what = f"version with loss {loss!r}" if loss else ("live version" if version == "live" else f"version {version!r}")
+            raise RegistryError(f"{self.domain_dir(corpus, domain)}: no {what}; published: {self.versions(corpus, domain)}")
+        path = self.domain_dir(corpus, domain) / name
+        published = load_version(path, corpus, domain, name)
+        if expect_spec is not None:
+            published.spec.check_same(expect_spec, what=f"published model {path}")
+        return published
+
+    def listing(self, corpus: str) -> list[dict]:
+        """One row per version of every domain: domain, version, stage, loss, kind, dev figures, time."""
+        rows = []
+        for d in self.domains(corpus):
+            history = self.history(corpus, d)
+            for v in self.versions(corpus, d):
+                meta = self.meta(corpus, d, v)
+                metrics_path = self.domain_dir(corpus, d) / v / "metrics.json"
+                metrics = read_json(metrics_path) if metrics_path.exists() else {}
+                rows.append({"domain": d, "version": v, "stage": self.stage(corpus, d, v, history), "loss": meta.get("loss"),
+                             "kind": meta.get("kind"), "published_at": meta.get("published_at"),
+                             "dev_semer": metrics.get("semer"), "dev_ece_top": metrics.get("ece_top")})
+        return rows
+
+
+def _age(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0
+
+
+def load_version(path: Path, corpus: str = "", domain: str = "", version: str = "") -> PublishedModel:
+    """Read a version folder: JSON and safetensors only (data, never code); weights must be finite."""
+    try:
+        meta = read_json(path / "meta.json")
+        spec = FeatureSpec.from_dict(read_json(path / "spec.json"))
+    except (OSError, json.JSONDecodeError, KeyError, FeatureSpecMismatch) as err:
+        raise RegistryError(f"{path}: unreadable meta.json or spec.json ({err})") from None
+    metrics_path = path / "metrics.json"
+    try:
+        metrics = read_json(metrics_path) if metrics_path.exists() else {}
+    except (OSError, json.JSONDecodeError) as err:
+        raise RegistryError(f"{metrics_path}: unreadable ({err})") from None
+    weights_path = path / "weights.safetensors"
+    try:
+        weights = load_file(str(weights_path))
+    except (SafetensorError, OSError, ValueError, RuntimeError) as err:
+        raise RegistryError(f"{weights_path}: corrupted or truncated weights ({err})") from None
+    kind = meta.get("kind", "linear")
+    published = PublishedModel(corpus or meta.get("corpus", ""), domain or spec.domain, version or meta.get("version", path.name),
+                               path, spec, kind, weights, meta, metrics)
+    try:
+        published.scorer  # noqa: B018 (checks the tensors: names, shapes against the spec, finite)
+    except BadWeights as err:
+        raise RegistryError(f"{weights_path}: {err}; the spec is {path / 'spec.json'}") from None
+    return published

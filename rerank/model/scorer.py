@@ -1,0 +1,128 @@
+r"""A published re-ranker as data: its weight tensors, their check, and their scoring in numpy.
+
+This module defines the format that training writes and merge and serving read,
+so neither of those needs torch or any training code. A model of kind
+``linear`` holds the tensors
+
+- ``mean``, ``std`` ``[F]``: the standardisation fitted on the training rows,
+- ``calibration`` ``[2]``: ``(scale, shift)`` applied to the output (Platt scaling; ``(1, 0)`` without),
+- ``linear.weight`` ``[1, F]``, ``linear.bias`` ``[1]``;
+
+a model of kind ``mlp`` adds a tanh hidden layer on the same standardised input,
+``mlp.0.weight`` ``[H, F]``, ``mlp.0.bias`` ``[H]``, ``mlp.2.weight`` ``[1, H]``, ``mlp.2.bias`` ``[1]``:
+
+.. math::
+    z = (x - \mu) / \sigma, \qquad
+    s = \big(w^\top z + b \;[+\; v^\top \tanh(W_1 z + b_1) + b_2]\big) \cdot \text{scale} + \text{shift}
+
+and the calibrated score is :math:`p = \mathrm{sigmoid}(s)` (:func:`sigmoid`).
+
+Example:
+    >>> import numpy as np
+    >>> w = {"mean": np.zeros(2, np.float32), "std": np.ones(2, np.float32),
+    ...      "calibration": np.array([1.0, 0.0], np.float32),
+    ...      "linear.weight": np.array([[2.0, -1.0]], np.float32), "linear.bias": np.array([0.5], np.float32)}
+    >>> LogitScorer("linear", w, dim=2)(np.array([[1.0, 1.0]], np.float32)).tolist()
+    [1.5]
+    >>> round(float(sigmoid(np.array([0.0]))[0]), 3)
+    0.5
+"""
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+import numpy as np
+
+KINDS = ("linear", "mlp")
+LINEAR_TENSORS = ("mean", "std", "calibration", "linear.weight", "linear.bias")
+MLP_TENSORS = ("mlp.0.weight", "mlp.0.bias", "mlp.2.weight", "mlp.2.bias")
+
+#: logits are clipped to this before the sigmoid, so that exp() never overflows
+LOGIT_CLIP = 60.0
+
+
+class BadWeights(ValueError):
+    """Weights that do not form a model of their kind and dimension, or are not finite."""
+
+
+def sigmoid(s) -> np.ndarray:
+    r"""The calibrated score of a logit: :math:`1 / (1 + e^{-s})`, ``s`` clipped to ``[-60, 60]``.
+
+    The one sigmoid of the project (merge, serving, training figures, benchmark).
+    """
+    s = np.asarray(s, dtype=np.float64)
+    # np.clip without its per-call overhead (same values)
+    return 1.0 / (1.0 + np.exp(-np.minimum(np.maximum(s, -LOGIT_CLIP), LOGIT_CLIP)))
+
+
+def logit(p, eps: float = 1e-6) -> np.ndarray:
+    r""":math:`\log(p / (1 - p))` of ``p`` clipped to ``[eps, 1 - eps]``: a probability read as a logit."""
+    p = np.clip(np.asarray(p, dtype=np.float64), eps, 1 - eps)
+    return np.log(p) - np.log1p(-p)
+
+
+def tensor_names(kind: str) -> tuple[str, ...]:
+    if kind not in KINDS:
+        raise BadWeights(f"model kind must be one of {KINDS}, not {kind!r}")
+    return LINEAR_TENSORS + (MLP_TENSORS if kind == "mlp" else ())
+
+
+def check_weights(kind: str, weights: Mapping[str, np.ndarray], dim: int, where: str = "weights") -> None:
+    """Raise :class:`BadWeights` naming the tensor unless ``weights`` is a finite model of ``kind`` over ``dim`` features."""
+    names = tensor_names(kind)
+    if missing := [n for n in names if n not in weights]:
+        raise BadWeights(f"{where}: a {kind} model needs the tensors {missing}")
+    if extra := sorted(set(weights) - set(names)):
+        raise BadWeights(f"{where}: unexpected tensors {extra} for a {kind} model")
+    hidden = np.shape(weights["mlp.0.weight"])[0] if kind == "mlp" else 0
+    shapes = {"mean": (dim,), "std": (dim,), "calibration": (2,), "linear.weight": (1, dim), "linear.bias": (1,),
+              "mlp.0.weight": (hidden, dim), "mlp.0.bias": (hidden,), "mlp.2.weight": (1, hidden), "mlp.2.bias": (1,)}
+    for n in names:
+        a = np.asarray(weights[n])
+        if a.shape != shapes[n]:
+            raise BadWeights(f"{where}: tensor {n!r} has shape {a.shape}, expected {shapes[n]} ({dim} features)")
+        if not np.isfinite(a).all():
+            raise BadWeights(f"{where}: tensor {n!r} holds {int((~np.isfinite(a)).sum())} NaN or infinite values")
+    if not (np.asarray(weights["std"]) > 0).all():
+        raise BadWeights(f"{where}: tensor 'std' must be positive")
+
+
+class LogitScorer:
+    """``X [n, F] -> logits [n]`` (float64) of a published model, in numpy.
+
+    The standardisation and the calibration are folded into the linear path once,
+    so a call is one matrix-vector product (plus the hidden layer of an MLP).
+    """
+
+    def __init__(self, kind: str, weights: Mapping[str, np.ndarray], dim: int, where: str = "weights"):
+        check_weights(kind, weights, dim, where)
+        self.kind = kind
+        self.dim = dim
+        self.weights = {k: np.asarray(v) for k, v in weights.items()}
+        f64 = {k: np.asarray(v, dtype=np.float64) for k, v in weights.items()}
+        mean, std = f64["mean"], f64["std"]
+        scale, shift = (float(v) for v in f64["calibration"])
+        w = f64["linear.weight"][0] / std
+        b = float(f64["linear.bias"][0]) - float(mean @ w)
+        self.w, self.b = w * scale, b * scale + shift
+        self._call: Callable[[np.ndarray], np.ndarray]
+        if kind == "linear":
+            w32, b = self.w.astype(np.float32), self.b
+            self._call = lambda X: (X @ w32).astype(np.float64) + b
+        else:
+            W1, b1 = f64["mlp.0.weight"], f64["mlp.0.bias"]
+            W2, b2 = f64["mlp.2.weight"][0] * scale, float(f64["mlp.2.bias"][0]) * scale
+            w, b = self.w, self.b
+
+            def call(X):
+                Z = (X - mean) / std
+                return X @ w + b + np.tanh(Z @ W1.T + b1) @ W2 + b2
+
+            self._call = call
+
+    def __call__(self, X: np.ndarray) -> np.ndarray:
+        return self._call(X)
+
+    def feature_weights(self, names) -> dict[str, float]:
+        """Weight of every feature on the standardised scale (the linear path): comparable across features."""
+        return dict(zip(names, map(float, self.weights["linear.weight"][0])))

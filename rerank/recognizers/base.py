@@ -1,0 +1,86 @@
+"""The plug-in point for recognizers: what ``prepare`` needs of a domain's DC, IC and NER.
+
+A team plugs its own recognizers in with a class of its own, named by ``_target_`` in
+``configs/recognizers/<name>.yaml`` (see :mod:`rerank.recognizers.builtin` for the
+built-in one and ``tests/test_recognizer_plugin.py`` for a toy one). ``prepare``
+calls it in this order, for every cross-fitting fold and then for all of train:
+
+1. :meth:`Recognizers.setup` once, with every utterance of the corpus (texts and
+   context of dev and test included, so shared features can be built once; a
+   recognizer must not read the labels of rows it is not asked to fit on);
+2. :meth:`Recognizers.fit_domain_classifier` per domain on the fold's training
+   rows of *every* domain (the other domains' utterances are the negatives),
+   then :meth:`DomainClassifier.scores` on the rows to emit for;
+3. :meth:`Recognizers.fit_interpreter` per domain on the fold's training rows
+   *of that domain*, then :meth:`Interpreter.intents` and
+   :meth:`Interpreter.labellings` on the rows where the domain emits.
+
+Rows are indices into the utterance list given to ``setup``. Each (domain, fold)
+fit is an independent job that may run in another process (the family object is
+pickled once per worker), so fits must be deterministic for their inputs and
+must not depend on one another.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Sequence
+
+import numpy as np
+
+from rerank.corpus.annotation import Slot
+from rerank.corpus.utterance import Utterance
+
+#: one labelling of an utterance by a domain's slot tagger: its slots, in utterance order, and P(labelling | u, d)
+Labelling = tuple[tuple[Slot, ...], float]
+
+
+class DomainClassifier(ABC):
+    """A domain's one-vs-all domain classifier, fitted."""
+
+    @abstractmethod
+    def scores(self, rows: np.ndarray) -> np.ndarray:
+        """``dc = P(domain = d | u)`` of the utterances ``rows``, as the domain's own model sees it, in [0, 1]."""
+
+
+class Interpreter(ABC):
+    """A domain's intent classifier and slot tagger, fitted on the domain's own utterances."""
+
+    @abstractmethod
+    def intents(self, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k`` best intents of every row, best first: names ``[n, k']`` (str) and ``P(intent | u, d)`` ``[n, k']``.
+
+        ``k' = min(k, number of intents)``; intents are domain-qualified (``music_play``).
+        """
+
+    @abstractmethod
+    def labellings(self, rows: np.ndarray, k: int) -> list[list[Labelling]]:
+        """The ``k`` best slot labellings of every row, best first, with ``P(labelling | u, d)``.
+
+        Labellings that read as the same slots may appear more than once (the caller adds them up).
+        """
+
+
+class Recognizers(ABC):
+    """A family of per-domain recognizers: builds each domain's DC, IC and NER independently."""
+
+    utterances: Sequence[Utterance]
+
+    def setup(self, utterances: Sequence[Utterance]) -> None:
+        """Called once before any fit, with every utterance of the corpus; rows index this list."""
+        self.utterances = utterances
+
+    @abstractmethod
+    def fit_domain_classifier(self, domain: str, rows: np.ndarray, seed: int) -> DomainClassifier:
+        """Fit ``domain``'s DC on the training utterances ``rows`` of every domain (``u.domain == domain``: positive)."""
+
+    @abstractmethod
+    def fit_interpreter(self, domain: str, rows: np.ndarray, seed: int) -> Interpreter:
+        """Fit ``domain``'s IC and NER on its own training utterances ``rows``."""
+
+    def describe(self, domain: str) -> str:
+        """A short label of the settings ``domain`` uses, shown in prepare's summary."""
+        return type(self).__name__
+
+    def settings(self) -> dict:
+        """What the tables depend on (hashed into the manifest so that a change rebuilds); JSON-able."""
+        return {"class": f"{type(self).__module__}.{type(self).__qualname__}"}

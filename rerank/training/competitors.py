@@ -1,0 +1,46 @@
+"""Logits of the other domains, held fixed for ``loss.candidates=utterance``.
+
+``loss.competitors=baseline``: the unweighted baseline read as a probability,
+``logit(dc*ic*ner)``. ``live``: the other domains' live re-rankers, the ones that
+serve traffic (calibrated: a version goes live only through the promotion gate);
+a domain without a live version competes with its baseline.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from rerank.hypotheses.figures import baseline_score
+from rerank.hypotheses.tables import TableSet
+from rerank.model.features import features_from_table
+from rerank.model.registry import Registry
+from rerank.model.scorer import logit
+
+COMPETITORS = ("baseline", "live")
+
+
+def baseline_logit(dc, ic, ner) -> np.ndarray:
+    return logit(baseline_score(dc, ic, ner))
+
+
+def other_domains(tables: TableSet, domain: str, split: str, competitors: str,
+                  registry: Registry | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(utt_index, logit, semer) of every hypothesis of the other domains in ``split``."""
+    if competitors not in COMPETITORS:
+        raise ValueError(f"competitors must be one of {COMPETITORS}, not {competitors!r}")
+    utts, logits, semers = [], [], []
+    for d in tables.domains:
+        if d == domain:
+            continue
+        table = tables.read(d, split)
+        live = registry.resolve(tables.name, d, "live") if competitors == "live" and registry is not None else None
+        if live is not None:
+            published = registry.load(tables.name, d, live)
+            value = published.scorer(features_from_table(table, published.spec))
+        else:
+            value = baseline_logit(table["dc"].to_numpy(), table["ic"].to_numpy(), table["ner"].to_numpy())
+        utts.append(table["utt_index"].to_numpy())
+        logits.append(np.asarray(value, dtype=np.float64))
+        semers.append(table["semer"].to_numpy())
+    if not utts:
+        return np.zeros(0, np.int64), np.zeros(0), np.zeros(0)
+    return np.concatenate(utts), np.concatenate(logits), np.concatenate(semers)
