@@ -16,7 +16,7 @@ def main(argv: list[str]) -> None:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from rerank.benchmark import run_benchmark
+    from rerank.benchmark.run import run_benchmark
 
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__)

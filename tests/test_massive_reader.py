@@ -71,3 +71,33 @@ def test_folder_of_files(tmp_path):
 def test_missing_path(tmp_path):
     with pytest.raises(CorpusError, match="no such file"):
         read_massive(tmp_path / "nope.jsonl")
+
+
+def test_a_byte_that_is_not_utf8_names_file_line_and_column(tmp_path):
+    path = tmp_path / "c.jsonl"
+    good = json.dumps(GOOD).encode()
+    bad = json.dumps({**GOOD, "id": "2"}).encode().replace(b"thriller]", b"thr\xe9ller]")
+    path.write_bytes(good + b"\n" + bad + b"\n" + json.dumps({**GOOD, "id": "3"}).encode() + b"\n")
+    with pytest.raises(CorpusError) as err:
+        read_massive(path)
+    assert f"{path}:2" in str(err.value) and "0xe9" in str(err.value) and "not UTF-8" in str(err.value)
+    # data.on_error=skip skips and counts it, like any malformed line
+    report = ReadReport()
+    assert [u.id for u in read_massive(path, on_error="skip", report=report)] == ["1", "3"]
+    assert len(report.skipped) == 1 and f"{path}:2" in report.skipped[0]
+
+
+def test_an_oversized_line_is_refused_without_reading_it_whole(tmp_path):
+    path = tmp_path / "c.jsonl"
+    huge = json.dumps({**GOOD, "id": "2", "annot_utt": "la " * 200_000})
+    path.write_text("\n".join([json.dumps(GOOD), huge, json.dumps({**GOOD, "id": "3"})]) + "\n")
+    with pytest.raises(CorpusError) as err:
+        read_massive(path, max_line_bytes=100_000)
+    assert f"{path}:2" in str(err.value) and "longer than 100000 bytes" in str(err.value)
+    report = ReadReport()
+    assert [u.id for u in read_massive(path, on_error="skip", report=report, max_line_bytes=100_000)] == ["1", "3"]
+    assert report.lines == 3
+    # within the byte limit, the token cap refuses it
+    with pytest.raises(CorpusError) as err:
+        read_massive(path, max_tokens=512)
+    assert f"{path}:2" in str(err.value) and "200000 tokens" in str(err.value) and "max_tokens=512" in str(err.value)

@@ -1,12 +1,21 @@
-"""The benchmark suite (issue #5): every re-ranker variant and its alternatives on one corpus, in one go.
+"""The benchmark suite: every re-ranker variant and its alternatives on one corpus, and the speed benchmarks.
 
 ``run_benchmark(cfg)`` (``scripts/benchmark.py``) writes
 ``<benchmark.dir>/<corpus>/{report.md,results.json,*.png}``;
 ``render_benchmarks_md(results)`` renders the ``## Benchmark suite: <corpus>``
 section of BENCHMARKS.md from results.json and ``update_benchmarks_md``
-replaces only that section of the file.
+replaces only that section of the file. The names are imported on first use:
+a speed benchmark that needs none of them does not pay for Lightning.
 """
-from rerank.benchmark.report import render_benchmarks_md, render_report, update_benchmarks_md
-from rerank.benchmark.run import run_benchmark
+import importlib
 
-__all__ = ["run_benchmark", "render_benchmarks_md", "render_report", "update_benchmarks_md"]
+_LAZY = {"run_benchmark": "rerank.benchmark.run", "render_benchmarks_md": "rerank.benchmark.report",
+         "render_report": "rerank.benchmark.report", "update_benchmarks_md": "rerank.benchmark.report"}
+
+__all__ = list(_LAZY)
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'rerank.benchmark' has no attribute {name!r}")

@@ -14,6 +14,8 @@ def top_hypothesis_outcome(utt_index, score, sem_errors, ie, sem_total_per_utt) 
     totals = np.asarray(sem_total_per_utt)
     top = top_per_utterance(utt_index, score, len(totals))
     has = top >= 0
+    if not has.any():  # no hypothesis at all (an empty split, or nothing emitted)
+        return top, totals.astype(np.float64), np.ones(len(totals), dtype=np.int64)
     errors = np.where(has, np.asarray(sem_errors)[np.where(has, top, 0)], totals)
     ie_top = np.where(has, np.asarray(ie)[np.where(has, top, 0)], 1)
     return top, errors, ie_top

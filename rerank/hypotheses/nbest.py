@@ -19,6 +19,21 @@ from rerank.corpus.utterance import SAFE_NAME
 
 SCORES = ("dc", "ic", "ner")
 REQUIRED = ("domain", "intent", "slots", *SCORES)
+
+# name, JSON type, required?, meaning: docs/DATA.md is generated from this.
+FIELDS: list[tuple[str, str, str, str]] = [
+    ("utt_id", "string", "yes (import)", "the utterance's `id` in the gold file"),
+    ("domain", "string", "yes", "the domain that proposes the hypothesis (letters, digits, `_ . -`; it names folders)"),
+    ("intent", "string", "yes", "its intent, named as in the gold file (`alarm_set`; `play` of domain `Music` reads `Music_play`)"),
+    ("slots", "list of `{\"type\", \"value\"}`", "yes", "its slots in utterance order (`[]` for none)"),
+    ("dc", "number in [0, 1]", "yes", "P(domain | u) from the domain's own domain classifier"),
+    ("ic", "number in [0, 1]", "yes", "P(intent | u, domain) from the domain's intent classifier"),
+    ("ner", "number in [0, 1]", "yes", "P(slot labelling | u, domain) from the domain's slot tagger"),
+    ("rank", "integer >= 0", "no", "0-based rank in the domain's own list; when absent, by `ic * ner`"),
+    ("<context field>", "string", "no", "e.g. `device`; when absent, the gold's value, else `unknown`"),
+]
+EXAMPLE = {"utt_id": "u-17", "domain": "Music", "intent": "play_music", "slots": [{"type": "song_name", "value": "mary poppins"}],
+           "dc": 0.81, "ic": 0.93, "ner": 0.77, "rank": 0, "device": "fire_tv"}
 _intern = sys.intern
 
 

@@ -27,6 +27,7 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
@@ -164,7 +165,7 @@ def import_nbest(cfg: Mapping[str, Any]) -> dict:
                     b = buckets.get((d, s))
                     table = _bucket_table(b, d, s, by_split[s], schema, nbest_path, on_error, nbest_report) if b else schema.empty_table()
                     if table.num_rows:
-                        max_rank = max(max_rank, int(pa.compute.max(table["rank"]).as_py()))
+                        max_rank = max(max_rank, int(pc.max(table["rank"]).as_py()))
                     tables[(d, s)] = table
                     writer.write_table(f"{d}/{s}.parquet", table)
             gold_tables = {}
@@ -256,7 +257,7 @@ def _manifest(name, domains, tables, gold_tables, by_split, context_fields, n_ra
         own = [u for u in train_gold if u.domain == d]
         t = tables[(d, "train")]
         intents[d] = sorted({u.intent for u in own} | set(t["intent"].to_pylist()))
-        hyp_types = set(pa.compute.list_flatten(t["slots"]).field("type").to_pylist()) if t.num_rows else set()
+        hyp_types = set(pc.struct_field(pc.list_flatten(t["slots"]), "type").to_pylist()) if t.num_rows else set()
         slot_types[d] = sorted({s for u in own for s, _ in u.slots} | hyp_types)
     context_values = {}
     for c in context_fields:

@@ -76,26 +76,3 @@ def utterance_table(utts, context_fields) -> pa.Table:
     for c in context_fields:
         cols[c] = [u.context.get(c, "unknown") for u in utts]
     return pa.table(cols, schema=utterance_schema(context_fields))
-
-
-def render_schema_doc() -> str:
-    """docs/DATA.md, generated from the column lists above (a test keeps them in sync)."""
-    lines = ["# Hypothesis tables", "", "Written by `scripts/prepare.py` (schema version "
-             f"{SCHEMA_VERSION}, in the Parquet metadata as `rerank_schema_version`).", "",
-             "## `outputs/data/<corpus>/<domain>/<split>.parquet`: one row per hypothesis", "",
-             "| column | type | meaning |", "| --- | --- | --- |"]
-    for name, typ, meaning in HYPOTHESIS_COLUMNS:
-        lines.append(f"| `{name}` | `{typ}` | {meaning} |")
-        if name == "n_slots":
-            lines.append("| `<context field>` | `string` | one column per context field of the corpus, e.g. `device` (`unknown` when absent) |")
-    lines += ["", "Rows are sorted by `utt_index`, then `rank`.", "",
-              "## `outputs/data/<corpus>/_utterances/<split>.parquet`: one row per utterance", "",
-              "| column | type | meaning |", "| --- | --- | --- |"]
-    lines += [f"| `{n}` | `{t}` | {m} |" for n, t, m in UTTERANCE_COLUMNS]
-    lines += ["| `<context field>` | `string` | as above |", "",
-              "## `outputs/data/<corpus>/manifest.json`", "",
-              "`schema_version`, `corpus`, `corpus_hash` (of the corpus files or the synthetic generator and its settings), "
-              "`settings_hash` (recognizer and hypothesis settings), `domains`, `intents` and `slot_types` per domain, "
-              "`feature_columns`, `context_fields`, `context_values`, `n_best`, `splits` (utterances per split), "
-              "`rows` (hypotheses per domain and split), `folds`, `skipped_lines`, `seconds`.", ""]
-    return "\n".join(lines)

@@ -43,7 +43,7 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
-from rerank.io import append_line, read_json, write_json, write_text
+from rerank.io import append_line, atomic_path, read_json, write_json, write_text
 from rerank.model.features import FeatureSpec, FeatureSpecMismatch
 from rerank.model.scorer import BadWeights, LogitScorer
 
@@ -234,7 +234,8 @@ class Registry:
         staging = base / f"{STAGING_PREFIX}{_host()}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
         staging.mkdir()
         try:
-            save_file(weights, str(staging / "weights.safetensors"))
+            with atomic_path(staging / "weights.safetensors") as tmp:  # (safetensors itself writes 0600)
+                save_file(weights, str(tmp))
             write_json(staging / "spec.json", model.spec.to_dict())
             write_json(staging / "config.json", json.loads(json.dumps(config, default=str)))
             write_json(staging / "metrics.json", dict(metrics))
