@@ -113,3 +113,30 @@ def test_scaling_only_merges_a_size_into_results_json(bench):
     assert row["prepare_seconds"] > 0 and row["train_hypotheses"] > 0 and "trainer.max_epochs=2" in row["note"]
     assert on_disk["rows"] == results["rows"]  # the suite's rows are kept
     assert "| 300 |" in (d / "report.md").read_text()
+
+
+def test_the_benchmark_runs_on_imported_tables_and_agrees(bench, tmp_path):
+    """Bring your own NLU: the benchmark's per-domain rows on imported tables equal those on the prepared ones."""
+    from rerank.benchmark import run_benchmark
+    from rerank.hypotheses.export import export_nbest
+    from rerank.hypotheses.nbest_import import import_nbest
+    from rerank.hypotheses.tables import TableSet
+
+    results, d = bench
+    out = d.parents[1]  # <output_dir>/benchmarks/synthetic
+    files = export_nbest(TableSet.open(out / "data" / "synthetic"), tmp_path / "export")
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        icfg = OmegaConf.to_container(compose(config_name="import", overrides=[
+            "name=imported", f"nbest={files['nbest']}", f"gold={files['gold']}", f"paths.output_dir={tmp_path}"]), resolve=True)
+        import_nbest(icfg)
+        overrides = [f"paths.output_dir={tmp_path}", "data=tables", "data.name=imported",
+                     *[o for o in REDUCED if not o.startswith(("data.", "recognizers."))],
+                     "benchmark.platt_rows=false", "benchmark.mlp_rows=false", "benchmark.async_update.enabled=false"]
+        cfg = OmegaConf.to_container(compose(config_name="benchmark", overrides=overrides), resolve=True)
+    imported = run_benchmark(cfg, cli_overrides=overrides)
+    rows = {r["name"]: r for r in imported["rows"]}
+    prepared = {r["name"]: r for r in results["rows"]}
+    for name in ("unweighted baseline (dc*ic*ner)", "R2 crossentropy", "oracle"):
+        assert rows[name]["semer"] == prepared[name]["semer"], name
+        assert rows[name]["per_domain"] == prepared[name]["per_domain"], name
+    assert imported["corpus"] == "imported"

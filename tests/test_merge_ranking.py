@@ -324,3 +324,20 @@ def test_feature_blocks_equal_the_matrix():
     blocks = list(feature_blocks(table, VIDEO, rows=128))
     assert [lo for lo, _ in blocks] == list(range(0, 1000, 128))
     np.testing.assert_array_equal(np.concatenate([b for _, b in blocks]), X)
+
+
+def test_rank_takes_the_import_format_unqualified_intents_and_no_ranks():
+    """The n-best format of import and the service: intents as in the gold, ranks from ic*ner when absent."""
+    spec = FeatureSpec("video", ("video_play", "video_search"), CONTEXT, ("title",), n_ranks=3)
+    ranker = CrossDomainRanker({"video": scorer(spec, {"intent=video_play": 1.5, "rank_0": 1.0, "rank_1": 0.5}, 0.0, "v1")})
+    bare = [hyp("video", "search", 0.5, 0.2, 0.5), hyp("video", "play", 0.5, 0.9, 0.9), hyp("video", "play", 0.5, 0.3, 0.1)]
+    for h in bare:
+        del h["rank"]
+    full = [dict(h, intent="video_" + h["intent"], rank=r) for h, r in zip(bare, (1, 0, 2))]
+    got, want = ranker.rank(bare), ranker.rank(full)
+    assert [h["score"] for h in got] == [h["score"] for h in want]
+    assert [h["domain_rank"] for h in got] == [h["domain_rank"] for h in want] == [0, 2, 1]
+    assert got[0]["score"] == pytest.approx(sigmoid(1.5 + 1.0), rel=1e-6)
+    mixed = [dict(bare[0], rank=0), bare[1]]
+    with pytest.raises(BadFeatures, match="rank"):
+        ranker.rank(mixed)

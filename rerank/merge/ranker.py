@@ -192,10 +192,15 @@ class CrossDomainRanker:
         version = {d: s.version for d, s in scorers.items()}
         order = np.argsort(-scores, kind="stable").tolist()
         values = scores.tolist()
+        domain_rank = [h.get("rank") for h in hypotheses]
+        for d, idx in by_domain.items():
+            if domain_rank[idx[0]] is None:  # (features_from_records refused a list ranked in part)
+                for position, i in enumerate(sorted(idx, key=lambda i: -raw[i, 1] * raw[i, 2])):
+                    domain_rank[i] = position
         out = []
         for r, i in enumerate(order):
             h = hypotheses[i]
-            out.append({**h, "domain_rank": h.get("rank", 0), "score": values[i], "rank": r, "version": version[h["domain"]]})
+            out.append({**h, "domain_rank": domain_rank[i], "score": values[i], "rank": r, "version": version[h["domain"]]})
         return out
 
     def score_tables(self, tables: Mapping[str, pa.Table]) -> Ranked:

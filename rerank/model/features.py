@@ -15,6 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from rerank.corpus.massive import qualify_intent
+
 SPEC_VERSION = 1
 EPS = 1e-6
 SCORES = ("dc", "ic", "ner")
@@ -251,8 +253,11 @@ def record_scores(records: Sequence[Mapping[str, Any]], where: str = "hypotheses
 
 def features_from_records(records: Sequence[Mapping[str, Any]], spec: FeatureSpec, scores: np.ndarray | None = None,
                           logs: np.ndarray | None = None) -> np.ndarray:
-    """The same matrix as :func:`features_from_table` for a list of hypothesis dicts.
+    """The same matrix as :func:`features_from_table` for a list of one domain's hypothesis dicts.
 
+    The dicts may be in the n-best format of ``import`` and the service: an intent named as in the
+    gold file reads as the domain-qualified one (``play`` of ``Music``: ``Music_play``), and a list
+    without ``rank`` is ranked by ``ic * ner``, as ``import`` ranks it.
     ``scores`` (from :func:`record_scores`) and ``logs`` (their :func:`log_scores`), when given, are
     those of ``records`` already computed (``CrossDomainRanker.rank`` does it once for all domains).
     """
@@ -263,17 +268,29 @@ def features_from_records(records: Sequence[Mapping[str, Any]], spec: FeatureSpe
     if logs is None:
         logs = log_scores(scores)
     last_rank = spec.n_ranks - 1
+    ranks = [r.get("rank") for r in records]
+    if None in ranks:
+        if any(x is not None for x in ranks):
+            raise BadFeatures(f"{spec.domain}: {sum(x is not None for x in ranks)} of {n} hypotheses have a 'rank'; "
+                              "give it for all of them or for none")
+        order = np.argsort(-(scores[:, 1] * scores[:, 2]), kind="stable")
+        ranks = [0] * n
+        for position, i in enumerate(order.tolist()):
+            ranks[i] = position
     # Built as a flat list (Python item assignment is much cheaper than numpy's for a few rows).
     flat = [0.0] * (n * dim)
     base = 0
     for i, r in enumerate(records):
         slots = r.get("slots") or ()
         flat[base + 6] = r.get("n_slots", len(slots))
-        rank = int(r.get("rank", 0))
+        rank = int(ranks[i])
         if rank < 0:
             raise BadFeatures(f"hypothesis {i} has a negative rank ({rank}); ranks are 0-based")
         flat[base + 7 + (rank if rank < last_rank else last_rank)] = 1.0
-        j = intent_col.get(r.get("intent"))
+        intent = r.get("intent")
+        j = intent_col.get(intent)
+        if j is None and isinstance(intent, str):
+            j = intent_col.get(qualify_intent(spec.domain, intent))
         if j is not None:
             flat[base + j] = 1.0
         for c, vocab in ctx_cols:
