@@ -22,6 +22,10 @@ def main(cfg: DictConfig) -> float:
     if container.get("parallel_jobs") is None:
         container["parallel_jobs"] = parallel_jobs()
     result = train(container)
+    if "version" in result and container.get("promote", "gate") != "none":
+        from rerank.merge.promote import promote_trained
+
+        promote_trained(container, result)
     return result["dev"].get("semer", float("nan"))
 
 

@@ -108,3 +108,40 @@ def train_config(prepared, tmp_path) -> Callable[..., dict]:
         return compose_config("train", [*base, *overrides])
 
     return make
+
+
+@dataclass
+class LiveWorld:
+    """A 1,500-utterance synthetic corpus with an R2 model of every domain published (v1, not live)."""
+
+    cfg: dict
+    manifest: dict
+    output_dir: Path
+    registry_dir: Path  # the base registry; tests copy it before they change it
+
+    def registry_copy(self, dest: Path, live: bool = True) -> Path:
+        """A copy of the registry; ``live``: every domain's v1 made live."""
+        from rerank.model.registry import Registry
+
+        dest = Path(dest)
+        shutil.copytree(self.registry_dir, dest)
+        if live:
+            reg = Registry(dest)
+            for d in self.manifest["domains"]:
+                reg.set_live("synthetic", d, "v1", action="promote", verdict="test fixture", forced=True)
+        return dest
+
+
+@pytest.fixture(scope="session")
+def live_world(tmp_path_factory) -> LiveWorld:
+    from rerank.hypotheses.prepare import prepare
+    from rerank.training.train import train
+
+    out = tmp_path_factory.mktemp("live_world")
+    cfg = compose_config("prepare", [f"paths.output_dir={out}", "data.synthetic.n_utterances=1500", "recognizers.folds=2"])
+    manifest = prepare(cfg)
+    for d in manifest["domains"]:
+        result = train(compose_config("train", [f"paths.output_dir={out}", f"domain={d}", "loss=crossentropy", "threads=1",
+                                                "~logger", f"paths.log_dir={out / 'logs'}"]))
+        assert result["version"] == "v1"
+    return LiveWorld(cfg, manifest, out, out / "registry")

@@ -186,12 +186,12 @@ def test_bootstrap_intervals(split):
 
 def test_bootstrap_ece_matches_the_metric(split):
     """The vectorised ECE of the bootstrap equals ``ece`` on each resample."""
-    from rerank.merge.evaluate import _bins, _ece_rows
+    from rerank.metrics.calibration import bin_index, ece_rows
     from rerank.metrics.calibration import ece
 
     rng = np.random.default_rng(3)
     c = rng.random((6, 40))
     c[0, :3] = [0.0, 1.0, 2 / 15]
     y = (rng.random((6, 40)) < c).astype(float)
-    got = _ece_rows(c, y, _bins(c))
+    got = ece_rows(c, y, bin_index(c))
     np.testing.assert_allclose(got, [ece(c[i], y[i]) for i in range(6)], rtol=1e-12)

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 
 from rerank.hypotheses.figures import top_hypothesis_outcome
-from rerank.metrics.calibration import N_BINS, brier, ece, mce, nll
+from rerank.metrics.calibration import bin_index, brier, ece, ece_rows, mce, nll
 from rerank.metrics.corpus import bootstrap_ci, slot_counts, slot_f1_from_counts
 from rerank.hypotheses.tables import TableSet
 
@@ -75,20 +75,6 @@ def load_split(tables_set: TableSet, split: str, domains: Sequence[str] | None =
     )
 
 
-def _bins(c: np.ndarray, n_bins: int = N_BINS) -> np.ndarray:
-    edges = np.arange(n_bins + 1) / n_bins
-    return np.clip(np.searchsorted(edges, c, side="right") - 1, 0, n_bins - 1)
-
-
-def _ece_rows(c: np.ndarray, y: np.ndarray, b: np.ndarray, n_bins: int = N_BINS) -> np.ndarray:
-    """ECE of each row of resampled [B, n] arrays: sum_b |sum(y) - sum(c)| / n."""
-    B, n = c.shape
-    flat = (np.arange(B)[:, None] * n_bins + b).ravel()
-    sc = np.bincount(flat, weights=c.ravel(), minlength=B * n_bins).reshape(B, n_bins)
-    sy = np.bincount(flat, weights=y.ravel(), minlength=B * n_bins).reshape(B, n_bins)
-    return np.abs(sy - sc).sum(axis=1) / n
-
-
 def figures(errors, totals, ie_top, dom_err, int_err, tp, nh, ng, conf, correct, n_boot: int, seed: int) -> dict:
     """The flat dict of one system on one set of utterances; ``conf`` None when not calibrated."""
     out: dict = {
@@ -105,7 +91,7 @@ def figures(errors, totals, ie_top, dom_err, int_err, tp, nh, ng, conf, correct,
     if conf is not None and len(conf):
         out.update(ece=ece(conf, correct), mce=mce(conf, correct), brier=brier(conf, correct), nll=nll(conf, correct))
         if n_boot:
-            out["ece_ci"] = list(bootstrap_ci(_ece_rows, conf, correct.astype(float), _bins(conf), n_resamples=n_boot, seed=seed, vectorized=True))
+            out["ece_ci"] = list(bootstrap_ci(ece_rows, conf, correct.astype(float), bin_index(conf), n_resamples=n_boot, seed=seed, vectorized=True))
     else:
         out.update(ece=None, mce=None, brier=None, nll=None)
     return out

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["N_BINS", "reliability_bins", "ece", "mce", "brier", "nll"]
+__all__ = ["N_BINS", "bin_index", "reliability_bins", "ece", "ece_rows", "mce", "brier", "nll"]
 
 N_BINS = 15
 
@@ -86,11 +86,24 @@ def _check_n_bins(n_bins) -> int:
     return int(n_bins)
 
 
+def bin_index(confidence, n_bins: int = N_BINS) -> np.ndarray:
+    """The bin of every confidence in ``[0, 1]``: :math:`e_b \\le c < e_{b+1}`, ``1.0`` in the last bin.
+
+    The one binning of the project (ECE, MCE, the reliability diagram, the bootstrapped ECE).
+
+    Example:
+        >>> bin_index([0.0, 0.5, 0.99, 1.0], n_bins=2).tolist()
+        [0, 1, 1, 1]
+    """
+    edges = np.arange(n_bins + 1, dtype=np.float64) / n_bins
+    idx = np.searchsorted(edges, np.asarray(confidence, dtype=np.float64), side="right") - 1  # e_b <= c < e_{b+1}
+    return np.clip(idx, 0, n_bins - 1)  # c == 1.0 -> last bin
+
+
 def _bin_sums(c: np.ndarray, y: np.ndarray, n_bins: int):
     """Per-bin count, sum of confidence and sum of correct (lower-edge rule, 1.0 in last bin)."""
     edges = np.arange(n_bins + 1, dtype=np.float64) / n_bins
-    idx = np.searchsorted(edges, c, side="right") - 1  # e_b <= c < e_{b+1}
-    np.minimum(idx, n_bins - 1, out=idx)  # c == 1.0 -> last bin
+    idx = bin_index(c, n_bins)
     count = np.bincount(idx, minlength=n_bins)
     conf_sum = np.bincount(idx, weights=c, minlength=n_bins)
     acc_sum = np.bincount(idx, weights=y, minlength=n_bins)
@@ -148,6 +161,24 @@ def ece(confidence, correct, n_bins: int = N_BINS) -> float:
     c, y = _validate(confidence, correct)
     _, _, conf_sum, acc_sum = _bin_sums(c, y, n_bins)
     return float(np.abs(acc_sum - conf_sum).sum() / c.size)
+
+
+def ece_rows(c: np.ndarray, y: np.ndarray, b: np.ndarray, n_bins: int = N_BINS) -> np.ndarray:
+    r"""ECE of every row of ``[B, n]`` arrays (bootstrap resamples): confidence, correct, :func:`bin_index`.
+
+    .. math::
+        \text{ECE}_r = \frac{1}{n} \sum_b \Big| \sum_{i \in b} (y_{ri} - c_{ri}) \Big|
+
+    Example:
+        >>> c = np.array([[0.25, 0.25, 0.55, 0.75, 0.75]]); y = np.array([[0, 0, 1, 1, 1.0]])
+        >>> round(float(ece_rows(c, y, bin_index(c, 2), 2)[0]), 4)
+        0.29
+    """
+    B, n = c.shape
+    flat = (np.arange(B)[:, None] * n_bins + b).ravel()
+    sc = np.bincount(flat, weights=c.ravel(), minlength=B * n_bins).reshape(B, n_bins)
+    sy = np.bincount(flat, weights=y.ravel(), minlength=B * n_bins).reshape(B, n_bins)
+    return np.abs(sy - sc).sum(axis=1) / n
 
 
 def mce(confidence, correct, n_bins: int = N_BINS) -> float:

@@ -170,7 +170,7 @@ class Registry:
         if version == self.live(corpus, domain):
             return "live"
         history = self.history(corpus, domain) if history is None else history
-        return "retired" if any(h.get("to") == version and h.get("action") in ("promote", "rollback") for h in history) else "candidate"
+        return "retired" if any(h.get("to") == version and h.get("moved") for h in history) else "candidate"
 
     # ------------------------------------------------------------------ writing
 
@@ -273,7 +273,7 @@ class Registry:
                 pointer.unlink(missing_ok=True)
             else:
                 write_text(pointer, version + "\n")
-            entry = {"time": _now(), "domain": domain, "action": action, "from": current, "to": version,
+            entry = {"time": _now(), "domain": domain, "action": action, "from": current, "to": version, "moved": True,
                      "verdict": verdict, "forced": bool(forced), "report": report, "host": _host(), "pid": os.getpid()}
             if details:
                 entry.update(details)
@@ -283,7 +283,7 @@ class Registry:
     def record(self, corpus: str, domain: str, entry: Mapping[str, Any]) -> dict:
         """Append a decision that does not move ``live`` (a refused gate) to the history."""
         with self._lock(corpus, domain):
-            full = {"time": _now(), "domain": domain, "from": self.live(corpus, domain), "host": _host(),
+            full = {"time": _now(), "domain": domain, "from": self.live(corpus, domain), "moved": False, "host": _host(),
                     "pid": os.getpid(), **entry}
             self._append_history(corpus, domain, full)
         return full

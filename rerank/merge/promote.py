@@ -1,0 +1,97 @@
+"""``promote(cfg)``: gate a domain's version, then make it live (or refuse, or roll back).
+
+``python scripts/promote.py data=hwu64 domain=music version=v4`` gates v4 and moves
+``music``'s live pointer to it when the gate accepts; ``version=v3`` (an older one)
+is a rollback through the same gate; ``force=true`` moves the pointer whatever the
+gate says, and the history records the override. Training calls the same function
+after publishing (``scripts/train.py promote=gate``).
+
+Gates of one corpus run one at a time (a file lock): each is evaluated against a
+live set that no other promotion changes before its pointer moves.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from rerank.hypotheses.tables import TableSet, open_tables
+from rerank.io import write_json, write_text
+from rerank.merge.gate import GateLimits, evaluate_candidate, render_gate_report
+from rerank.model.registry import VERSION_DIR, Registry, RegistryError
+
+log = logging.getLogger(__name__)
+MODES = ("gate", "force", "none")
+
+
+class Refused(RuntimeError):
+    """The gate refused the version; the message names the failed checks and the report."""
+
+
+def promote_version(tables: TableSet, registry: Registry, domain: str, version: str, gate_cfg: Mapping[str, Any],
+                    force: bool = False, report_dir: str | Path | None = None) -> dict:
+    """Gate ``domain``'s ``version`` and move its live pointer if accepted (or forced); returns the decision.
+
+    The decision holds ``accepted`` (the gate's verdict), ``live`` (the live version after),
+    ``action`` and ``report`` (the path of the markdown report; a JSON one sits beside it).
+    """
+    corpus = tables.name
+    limits = GateLimits.from_config(gate_cfg)
+    resolved = registry.resolve(corpus, domain, version)
+    if resolved is None:
+        raise RegistryError(f"{registry.domain_dir(corpus, domain)}: no version {version!r}")
+    with registry.promotion_lock(corpus):
+        current = registry.live(corpus, domain)
+        if resolved == current:
+            print(f"promote {corpus}/{domain}: {resolved} is live already")
+            return {"domain": domain, "version": resolved, "accepted": True, "live": current, "action": "none", "report": None}
+        result = evaluate_candidate(tables, registry, domain, resolved, limits)
+        folder = Path(report_dir) if report_dir else registry.domain_dir(corpus, domain) / "gate"
+        stem = f"{time.strftime('%Y%m%dT%H%M%S')}-{current or 'baseline'}-to-{resolved}"
+        write_json(folder / f"{stem}.json", result)
+        write_text(folder / f"{stem}.md", render_gate_report(result))
+        report = str(folder / f"{stem}.md")
+        older = current is not None and _number(resolved) < _number(current)
+        action = "rollback" if older else "promote"
+        verdict = "accepted" if result["accepted"] else "refused: " + ", ".join(result["failed"])
+        details = {"report": report, "gate_seconds": result["seconds"], "checks_failed": result["failed"]}
+        if result["accepted"] or force:
+            registry.set_live(corpus, domain, resolved, action=action, verdict=verdict, forced=force and not result["accepted"],
+                              report=report, expect_from=current, details={k: v for k, v in details.items() if k != "report"})
+            live = resolved
+        else:
+            registry.record(corpus, domain, {"action": action, "to": resolved, "verdict": verdict, "forced": False, **details})
+            live = current
+    semer = result["checks"][0]
+    print(f"promote {corpus}/{domain} {current or 'baseline'} -> {resolved}: {verdict}"
+          + (" (forced)" if force and not result["accepted"] else "")
+          + f"; dev SemER {semer['before']:.4f} -> {semer['after']:.4f}; live: {live or 'baseline'}; report {report}")
+    return {"domain": domain, "version": resolved, "accepted": result["accepted"], "forced": bool(force and not result["accepted"]),
+            "live": live, "action": action, "report": report, "failed": result["failed"]}
+
+
+def _number(version: str) -> int:
+    m = VERSION_DIR.fullmatch(version)
+    return int(m.group(1)) if m else -1
+
+
+def promote(cfg: Mapping[str, Any]) -> dict:
+    """``scripts/promote.py``: the composed config names data, domain, version and force."""
+    tables = open_tables(cfg)
+    registry = Registry(cfg["paths"]["registry_dir"])
+    decision = promote_version(tables, registry, cfg["domain"], str(cfg.get("version") or "latest"), cfg["gate"],
+                               force=bool(cfg.get("force", False)))
+    if not decision["accepted"] and not decision.get("forced"):
+        raise Refused(f"the gate refused {cfg['domain']} {decision['version']} ({', '.join(decision['failed'])}); "
+                      f"live stays {decision['live'] or 'baseline'}; report: {decision['report']}")
+    return decision
+
+
+def promote_trained(cfg: Mapping[str, Any], result: Mapping[str, Any]) -> dict:
+    """After ``train()`` published a version: ``promote=gate`` gates it, ``promote=force`` makes it live."""
+    mode = cfg.get("promote", "gate")
+    if mode not in MODES:
+        raise ValueError(f"promote must be one of {MODES}, not {mode!r}")
+    return promote_version(open_tables(cfg), Registry(cfg["paths"]["registry_dir"]), result["domain"], result["version"],
+                           cfg["gate"], force=mode == "force")

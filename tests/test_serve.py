@@ -1,0 +1,278 @@
+"""The ranking service as a real process on a free local port: answers, bad requests, hot swaps, refusals, workers."""
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+
+from conftest import REPO
+from rerank.hypotheses.tables import TableSet
+from rerank.merge.ranker import CrossDomainRanker
+from rerank.model.registry import Registry
+
+CORPUS = "synthetic"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def service(world, registry: Path, *overrides: str, timeout: float = 60.0):
+    """``scripts/serve.py`` on 127.0.0.1 and a free port, started and stopped here; yields its base URL."""
+    port = free_port()
+    log = open(registry.parent / f"serve-{port}.log", "w")
+    proc = subprocess.Popen([sys.executable, "scripts/serve.py", f"port={port}", f"paths.output_dir={world.output_dir}",
+                             f"paths.registry_dir={registry}", f"paths.log_dir={registry.parent / 'logs'}",
+                             "serve.poll_seconds=0.1", *overrides],
+                            cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"the service exited with {proc.returncode}:\n{Path(log.name).read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the service did not start:\n{Path(log.name).read_text()[-3000:]}")
+            time.sleep(0.2)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def utterances(world, n: int = 40) -> list[list[dict]]:
+    """Dev utterances' hypotheses in the n-best format (what a client sends)."""
+    tables = TableSet.open(world.output_dir / "data" / CORPUS)
+    fields = ["utt_index", "domain", "intent", "slots", "dc", "ic", "ner", "rank", "device"]
+    by_utt: dict[int, list[dict]] = {}
+    for d in tables.domains:
+        for row in tables.read(d, "dev").select(fields).to_pylist():
+            if row["utt_index"] < n:
+                by_utt.setdefault(row.pop("utt_index"), []).append(row)
+    return [by_utt[u] for u in sorted(by_utt)]
+
+
+def offline(registry: Path, versions: dict[str, str], hyps: list[dict]) -> list[tuple]:
+    pins = {d: v for d, v in versions.items() if v != "baseline"}
+    ranker = CrossDomainRanker.from_registry(Registry(registry), CORPUS, sorted(versions), versions=pins)
+    return [(h["domain"], h["intent"], h["score"]) for h in ranker.rank(hyps)]
+
+
+def served(response: dict) -> list[tuple]:
+    return [(h["domain"], h["intent"], h["score"]) for h in response["hypotheses"]]
+
+
+def assert_same_ranking(got: list[tuple], want: list[tuple]) -> None:
+    assert [g[:2] for g in got] == [w[:2] for w in want]
+    np.testing.assert_allclose([g[2] for g in got], [w[2] for w in want], rtol=0, atol=1e-9)
+
+
+@pytest.fixture(scope="module")
+def basic(live_world, tmp_path_factory):
+    registry = live_world.registry_copy(tmp_path_factory.mktemp("serve_basic") / "registry")
+    with service(live_world, registry, "serve.max_hypotheses=200") as url:
+        yield url, registry
+
+
+def test_rank_answers_as_the_offline_ranker(basic, live_world):
+    url, registry = basic
+    with httpx.Client(base_url=url) as client:
+        versions = client.get("/versions").json()["versions"]
+        assert versions == {d: "v1" for d in live_world.manifest["domains"]}
+        for hyps in utterances(live_world, 10):
+            r = client.post("/rank", json={"utt_id": "u", "hypotheses": hyps})
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert body["utt_id"] == "u" and body["fallback"] == []
+            assert set(body["versions"]) == {h["domain"] for h in hyps}
+            assert [h["rank"] for h in body["hypotheses"]] == list(range(len(hyps)))
+            scores = [h["score"] for h in body["hypotheses"]]
+            assert scores == sorted(scores, reverse=True)
+            assert_same_ranking(served(body), offline(registry, body["versions"], hyps))
+        batch = [{"utt_id": i, "hypotheses": h} for i, h in enumerate(utterances(live_world, 6))]
+        r = client.post("/rank/batch", json={"utterances": batch})
+        assert r.status_code == 200
+        results = r.json()["results"]
+        assert [x["utt_id"] for x in results] == list(range(len(batch)))
+        for x, b in zip(results, batch):
+            assert_same_ranking(served(x), offline(registry, x["versions"], b["hypotheses"]))
+
+
+def test_the_n_best_format_and_the_request_context(basic, live_world):
+    """Intents as in the gold file and no ranks (as import reads them), the device given once per request."""
+    url, registry = basic
+    hyps = utterances(live_world, 3)[2]
+    bare = [{k: v for k, v in h.items() if k not in ("rank", "device")} for h in hyps]
+    for h in bare:
+        h["intent"] = h["intent"][len(h["domain"]) + 1:] if h["intent"].startswith(h["domain"] + "_") else h["intent"]
+    with httpx.Client(base_url=url) as client:
+        r = client.post("/rank", json={"hypotheses": bare, "context": {"device": hyps[0]["device"]}})
+    assert r.status_code == 200, r.text
+    reranked = [dict(h, rank=None) for h in hyps]
+    for h in reranked:
+        del h["rank"]
+    assert_same_ranking(served(r.json()), offline(registry, r.json()["versions"], reranked))
+
+
+def test_an_unknown_domain_is_served_by_the_baseline_and_flagged(basic, live_world):
+    url, _ = basic
+    hyps = utterances(live_world, 1)[0]
+    extra = {"domain": "Astrology", "intent": "horoscope", "slots": [], "dc": 0.9, "ic": 0.9, "ner": 0.9}
+    with httpx.Client(base_url=url) as client:
+        body = client.post("/rank", json={"hypotheses": [*hyps, extra]}).json()
+    assert body["fallback"] == ["Astrology"] and body["versions"]["Astrology"] == "baseline"
+    astro = next(h for h in body["hypotheses"] if h["domain"] == "Astrology")
+    assert astro["score"] == pytest.approx(0.9 ** 3) and astro["version"] == "baseline"
+
+
+@pytest.mark.parametrize("body, status, field", [
+    ('{"hypotheses": [{"domain": "Music", "slots": [], "dc": 0.5, "ic": 0.5, "ner": 0.5}]}', 422, "hypotheses[0].intent"),
+    ('{"hypotheses": [{"domain": "Music", "intent": "x", "slots": [], "dc": NaN, "ic": 0.5, "ner": 0.5}]}', 422, "hypotheses[0].dc"),
+    ('{"hypotheses": [{"domain": "Music", "intent": "x", "slots": [], "dc": 0.5, "ic": 1.5, "ner": 0.5}]}', 422, "hypotheses[0].ic"),
+    ('{"hypotheses": [{"domain": "Music", "intent": "x", "slots": [{"type": "a"}], "dc": 0.5, "ic": 0.5, "ner": 0.5}]}', 422,
+     "hypotheses[0].slots[0].value"),
+    ('{"hypotheses": [{"domain": "../x", "intent": "x", "slots": [], "dc": 0.5, "ic": 0.5, "ner": 0.5}]}', 422, "hypotheses[0].domain"),
+    ('{"hyps": []}', 422, "hypotheses"),
+    ('{"hypotheses": [], "context": "echo"}', 422, "context"),
+    ("this is not json", 400, "body"),
+    ('{"utterances": [{"hypotheses": [{"domain": "Music"}]}]}', 422, "utterances[0].hypotheses[0].intent"),
+])
+def test_a_bad_request_gets_a_4xx_naming_the_field(basic, body, status, field):
+    url, _ = basic
+    path = "/rank/batch" if "utterances" in body else "/rank"
+    r = httpx.post(url + path, content=body, headers={"content-type": "application/json"})
+    assert r.status_code == status, r.text
+    assert r.json()["field"] == field and field.split(".")[-1].split("[")[0] in r.json()["error"]
+
+
+def test_too_many_hypotheses_and_the_metrics(basic):
+    url, _ = basic
+    one = {"domain": "Music", "intent": "x", "slots": [], "dc": 0.5, "ic": 0.5, "ner": 0.5}
+    r = httpx.post(url + "/rank", json={"hypotheses": [one] * 201})
+    assert r.status_code == 413 and "201" in r.json()["error"] and r.json()["field"] == "hypotheses"
+    text = httpx.get(url + "/metrics").text
+    for family in ("rerank_requests_total", "rerank_request_seconds_bucket", "rerank_hypotheses_total",
+                   "rerank_swaps_total", "rerank_refused_versions_total", "rerank_errors_total", "rerank_live_version"):
+        assert family in text, family
+    assert 'rerank_requests_total{endpoint="rank",status="413"}' in text
+
+
+def _client_loop(url: str, pool: list[list[dict]], stop: threading.Event, out: list, errors: list) -> None:
+    with httpx.Client(base_url=url, timeout=10) as client:
+        i = 0
+        while not stop.is_set():
+            hyps = pool[i % len(pool)]
+            t0 = time.monotonic()
+            try:
+                r = client.post("/rank", json={"utt_id": i % len(pool), "hypotheses": hyps})
+            except httpx.HTTPError as err:
+                errors.append(repr(err))
+                continue
+            if r.status_code != 200:
+                errors.append(r.text)
+            else:
+                out.append((t0, time.monotonic(), i % len(pool), r.json()))
+            i += 1
+
+
+def test_a_domain_swaps_under_load_refuses_a_broken_version_and_rolls_back(live_world, tmp_path):
+    registry = live_world.registry_copy(tmp_path / "registry")
+    reg = Registry(registry)
+    pool = utterances(live_world, 30)
+    domain = "Music"
+    # v2: v1 with another bias, so that its scores differ
+    pub = reg.load(CORPUS, domain, "v1")
+
+    class Shifted:
+        spec, kind = pub.spec, pub.kind
+
+        def weights(self):
+            w = pub.weights()
+            w["linear.bias"] = w["linear.bias"] + np.float32(0.7)
+            return w
+
+    v2 = reg.publish(CORPUS, domain, Shifted(), loss="crossentropy", config={}, metrics={}, data_hash="t")
+    v3 = reg.publish(CORPUS, domain, Shifted(), loss="crossentropy", config={}, metrics={}, data_hash="t")
+    weights = registry / CORPUS / domain / v3 / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # broken after publishing: the service must refuse it
+    with service(live_world, registry) as url:
+        stop, out, errors = threading.Event(), [], []
+        clients = [threading.Thread(target=_client_loop, args=(url, pool, stop, out, errors)) for _ in range(3)]
+        for c in clients:
+            c.start()
+        try:
+            time.sleep(1.0)
+            t_swap = time.monotonic()
+            reg.set_live(CORPUS, domain, v2, action="promote", verdict="test", forced=True)
+            time.sleep(1.5)
+            t_broken = time.monotonic()
+            reg.set_live(CORPUS, domain, v3, action="promote", verdict="test", forced=True)
+            time.sleep(1.5)
+            t_back = time.monotonic()
+            reg.set_live(CORPUS, domain, "v1", action="rollback", verdict="test", forced=True)
+            time.sleep(1.5)
+        finally:
+            stop.set()
+            for c in clients:
+                c.join(timeout=30)
+        metrics = httpx.get(url + "/metrics").text
+        health = httpx.get(url + "/health")
+    assert errors == [] and len(out) > 50
+
+    def version_of(r):
+        return r[3]["versions"][domain]
+
+    first_v2 = min(r[1] for r in out if version_of(r) == v2)
+    assert first_v2 - t_swap < 1.0, first_v2 - t_swap
+    assert all(version_of(r) == "v1" for r in out if r[1] < t_swap)
+    assert all(version_of(r) == v2 for r in out if t_swap + 1.0 < r[0] < t_back)  # the broken v3 never served
+    assert all(version_of(r) == "v1" for r in out if r[0] > t_back + 1.0)
+    assert any(version_of(r) == "v1" for r in out if r[0] > t_back + 1.0)
+    # every response was scored by one snapshot: it equals the offline ranking with the versions it reports
+    for r in out[:: max(1, len(out) // 150)]:
+        assert_same_ranking(served(r[3]), offline(registry, r[3]["versions"], pool[r[2]]))
+    assert f'rerank_refused_versions_total{{domain="{domain}"}} 1.0' in metrics
+    assert f'rerank_swaps_total{{domain="{domain}"}}' in metrics
+    assert health.status_code == 200
+    assert t_broken  # (the phase between t_broken and t_back is covered by the v2 check above)
+
+
+def test_two_workers_follow_the_same_registry(live_world, tmp_path):
+    registry = live_world.registry_copy(tmp_path / "registry")
+    reg = Registry(registry)
+    hyps = utterances(live_world, 1)[0]
+    with service(live_world, registry, "workers=2") as url:
+        pids = set()
+        for _ in range(30):  # new connections: the kernel spreads them over the workers
+            pids.add(httpx.get(url + "/health").json()["pid"])
+        assert len(pids) == 2
+        reg.set_live(CORPUS, "Books", None, action="rollback", verdict="test", forced=True)
+        time.sleep(1.0)
+        answers = [httpx.post(url + "/rank", json={"hypotheses": hyps}).json() for _ in range(20)]
+        assert all(a["versions"].get("Books", "baseline") == "baseline" for a in answers)
+        metrics = httpx.get(url + "/metrics").text
+    # the counters of both workers, added up
+    line = next(x for x in metrics.splitlines() if x.startswith('rerank_requests_total{endpoint="rank",status="200"}'))
+    assert float(line.split()[-1]) == 20.0
