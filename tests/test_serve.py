@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -276,3 +277,44 @@ def test_two_workers_follow_the_same_registry(live_world, tmp_path):
     # the counters of both workers, added up
     line = next(x for x in metrics.splitlines() if x.startswith('rerank_requests_total{endpoint="rank",status="200"}'))
     assert float(line.split()[-1]) == 20.0
+
+
+def _arrow(table) -> bytes:
+    import pyarrow as pa
+
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+def test_the_arrow_batch_ranks_as_rank_does(basic, live_world):
+    import pyarrow as pa
+
+    url, registry = basic
+    pool = utterances(live_world, 25)
+    rows = [{**h, "utt": f"u{i}"} for i, hyps in enumerate(pool) for h in hyps]
+    for r in rows[::3]:
+        r["intent"] = r["intent"].split("_", 1)[1] if r["intent"].startswith(r["domain"] + "_") else r["intent"]
+    for r in rows:
+        del r["rank"]  # ranked by ic*ner, as import and /rank do
+    headers = {"content-type": "application/vnd.apache.arrow.stream"}
+    r = httpx.post(url + "/rank/batch", content=_arrow(pa.Table.from_pylist(rows)), headers=headers)
+    assert r.status_code == 200, r.text
+    out = pa.ipc.open_stream(r.content).read_all()
+    versions = json.loads(out.schema.metadata[b"versions"])
+    assert out.num_rows == len(rows) and out["row"].to_pylist() == list(range(len(rows)))
+    for i, hyps in enumerate(pool):
+        mine = [x for x in out.to_pylist() if x["utt"] == f"u{i}"]
+        mine.sort(key=lambda x: x["rank"])
+        assert [x["rank"] for x in mine] == list(range(len(hyps)))
+        bare = [{k: v for k, v in h.items() if k != "rank"} for h in hyps]
+        want = offline(registry, {d: versions[d] for d in {h["domain"] for h in hyps}}, bare)
+        np.testing.assert_allclose([x["score"] for x in mine], [w[2] for w in want], rtol=0, atol=1e-12)
+        assert [x["domain"] for x in mine] == [w[0] for w in want]
+    # a bad column names the field and the row
+    rows[7]["ner"] = 1.5
+    r = httpx.post(url + "/rank/batch", content=_arrow(pa.Table.from_pylist(rows)), headers=headers)
+    assert r.status_code == 422 and r.json()["field"] == "ner" and "row 7" in r.json()["error"]
+    r = httpx.post(url + "/rank/batch", content=b"not arrow", headers=headers)
+    assert r.status_code == 400 and r.json()["field"] == "body"

@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from rerank.hypotheses.figures import baseline_score
 from rerank.ranking import order_within_utterances, rank_within_utterances
@@ -139,7 +140,7 @@ class CrossDomainRanker:
             # version that cannot be read (truncated weights, bad spec) is an error, never skipped.
             if missing == "baseline" and registry.resolve(corpus, d, ref, d_loss) is None:
                 what = f" with loss {d_loss!r}" if d_loss else " live"
-                log.info("%s: no%s version in %s; scoring it with the unweighted baseline",
+                log.debug("%s: no%s version in %s; scoring it with the unweighted baseline",
                          d, what, registry.domain_dir(corpus, d))
                 scorers[d] = DomainScorer(d, BASELINE)
                 continue
@@ -202,6 +203,30 @@ class CrossDomainRanker:
             h = hypotheses[i]
             out.append({**h, "domain_rank": domain_rank[i], "score": values[i], "rank": r, "version": version[h["domain"]]})
         return out
+
+    def rank_table(self, table: pa.Table, unknown: str = "error") -> tuple[np.ndarray, np.ndarray, dict[str, str]]:
+        """Score and rank a checked n-best table of many utterances (:func:`rerank.hypotheses.nbest_table.check_nbest_table`).
+
+        Returns ``(score, rank, versions)``: per row its calibrated score and 0-based rank in its
+        utterance, and the version used for every domain of the table. ``unknown="baseline"``
+        scores a domain without a model by the baseline.
+        """
+        domain = table["domain"].combine_chunks()
+        codes = pc.dictionary_encode(domain)
+        names = codes.dictionary.to_pylist()
+        idx = np.asarray(codes.indices)
+        order = np.argsort(idx, kind="stable")
+        bounds = np.searchsorted(idx[order], np.arange(len(names) + 1))
+        by_domain = table.take(pa.array(order))  # one gather; each domain is then a zero-copy slice
+        score = np.empty(table.num_rows)
+        versions = {}
+        for j, d in enumerate(names):
+            lo, hi = int(bounds[j]), int(bounds[j + 1])
+            scorer = self.scorers.get(d) if unknown == "baseline" else self._scorer(d)
+            scorer = scorer or DomainScorer(d, BASELINE)
+            score[order[lo:hi]] = scorer.score_table(by_domain.slice(lo, hi - lo))
+            versions[d] = scorer.version
+        return score, rank_within_utterances(table["utt_index"].to_numpy(), score), versions
 
     def score_tables(self, tables: Mapping[str, pa.Table]) -> Ranked:
         """Score and rank whole hypothesis tables (one per domain) of one split."""

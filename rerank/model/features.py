@@ -128,8 +128,14 @@ class _TableColumns:
     slot_idx: np.ndarray  # its type's index in spec.slot_types
 
 
+@functools.lru_cache(maxsize=16384)
+def _value_set(vocab: tuple[str, ...]) -> pa.Array:
+    # built once per vocabulary: a batch of many domains looks each one up in every request
+    return pa.array(list(vocab), pa.string())
+
+
 def _index_in(column, vocab: Sequence[str]) -> np.ndarray:
-    idx = pc.index_in(column, value_set=pa.array(list(vocab), pa.string()))
+    idx = pc.index_in(column, value_set=_value_set(tuple(vocab)))
     return idx.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
 
 
@@ -164,9 +170,9 @@ def _table_columns(table: pa.Table, spec: FeatureSpec) -> _TableColumns:
         slots = table["slots"].combine_chunks() if isinstance(table["slots"], pa.ChunkedArray) else table["slots"]
         types = pc.list_flatten(slots).field("type")
         owner = pc.list_parent_indices(slots).to_numpy().astype(np.int64)
-        idx = pc.index_in(types, value_set=pa.array(spec.slot_types, pa.string())).fill_null(-1).to_numpy(zero_copy_only=False)
+        idx = _index_in(types, spec.slot_types)
         known = idx >= 0
-        owner, idx = owner[known], idx[known].astype(np.int64)
+        owner, idx = owner[known], idx[known]
     return _TableColumns(n, scores, table["n_slots"].to_numpy(zero_copy_only=False), hot, col, owner, idx)
 
 

@@ -107,8 +107,10 @@ class LogitScorer:
         self.w, self.b = w * scale, b * scale + shift
         self._call: Callable[[np.ndarray], np.ndarray]
         if kind == "linear":
-            w32, b = self.w.astype(np.float32), self.b
-            self._call = lambda X: (X @ w32).astype(np.float64) + b
+            # float64 products: a float32 dot product sums in an order that depends on the matrix's
+            # shape, so one utterance (rank) and a block of a table (score_table) would differ by ~1e-7
+            w, b = self.w, self.b
+            self._call = lambda X: X @ w + b
         else:
             W1, b1 = f64["mlp.0.weight"], f64["mlp.0.bias"]
             W2, b2 = f64["mlp.2.weight"][0] * scale, float(f64["mlp.2.bias"][0]) * scale

@@ -1,0 +1,350 @@
+"""Load test of the ranking service, with domains promoted under load (issue 9).
+
+Concurrent clients send real utterances (a prepared corpus' test hypotheses, ~85 per
+utterance on HWU64) to ``POST /rank`` for ``--seconds``, while a promoter makes new
+versions of three domains live every ``--promote-every`` seconds, one of those versions
+deliberately broken (its weights file truncated after publishing). Measured:
+
+- requests/s and the client-side latency (p50, p99, max), errors;
+- for every promotion, the time from the live pointer's move to the first response
+  that uses the new version; the broken version must never serve;
+- that every sampled response's scores equal an offline ``CrossDomainRanker`` with the
+  versions the response reports (within 1e-9);
+- ``POST /rank/batch`` throughput in hypotheses/s;
+- where a request's time goes (parse, checks, ranking, encoding; the rest is HTTP).
+
+The client is a minimal asyncio HTTP/1.1 client over keep-alive connections (bodies
+encoded once up front), so that it costs the shared 2 cores as little as possible.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from rerank.benchmark.measure import machine
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def load_pool(tables, split: str, limit: int) -> list[list[dict]]:
+    """Every utterance's hypotheses of ``split`` in the n-best format (as a client sends them)."""
+    fields = ["utt_index", "domain", "intent", "slots", "dc", "ic", "ner", "rank", *tables.manifest["context_fields"]]
+    by_utt: dict[int, list[dict]] = {}
+    for d in tables.domains:
+        for row in tables.read(d, split).select(fields).to_pylist():
+            if row["utt_index"] < limit:
+                by_utt.setdefault(row.pop("utt_index"), []).append(row)
+    return [by_utt[u] for u in sorted(by_utt)]
+
+
+@contextlib.contextmanager
+def server(output_dir: Path, registry: Path, data: str, workers: int, log: Path, extra: list[str]):
+    port = free_port()
+    cmd = [sys.executable, str(REPO / "scripts" / "serve.py"), f"data={data}", f"port={port}", f"workers={workers}",
+           f"paths.output_dir={output_dir}", f"paths.registry_dir={registry}", f"paths.log_dir={registry.parent / 'logs'}",
+           *extra]
+    fh = open(log, "w")
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT)
+    url = ("127.0.0.1", port)
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the service exited: {log.read_text()[-2000:]}")
+            with contextlib.suppress(OSError):
+                with socket.create_connection(url, timeout=1) as s:
+                    s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+                    if b"200 OK" in s.recv(4096):
+                        break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the service did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.2)
+        yield url, proc, " ".join(cmd[1:])
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        fh.close()
+
+
+def request_bytes(path: str, body: bytes, content_type: str = "application/json") -> bytes:
+    return (f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
+def arrow_batch(utterances: list[list[dict]], first: int) -> bytes:
+    """An Arrow IPC stream of many utterances' hypotheses (the columnar n-best of /rank/batch)."""
+    import pyarrow as pa
+
+    rows = [{**h, "utt": first + i} for i, hyps in enumerate(utterances) for h in hyps]
+    table = pa.Table.from_pylist(rows)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
+
+
+async def _connection(addr, requests: list[bytes], until: float, out: list, start_index: int, keep_every: int) -> None:
+    reader, writer = await asyncio.open_connection(*addr)
+    i = start_index
+    try:
+        while time.monotonic() < until:
+            idx = i % len(requests)
+            t0 = time.monotonic()
+            writer.write(requests[idx])
+            head = await reader.readuntil(b"\r\n\r\n")
+            status = int(head[9:12])
+            n = int(head.split(b"content-length:", 1)[1].split(b"\r\n", 1)[0]) if b"content-length:" in head \
+                else int(head.split(b"Content-Length:", 1)[1].split(b"\r\n", 1)[0])
+            body = await reader.readexactly(n)
+            t1 = time.monotonic()
+            tail = body[body.rfind(b'"versions":') + 11:body.rfind(b',"fallback"')] if status == 200 else b"{}"
+            keep = body if (status != 200 or i % keep_every == 0) else None
+            out.append((t0, t1, idx, status, tail, keep))
+            i += 1
+    finally:
+        writer.close()
+
+
+def run_clients(addr, requests: list[bytes], seconds: float, connections: int, keep_every: int) -> list:
+    out: list = []
+
+    async def main():
+        until = time.monotonic() + seconds
+        await asyncio.gather(*(_connection(addr, requests, until, out, k * 7919, keep_every) for k in range(connections)))
+
+    try:
+        import uvloop
+
+        uvloop.run(main())
+    except ImportError:
+        asyncio.run(main())
+    return out
+
+
+class Promoter(threading.Thread):
+    """Moves live pointers of three domains in turn, every ``every`` seconds; one version is broken."""
+
+    def __init__(self, registry, corpus: str, plan: list[tuple[str, str]], every: float):
+        super().__init__(daemon=True)
+        self.registry, self.corpus, self.plan, self.every = registry, corpus, plan, every
+        self.events: list[tuple[float, str, str]] = []
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        for domain, version in self.plan:
+            if self.stop_event.wait(self.every):
+                return
+            t = time.monotonic()
+            self.registry.set_live(self.corpus, domain, version, action="promote", verdict="load test", forced=True)
+            self.events.append((t, domain, version))
+
+
+def prepare_versions(reg, corpus: str, domains: list[str], rounds: int) -> tuple[list[tuple[str, str]], set]:
+    """New versions of ``domains`` (their live weights, bias shifted) to promote in turn; the last domain's every
+    second version is broken. Returns the plan and the broken versions."""
+
+    class Shifted:
+        def __init__(self, pub, shift):
+            self.spec, self.kind, self.pub, self.shift = pub.spec, pub.kind, pub, shift
+
+        def weights(self):
+            w = self.pub.weights()
+            w["linear.bias"] = w["linear.bias"] + np.float32(self.shift)
+            return w
+
+    plan, broken = [], set()
+    for r in range(rounds):
+        for j, d in enumerate(domains):
+            pub = reg.load(corpus, d)
+            v = reg.publish(corpus, d, Shifted(pub, 0.05 * (r + 1) * (-1) ** r), loss="crossentropy",
+                            config={"load_test": True}, metrics={}, data_hash="load test")
+            if j == len(domains) - 1 and r % 2 == 0:
+                w = reg.domain_dir(corpus, d) / v / "weights.safetensors"
+                w.write_bytes(w.read_bytes()[:64])
+                broken.add((d, v))
+            plan.append((d, v))
+    return plan, broken
+
+
+def stage_profile(ranker, pool: list[list[dict]], context_fields, n: int = 500) -> dict:
+    """Microseconds per request of each stage the server runs, measured in this process."""
+    from rerank.hypotheses.nbest import parse_hypothesis
+
+    bodies = [orjson.dumps({"hypotheses": h}) for h in pool[:n]]
+    t = {"parse JSON": 0.0, "check hypotheses": 0.0, "rank (features, models, sort)": 0.0, "encode JSON": 0.0}
+    for b in bodies:
+        t0 = time.perf_counter()
+        obj = orjson.loads(b)
+        t1 = time.perf_counter()
+        hyps = [parse_hypothesis(h, context_fields) for h in obj["hypotheses"]]
+        t2 = time.perf_counter()
+        ranked = ranker.rank(hyps, unknown="baseline")
+        t3 = time.perf_counter()
+        for h in ranked:
+            h["slots"] = [{"type": a, "value": v} for a, v in h["slots"]]
+        orjson.dumps({"hypotheses": ranked})
+        t4 = time.perf_counter()
+        for k, dt in zip(t, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+            t[k] += dt
+    return {k: 1e6 * v / len(bodies) for k, v in t.items()}
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its children so far (from /proc)."""
+    total = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    pids = [pid] + [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()] \
+        if Path(f"/proc/{pid}/task/{pid}/children").exists() else [pid]
+    for p in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def main(argv=None) -> int:
+    from rerank.hypotheses.tables import open_tables
+    from rerank.merge.ranker import CrossDomainRanker
+    from rerank.model.registry import Registry
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--output-dir", required=True, help="paths.output_dir with the prepared tables and a registry")
+    ap.add_argument("--data", default="hwu64")
+    ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--connections", type=int, default=8)
+    ap.add_argument("--promote-every", type=float, default=3.0)
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--batch-utterances", type=int, default=200)
+    ap.add_argument("--batch-seconds", type=float, default=10.0)
+    ap.add_argument("--keep-every", type=int, default=25, help="keep every n-th response body for the offline check")
+    args = ap.parse_args(argv)
+
+    out_dir = Path(args.output_dir).resolve()
+    work = Path(tempfile.mkdtemp(prefix="bench_serve_"))
+    cfg = {"paths": {"data_dir": str(out_dir / "data")}, "data": {"name": args.data, "format": "massive"}}
+    tables = open_tables(cfg)
+    corpus, domains = tables.name, tables.domains
+    registry_dir = work / "registry"
+    shutil.copytree(out_dir / "registry", registry_dir)
+    reg = Registry(registry_dir)
+    for d in domains:  # every domain serves a model: its live version, else its newest
+        if reg.live(corpus, d) is None and reg.versions(corpus, d):
+            reg.set_live(corpus, d, reg.versions(corpus, d)[-1], action="promote", verdict="load test setup", forced=True)
+    pool = load_pool(tables, "test", 10**9)
+    sizes = [len(h) for h in pool]
+    counts = {d: sum(any(h["domain"] == d for h in u) for u in pool) for d in domains}
+    moving = sorted(domains, key=lambda d: -counts[d])[:3]
+    rounds = max(1, int(args.seconds / args.promote_every / 3) + 1)
+    prof = stage_profile(CrossDomainRanker.from_registry(reg, corpus, domains), pool, tables.manifest["context_fields"])
+    plan, broken = prepare_versions(reg, corpus, moving, rounds)
+    requests = [request_bytes("/rank", orjson.dumps({"utt_id": i, "hypotheses": h})) for i, h in enumerate(pool)]
+    print(f"# service load test, {time.strftime('%Y-%m-%d %H:%M %Z')}\n# machine: {machine()}")
+    print(f"# {corpus} test: {len(pool)} utterances, {np.mean(sizes):.1f} hypotheses each (max {max(sizes)}); "
+          f"{args.connections} connections for {args.seconds:.0f} s; promotions of {', '.join(moving)} every "
+          f"{args.promote_every:g} s ({len(broken)} broken)", flush=True)
+
+    with server(out_dir, registry_dir, args.data, args.workers, work / "serve.log", []) as (addr, proc, command):
+        promoter = Promoter(reg, corpus, plan, args.promote_every)
+        cpu0, t0 = proc_cpu_seconds(proc.pid), time.monotonic()
+        promoter.start()
+        results = run_clients(addr, requests, args.seconds, args.connections, args.keep_every)
+        wall = time.monotonic() - t0
+        server_cpu = proc_cpu_seconds(proc.pid) - cpu0
+        promoter.stop_event.set()
+        # batch throughput: the Arrow form, then the JSON form
+        chunks = [pool[i:i + args.batch_utterances] for i in range(0, len(pool), args.batch_utterances)]
+        batch_hyps = [sum(len(h) for h in c) for c in chunks]
+        batch_rates = {}
+        for form, reqs in (("Arrow IPC", [request_bytes("/rank/batch", arrow_batch(c, i * args.batch_utterances),
+                                                        "application/vnd.apache.arrow.stream") for i, c in enumerate(chunks)]),
+                           ("JSON", [request_bytes("/rank/batch", orjson.dumps({"utterances": [{"hypotheses": h} for h in c]}))
+                                     for c in chunks])):
+            b0 = time.monotonic()
+            batch = run_clients(addr, reqs, args.batch_seconds, 2, 10**9)
+            done = [b for b in batch if b[3] == 200]
+            if len(done) != len(batch):
+                raise RuntimeError(f"/rank/batch ({form}) answered {len(batch) - len(done)} requests with errors")
+            batch_rates[form] = sum(batch_hyps[b[2]] for b in done) / (time.monotonic() - b0)
+        metrics = run_clients(addr, [b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"], 0.01, 1, 1)
+    metrics_text = metrics[0][5].decode() if metrics and metrics[0][5] else ""
+
+    ok = [r for r in results if r[3] == 200]
+    errors = len(results) - len(ok)
+    lat = np.array([1e3 * (r[1] - r[0]) for r in ok])
+    rps = len(ok) / wall
+    # promotion -> first response that uses the new version
+    versions = [(r[0], r[1], orjson.loads(r[4]) if r[4] else {}) for r in ok]
+    swaps, served_broken, good_events = [], 0, []
+    for t_event, d, v in promoter.events:
+        if (d, v) in broken:
+            served_broken += sum(1 for _, _, vs in versions if vs.get(d) == v)
+            continue
+        good_events.append((t_event, d, v))
+        firsts = [t1 for _, t1, vs in versions if t1 >= t_event and vs.get(d) == v]
+        swaps.append((d, v, (min(firsts) - t_event) if firsts else None))
+    # offline equality of the kept responses
+    cache: dict = {}
+    checked, worst = 0, 0.0
+    for r in ok:
+        if r[5] is None:
+            continue
+        body = orjson.loads(r[5])
+        key = tuple(sorted(body["versions"].items()))
+        if key not in cache:
+            pins = {d: v for d, v in body["versions"].items() if v != "baseline"}
+            cache[key] = CrossDomainRanker.from_registry(reg, corpus, sorted(body["versions"]), versions=pins)
+        want = cache[key].rank(pool[r[2]], unknown="baseline")
+        got = body["hypotheses"]
+        assert [(h["domain"], h["intent"]) for h in got] == [(h["domain"], h["intent"]) for h in want], "ranking differs"
+        worst = max(worst, max(abs(a["score"] - b["score"]) for a, b in zip(got, want)))
+        checked += 1
+    refused = sum(float(line.split()[-1]) for line in metrics_text.splitlines() if line.startswith("rerank_refused_versions_total{"))
+    swap_times = [s[2] for s in swaps if s[2] is not None]
+
+    print(f"\ncommand: python scripts/bench_serve.py --output-dir {args.output_dir} --data {args.data} --seconds {args.seconds:g} "
+          f"--connections {args.connections} --workers {args.workers}\nserver: {command}\n")
+    print("| measure | result | target |\n| --- | --- | --- |")
+    print(f"| requests/s, one utterance each ({np.mean(sizes):.0f} hypotheses) | {rps:.0f} | >= 500 |")
+    print(f"| latency p50 / p99 / max (ms, client side) | {np.percentile(lat, 50):.1f} / {np.percentile(lat, 99):.1f} / "
+          f"{lat.max():.1f} | p99 < 25 |")
+    print(f"| errors | {errors} of {len(results)} | 0 |")
+    print(f"| promote -> first response with the new version (s): median / max over {len(swap_times)} promotions | "
+          f"{statistics.median(swap_times):.3f} / {max(swap_times):.3f} | < 1 |" if swap_times else "| promotions | none measured | |")
+    print(f"| promotions never seen in a response (the last second excluded) | "
+          f"{sum(1 for s, e in zip(swaps, good_events) if s[2] is None and e[0] < t0 + wall - 1.0)} | 0 |")
+    print(f"| broken versions promoted / refused by the service / served | {len([e for e in promoter.events if (e[1], e[2]) in broken])}"
+          f" / {refused:.0f} / {served_broken} | served 0 |")
+    print(f"| responses checked against an offline CrossDomainRanker with their versions | {checked}, max abs diff {worst:.1e} | <= 1e-9 |")
+    for form, rate in batch_rates.items():
+        print(f"| /rank/batch, {form} ({args.batch_utterances} utterances a request, 2 connections) | "
+              f"{rate / 1e6:.2f} M hypotheses/s | >= 1 M/s |")
+    print(f"| server CPU per /rank request (ms) | {1e3 * server_cpu / max(1, len(results)):.2f} | |")
+    print("\nWhere a /rank request's server time goes (in-process, µs per request): "
+          + ", ".join(f"{k} {v:.0f}" for k, v in prof.items())
+          + f"; total {sum(prof.values()):.0f} of {1e6 * server_cpu / max(1, len(results)):.0f} µs of server CPU per request "
+          "(the rest: HTTP, ASGI and the event loop).")
+    shutil.rmtree(work, ignore_errors=True)
+    return 0

@@ -1,0 +1,111 @@
+"""Many utterances' n-best as one Arrow table: the columnar form of the n-best format, checked without a Python loop.
+
+Columns: ``utt`` (any key of the utterance: integer or string), ``domain``, ``intent``,
+``slots`` (``list<struct<type: string, value: string>>``), ``dc``, ``ic``, ``ner``, and
+optionally ``rank`` and context fields (e.g. ``device``). The rules are those of
+:mod:`rerank.hypotheses.nbest` (scores in [0, 1], safe domain names, intents read as
+domain-qualified, ranks from ``ic * ner`` when absent), applied to whole columns: the
+service's ``/rank/batch`` takes this form to rank millions of hypotheses a second.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from rerank.corpus.massive import UNKNOWN_CONTEXT, qualify_intent
+from rerank.corpus.utterance import SAFE_NAME
+from rerank.hypotheses.nbest import SCORES, BadHypothesis
+from rerank.hypotheses.schema import SLOT_TYPE
+from rerank.ranking import rank_within_utterances
+
+REQUIRED = ("utt", "domain", "intent", "slots", *SCORES)
+
+
+def _first(mask: np.ndarray) -> int:
+    return int(np.flatnonzero(mask)[0])
+
+
+def _strings(table: pa.Table, name: str) -> pa.Array:
+    col = table[name]
+    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type) or pa.types.is_dictionary(col.type)):
+        raise BadHypothesis(f"column {name!r} must hold strings, not {col.type}", name)
+    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    return col.dictionary_decode() if pa.types.is_dictionary(col.type) else col.cast(pa.string())
+
+
+def check_nbest_table(table: pa.Table, context_fields: Sequence[str]) -> pa.Table:
+    """The checked, normalised table (``utt_index``: 0-based utterance code, in order of first appearance).
+
+    :class:`BadHypothesis` names the column (``field``) and the first bad row.
+    """
+    for name in REQUIRED:
+        if name not in table.column_names:
+            raise BadHypothesis(f"missing column {name!r}", name)
+        if table[name].null_count:
+            raise BadHypothesis(f"column {name!r}: row {_first(np.asarray(table[name].is_null()))} is empty", name)
+    n = table.num_rows
+    scores = {}
+    for name in SCORES:
+        col = table[name]
+        if not (pa.types.is_floating(col.type) or pa.types.is_integer(col.type)):
+            raise BadHypothesis(f"column {name!r} must hold numbers, not {col.type}", name)
+        a = col.to_numpy().astype(np.float64)
+        bad = ~((a >= 0.0) & (a <= 1.0))  # NaN fails both
+        if bad.any():
+            i = _first(bad)
+            raise BadHypothesis(f"column {name!r}: row {i} is {a[i]!r}; scores are probabilities in [0, 1]", name)
+        scores[name] = a
+    domain = _strings(table, "domain")
+    names = pc.unique(domain).to_pylist()
+    if bad := [d for d in names if not SAFE_NAME.fullmatch(d)]:
+        row = _first(np.asarray(pc.equal(domain, bad[0])))
+        raise BadHypothesis(f"column 'domain': row {row} is {bad[0]!r}, not a safe domain name (letters, digits, '_', '-', "
+                            "'.'; starting with a letter or digit)", "domain")
+    intent = _strings(table, "intent")
+    if (empty := np.asarray(pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(intent)), 0))).any():
+        raise BadHypothesis(f"column 'intent': row {_first(empty)} is empty", "intent")
+    # domain-qualified intents: one qualify_intent per distinct (domain, intent) pair
+    codes = pc.dictionary_encode(pc.binary_join_element_wise(domain, intent, "\x1f"))
+    qualified = [qualify_intent(*p.split("\x1f", 1)) for p in codes.dictionary.to_pylist()]
+    intent = pa.array(qualified, pa.string()).take(codes.indices)
+    slots = table["slots"].combine_chunks() if isinstance(table["slots"], pa.ChunkedArray) else table["slots"]
+    try:
+        slots = slots.cast(SLOT_TYPE)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
+        raise BadHypothesis(f"column 'slots' must be a list of {{type, value}} structs, not {slots.type} ({err})", "slots") from None
+    flat = pc.list_flatten(slots)
+    if len(flat):
+        owner = np.asarray(pc.list_parent_indices(slots))
+        for part in ("type", "value"):
+            v = pc.struct_field(flat, part)
+            bad = np.asarray(pc.or_(pc.is_null(v), pc.equal(pc.utf8_length(pc.utf8_trim_whitespace(v)), 0)).fill_null(True))
+            if part == "type":
+                bad |= np.asarray(pc.match_substring_regex(v, r"\s").fill_null(True))
+            if bad.any():
+                raise BadHypothesis(f"column 'slots': row {owner[_first(bad)]} has a slot {part} that is empty"
+                                    + (" or holds spaces" if part == "type" else ""), f"slots.{part}")
+    utt = table["utt"].combine_chunks() if isinstance(table["utt"], pa.ChunkedArray) else table["utt"]
+    utt_index = np.asarray(pc.dictionary_encode(utt).indices).astype(np.int64)
+    if "rank" in table.column_names and table["rank"].null_count < n:
+        if table["rank"].null_count:
+            raise BadHypothesis(f"column 'rank': row {_first(np.asarray(table['rank'].is_null()))} is empty while others are "
+                                "given; give it for all rows or none", "rank")
+        rank = table["rank"].to_numpy().astype(np.int64)
+        if (rank < 0).any():
+            raise BadHypothesis(f"column 'rank': row {_first(rank < 0)} is negative", "rank")
+    else:
+        # the domain's own order in each utterance, by ic * ner, as import ranks it
+        key = utt_index * (len(names) + 1) + np.asarray(pc.dictionary_encode(domain).indices)
+        rank = rank_within_utterances(key, scores["ic"] * scores["ner"])
+    cols = {"utt_index": pa.array(utt_index), "utt": utt, "domain": domain, "intent": intent, "slots": slots,
+            "n_slots": pc.list_value_length(slots).cast(pa.int16()), "rank": pa.array(rank.astype(np.int16)),
+            **{k: pa.array(v) for k, v in scores.items()}}
+    for c in context_fields:
+        if c in table.column_names:
+            cols[c] = _strings(table, c).fill_null(UNKNOWN_CONTEXT)
+        else:
+            cols[c] = pa.array(np.full(n, UNKNOWN_CONTEXT, dtype=object), pa.string())
+    return pa.table(cols)
