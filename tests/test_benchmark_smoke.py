@@ -62,6 +62,11 @@ def test_results_json_has_every_part(bench):
     a = on_disk["async_update"]
     assert {"domain", "other_domains_bit_identical", "overall", "per_domain", "update_seconds", "full_retrain_seconds"} <= set(a)
     assert isinstance(a["other_domains_bit_identical"], bool)
+    # the update went through the promotion gate: live after it is the candidate exactly when accepted
+    g = a["gate"]
+    candidate = a["versions_after"][a["domain"]]
+    assert g["live"] == (candidate if g["accepted"] else a["versions_before"][a["domain"]])
+    assert Path(g["report"]).is_file()
     s = on_disk["speed"]
     assert {"prepare_seconds", "train_hypotheses_per_second", "sweep_sequential_seconds", "merge_hypotheses_per_second",
             "rank_latency", "peak_rss_mb"} <= set(s)

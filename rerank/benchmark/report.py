@@ -143,6 +143,10 @@ def async_lines(a: Mapping[str, Any] | None) -> list[str]:
                      f"{'-' if b0 is None or a0 is None else f'{a0 - b0:+.4f}'} |")
     lines += ["", "Utterances of other gold domains can still change their top hypothesis: the updated domain's hypotheses "
               "compete in every utterance's list. The other domains' *scores* do not change."]
+    if g := a.get("gate"):
+        verdict = "accepted: it went live" if g["accepted"] else f"**refused** ({', '.join(g['failed'])}): the previous version stays live"
+        lines += ["", f"**The promotion gate** (dev, {g['seconds']:.1f} s) on this update: {verdict}. "
+                  f"Live after the gate: {a['domain']} {g['live']}."]
     return lines
 
 

@@ -257,7 +257,7 @@ def run_benchmark(cfg: Mapping[str, Any], cli_overrides: Sequence[str] = ()) -> 
     if (b.get("async_update") or {}).get("enabled", True):
         async_update = asynchronous_update(b["async_update"], trainer, best_r3, r3_res, test, corpus, domains, specs,
                                            ["loss=combined", f"loss.alpha={a_r3}", f"loss.temperature={t_r3}", "loss.candidates=domain"],
-                                           n_boot, seed)
+                                           n_boot, seed, tables=tables, gate_cfg=cfg["gate"])
 
     # ------------------------------------------------------------ speed
     speed = speed_figures(b.get("speed") or {}, manifest, r2, best_r3, test, bench_dir, cfg, cli_overrides)
@@ -298,8 +298,17 @@ def run_benchmark(cfg: Mapping[str, Any], cli_overrides: Sequence[str] = ()) -> 
     return results
 
 
-def asynchronous_update(acfg, trainer: Trainer, base_run, base_res, test: SplitData, corpus, domains, specs, overrides, n_boot, seed) -> dict:
-    """Retrain one domain of the selected R3 system with changed settings; publish; merge; compare."""
+def asynchronous_update(acfg, trainer: Trainer, base_run, base_res, test: SplitData, corpus, domains, specs, overrides, n_boot, seed,
+                        tables=None, gate_cfg=None) -> dict:
+    """Retrain one domain of the selected R3 system with changed settings; publish; gate; merge; compare.
+
+    The other domains' selected versions are live; the retrained version is a candidate that the
+    promotion gate (on dev) makes live or refuses. "after" is what the candidate would do on test;
+    "live after the gate" is what would serve.
+    """
+    from rerank.merge.promote import promote_version
+    from rerank.model.registry import Registry
+
     counts = {d: int((test.gold_domain == d).sum()) for d in domains}
     domain = acfg.get("domain") or max(domains, key=lambda d: (counts[d], -domains.index(d)))
     change = list(acfg.get("change") or ["model=mlp"])
@@ -308,15 +317,24 @@ def asynchronous_update(acfg, trainer: Trainer, base_run, base_res, test: SplitD
         shutil.rmtree(reg)
     base_reg = Path(base_run["registries"][domains[0]])
     shutil.copytree(base_reg, reg)
-    newest = {d: "latest" for d in domains}
-    before_ranker = CrossDomainRanker.from_registry(reg, corpus, domains, versions=newest, specs=specs)
+    registry = Registry(reg)
+    for d in domains:
+        if (v := registry.resolve(corpus, d, "latest")) is not None:
+            registry.set_live(corpus, d, v, action="promote", verdict="benchmark: the selected R3 system", forced=True)
+    before_ranker = CrossDomainRanker.from_registry(reg, corpus, domains, specs=specs)
     before = before_ranker.score_tables(test.tables).score
     versions_before = {d: s.version for d, s in before_ranker.scorers.items()}
     t0 = time.perf_counter()
     run = trainer.run("async_update", [*overrides, *change], domains=[domain], fresh=False)
-    after_ranker = CrossDomainRanker.from_registry(reg, corpus, domains, versions=newest, specs=specs)  # the newest of every domain
+    candidate = run["results"][domain]["version"]
+    after_ranker = CrossDomainRanker.from_registry(reg, corpus, domains, versions={domain: candidate}, specs=specs)
     after = after_ranker.score_tables(test.tables).score
     update_seconds = time.perf_counter() - t0
+    gate = None
+    if tables is not None and gate_cfg is not None:
+        t1 = time.perf_counter()
+        gate = promote_version(tables, registry, domain, candidate, gate_cfg)
+        gate["seconds"] = time.perf_counter() - t1
     code = test.domains.index(domain)
     others = test.domain_code != code
     after_res = evaluate(test, after, True, n_boot, seed)
@@ -333,6 +351,7 @@ def asynchronous_update(acfg, trainer: Trainer, base_run, base_res, test: SplitD
         "updated_domain_rows": int((~others).sum()),
         "overall": {k: {"before": base_res["overall"].get(k), "after": after_res["overall"].get(k)} for k in ("semer", "irer", "ece", "brier")},
         "per_domain": per_domain,
+        "gate": gate,
         "update_seconds": update_seconds, "update_train_seconds": run["seconds"],
         "full_retrain_seconds": base_run["seconds"],
         "full_retrain_seconds_of_that_domain": base_run["train_seconds"].get(domain),

@@ -110,6 +110,7 @@ def create_app(settings: ServiceSettings, live: LiveModels | None = None) -> Fas
     m.set_versions(live.snapshot.versions)
     app = FastAPI(title="rerank", description="Cross-domain ranking with each domain's live re-ranker.")
     app.state.live, app.state.settings = live, settings
+    live.start()  # here, not only at startup: some hosts of the app (Ray Serve) may not run ASGI lifespan events
 
     @app.on_event("startup")
     def _start() -> None:

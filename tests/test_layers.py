@@ -1,0 +1,83 @@
+"""The one-way flow: a lower layer never imports a higher one, and merge and serving need no training code."""
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# docs/DESIGN.md: corpus -> recognizers -> hypotheses -> model + registry -> training | merge + serving -> benchmark
+LAYERS = {
+    "rerank.corpus": 0, "rerank.metrics": 0, "rerank.io": 0, "rerank.ranking": 0, "rerank.plots": 0,
+    "rerank.recognizers": 1,
+    "rerank.hypotheses": 2,
+    "rerank.model": 3,
+    "rerank.losses": 4, "rerank.training": 4,
+    "rerank.merge": 5, "rerank.serving": 5,
+    "rerank.benchmark": 6,
+}
+# merge and serving sit above the model layer but beside training: they never import it
+SIBLINGS = {("rerank.merge", "rerank.training"), ("rerank.merge", "rerank.losses"),
+            ("rerank.serving", "rerank.training"), ("rerank.serving", "rerank.losses")}
+
+
+def package_of(module: str) -> str | None:
+    for p in sorted(LAYERS, key=len, reverse=True):
+        if module == p or module.startswith(p + "."):
+            return p
+    return None
+
+
+def imports_of(path: Path) -> list[tuple[str, int]]:
+    tree = ast.parse(path.read_text(), str(path))
+    out = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out += [(a.name, node.lineno) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.append((node.module, node.lineno))
+    return out
+
+
+def modules() -> list[tuple[str, Path]]:
+    out = []
+    for path in sorted((REPO / "rerank").rglob("*.py")):
+        rel = path.relative_to(REPO).with_suffix("")
+        name = ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+        out.append((name, path))
+    return out
+
+
+def test_every_module_belongs_to_a_layer():
+    unplaced = [m for m, _ in modules() if m != "rerank" and package_of(m) is None]
+    assert unplaced == [], f"add these to LAYERS and to docs/DESIGN.md: {unplaced}"
+
+
+def test_no_module_imports_a_higher_layer():
+    problems = []
+    for name, path in modules():
+        own = package_of(name)
+        if own is None:
+            continue
+        for imported, line in imports_of(path):
+            other = package_of(imported)
+            if other is None or other == own:
+                continue
+            if LAYERS[other] > LAYERS[own] or (own, other) in SIBLINGS:
+                problems.append(f"{path.relative_to(REPO)}:{line}: {own} (layer {LAYERS[own]}) imports {imported} "
+                                f"(layer {LAYERS[other]})")
+    assert problems == [], "\n".join(problems)
+
+
+@pytest.mark.parametrize("module", ["rerank.serving.app", "rerank.merge.run", "rerank.merge.promote", "rerank.model.registry"])
+def test_merge_and_serving_load_no_training_code(module):
+    """The published model's format is importable without Lightning, torch, losses or Hydra apps."""
+    code = (f"import sys; import {module}; "
+            "print(sorted(m for m in ('lightning', 'torch', 'rerank.training', 'rerank.losses', 'hydra') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]", out.stdout
