@@ -212,6 +212,12 @@ def stage_profile(ranker, pool: list[list[dict]], context_fields, n: int = 500) 
     return {k: 1e6 * v / len(bodies) for k, v in t.items()}
 
 
+def tree_rss_mb(pid: int) -> float:
+    from rerank.benchmark.measure import tree_rss_kib
+
+    return tree_rss_kib(pid) / 1024
+
+
 def proc_cpu_seconds(pid: int) -> float:
     """User + system CPU of a process and its children so far (from /proc)."""
     total = 0.0
@@ -240,7 +246,13 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-utterances", type=int, default=200)
     ap.add_argument("--batch-seconds", type=float, default=10.0)
     ap.add_argument("--keep-every", type=int, default=25, help="keep every n-th response body for the offline check")
+    ap.add_argument("--ray", type=int, default=0, metavar="REPLICAS",
+                    help="instead: run the service under Ray Serve with this many replicas (needs the [serve-ray] extra)")
     args = ap.parse_args(argv)
+    if args.ray:
+        print(f"# Ray Serve run, {time.strftime('%Y-%m-%d %H:%M %Z')}\n# machine: {machine()}\n")
+        ray_serve_run(Path(args.output_dir).resolve(), args.data, args.ray, min(args.seconds, 10.0))
+        return 0
 
     out_dir = Path(args.output_dir).resolve()
     work = Path(tempfile.mkdtemp(prefix="bench_serve_"))
@@ -266,13 +278,20 @@ def main(argv=None) -> int:
           f"{args.connections} connections for {args.seconds:.0f} s; promotions of {', '.join(moving)} every "
           f"{args.promote_every:g} s ({len(broken)} broken)", flush=True)
 
+    # VmRSS, not ru_maxrss: a child forked from this big process would report the parent's high-water mark
+    imp = subprocess.run([sys.executable, "-c", "import time; t = time.perf_counter(); import rerank.serving.app; "
+                          "print(time.perf_counter() - t, next(int(x.split()[1]) for x in open('/proc/self/status') "
+                          "if x.startswith('VmRSS')))"], capture_output=True, text=True, check=True).stdout.split()
+    import_seconds, import_rss_mb = float(imp[0]), int(imp[1]) / 1024
     with server(out_dir, registry_dir, args.data, args.workers, work / "serve.log", []) as (addr, proc, command):
+        rss_start = tree_rss_mb(proc.pid)
         promoter = Promoter(reg, corpus, plan, args.promote_every)
         cpu0, t0 = proc_cpu_seconds(proc.pid), time.monotonic()
         promoter.start()
         results = run_clients(addr, requests, args.seconds, args.connections, args.keep_every)
         wall = time.monotonic() - t0
         server_cpu = proc_cpu_seconds(proc.pid) - cpu0
+        rss_end = tree_rss_mb(proc.pid)
         promoter.stop_event.set()
         # batch throughput: the Arrow form, then the JSON form
         chunks = [pool[i:i + args.batch_utterances] for i in range(0, len(pool), args.batch_utterances)]
@@ -342,9 +361,60 @@ def main(argv=None) -> int:
         print(f"| /rank/batch, {form} ({args.batch_utterances} utterances a request, 2 connections) | "
               f"{rate / 1e6:.2f} M hypotheses/s | >= 1 M/s |")
     print(f"| server CPU per /rank request (ms) | {1e3 * server_cpu / max(1, len(results)):.2f} | |")
+    print(f"| `import rerank.serving.app` (fresh interpreter) | {import_seconds:.2f} s, {import_rss_mb:.0f} MB resident | |")
+    print(f"| service resident memory ({len(domains)} domains loaded; {args.workers} worker(s), process tree) | "
+          f"{rss_start:.0f} MB at start, {rss_end:.0f} MB after the run | |")
+    print("\npromote -> first use, per promotion (s): " + ", ".join(f"{d} {v} {x:.2f}" for d, v, x in swaps if x is not None))
     print("\nWhere a /rank request's server time goes (in-process, µs per request): "
           + ", ".join(f"{k} {v:.0f}" for k, v in prof.items())
           + f"; total {sum(prof.values()):.0f} of {1e6 * server_cpu / max(1, len(results)):.0f} µs of server CPU per request "
           "(the rest: HTTP, ASGI and the event loop).")
     shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def ray_serve_run(output_dir: Path, data: str, replicas: int, seconds: float) -> None:
+    """The same service as a Ray Serve deployment on a local Ray instance: it serves, follows a swap, and its rate."""
+    import httpx
+    from ray import serve
+
+    from rerank.hypotheses.tables import open_tables
+    from rerank.model.registry import Registry
+    from rerank.serving.ray_serve import deploy
+
+    work = Path(tempfile.mkdtemp(prefix="bench_serve_ray_"))
+    registry = work / "registry"
+    shutil.copytree(output_dir / "registry", registry)
+    cfg = {"paths": {"output_dir": str(output_dir), "data_dir": str(output_dir / "data"), "registry_dir": str(registry)},
+           "data": {"name": data, "format": "massive"},
+           "serve": {"poll_seconds": 0.2, "max_hypotheses": 2000, "max_utterances": 1000, "max_body_bytes": 16 << 20,
+                     "context_fields": None}}
+    tables = open_tables(cfg)
+    pool = load_pool(tables, "test", 200)
+    reg = Registry(registry)
+    domain = max(tables.domains, key=lambda d: sum(any(h["domain"] == d for h in u) for u in pool))
+    port = free_port()
+    t0 = time.monotonic()
+    deploy(cfg, replicas=replicas, port=port)
+    started = time.monotonic() - t0
+    url = f"http://127.0.0.1:{port}"
+    with httpx.Client(base_url=url, timeout=30) as client:
+        before = {client.post("/rank", json={"hypotheses": pool[i]}).json()["versions"][domain] for i in range(20)}
+        t_swap = time.monotonic()
+        reg.set_live(tables.name, domain, None, action="rollback", verdict="ray serve run", forced=True)
+        seen = None
+        while time.monotonic() - t_swap < 10 and seen is None:
+            if client.post("/rank", json={"hypotheses": pool[0]}).json()["versions"][domain] == "baseline":
+                seen = time.monotonic() - t_swap
+        time.sleep(1.0)  # every replica polls on its own: a second later, all of them have swapped
+        after = {client.post("/rank", json={"hypotheses": pool[i]}).json()["versions"][domain] for i in range(40)}
+        n, t1 = 0, time.monotonic()
+        while time.monotonic() - t1 < seconds:
+            assert client.post("/rank", json={"hypotheses": pool[n % len(pool)]}).status_code == 200
+            n += 1
+        rate = n / (time.monotonic() - t1)
+    serve.shutdown()
+    print(f"| Ray Serve, {replicas} replicas, local Ray instance | started in {started:.1f} s; {domain}: {sorted(before)} -> "
+          f"baseline first seen {seen:.2f} s after the pointer moved; 40 responses a second later: {sorted(after)}; "
+          f"{rate:.0f} requests/s from one sequential client |")
+    shutil.rmtree(work, ignore_errors=True)

@@ -20,6 +20,7 @@ whose message names the field.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -110,11 +111,16 @@ def create_app(settings: ServiceSettings, live: LiveModels | None = None) -> Fas
     m.set_versions(live.snapshot.versions)
     app = FastAPI(title="rerank", description="Cross-domain ranking with each domain's live re-ranker.")
     app.state.live, app.state.settings = live, settings
-    live.start()  # here, not only at startup: some hosts of the app (Ray Serve) may not run ASGI lifespan events
+    watcher: list = []
+
+    def ensure_watching() -> None:
+        # at startup, or at the first request where a host (Ray Serve) runs no ASGI lifespan events
+        if not watcher:
+            watcher.append(asyncio.get_running_loop().create_task(live.watch()))
 
     @app.on_event("startup")
-    def _start() -> None:
-        live.start()
+    async def _start() -> None:
+        ensure_watching()
 
     @app.on_event("shutdown")
     def _stop() -> None:
@@ -140,6 +146,7 @@ def create_app(settings: ServiceSettings, live: LiveModels | None = None) -> Fas
     def _handle(endpoint: str, fn, arrow_fn=None):
         async def handler(request: Request) -> Response:
             t0 = time.perf_counter()
+            ensure_watching()
             try:
                 if arrow_fn is not None and ARROW in request.headers.get("content-type", ""):
                     out, n = arrow_fn(await _raw(request))
@@ -209,7 +216,8 @@ def create_app(settings: ServiceSettings, live: LiveModels | None = None) -> Fas
                       summary="Rank many utterances (JSON, or an Arrow IPC stream for throughput)")
 
     @app.get("/health")
-    def health() -> JSONResponse:
+    async def health() -> JSONResponse:
+        ensure_watching()
         snap = live.snapshot
         age = time.time() - live.last_poll
         ok = age < max(5.0, 20 * settings.poll_seconds)

@@ -154,6 +154,23 @@ class LiveModels:
 
     # ------------------------------------------------------------------ the watcher
 
+    async def watch(self) -> None:
+        """Poll on the server's event loop, between requests (the way to follow the registry in a server).
+
+        A thread would do the same work, but under load every file operation of a
+        thread waits for the event loop to hand over the GIL: a 20-syscall poll that
+        takes a millisecond on the loop took up to a second from a thread.
+        """
+        import asyncio
+
+        while not self._stop.is_set():
+            await asyncio.sleep(self.poll_seconds)
+            try:
+                self.refresh()
+            except Exception as err:  # the watcher must outlive a bad poll (a disk hiccup, a half-made folder)
+                log.exception("live watcher: %s", err)
+                self.on_event("error", "-", str(err))
+
     def start(self) -> "LiveModels":
         if self._thread is None:
             self._thread = threading.Thread(target=self._watch, name="rerank-live-watcher", daemon=True)
@@ -166,6 +183,7 @@ class LiveModels:
             self._thread.join(timeout=5)
 
     def _watch(self) -> None:
+        """The watcher as a thread, for hosts without an event loop of their own."""
         while not self._stop.wait(self.poll_seconds):
             try:
                 self.refresh()

@@ -8,7 +8,6 @@ first, ``ray_address=auto``) or on a local Ray instance (the default). Needs
 """
 from __future__ import annotations
 
-import functools
 import sys
 import time
 
@@ -29,7 +28,12 @@ def deploy(cfg: dict, replicas: int = 2, port: int = 8000, ray_address: str | No
     if not ray.is_initialized():
         ray.init(address=ray_address, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    ingress = serve.ingress(functools.partial(build_app, orjson.dumps(cfg)))
+    cfg_json = orjson.dumps(cfg)
+
+    def builder():  # a plain function (Ray takes a partial for an ASGI app); cloudpickle carries cfg_json
+        return build_app(cfg_json)
+
+    ingress = serve.ingress(builder)
     deployment = serve.deployment(name=name, num_replicas=replicas)(ingress(type("RankService", (), {})))
     return serve.run(deployment.bind(), name=name, route_prefix="/")
 
