@@ -43,8 +43,14 @@ def test_two_domain_multirun_publishes_both(prepared, tmp_path):
     assert sorted(job_domains(sweep).values()) == sorted([a, b])
     for d in (a, b):
         assert f"train synthetic/{d} loss=crossentropy" in proc.stdout and f"{d} loss=crossentropy: dev SemER" in proc.stdout
-    # prepare was reused, never rebuilt by the parallel jobs
+    # the tables were read, never built by the parallel jobs
     assert "prepare: wrote" not in proc.stdout
+    # training gates by default: each new version got a verdict, and the live pointer follows it
+    for d in (a, b):
+        [decision] = reg.history("synthetic", d)
+        assert decision["to"] == "v1" and decision["verdict"].startswith(("accepted", "refused"))
+        assert reg.live("synthetic", d) == ("v1" if decision["verdict"] == "accepted" else None)
+        assert f"promote synthetic/{d} baseline -> v1" in proc.stdout
 
 
 def test_domain_all_expands_to_every_domain(prepared, tmp_path):
@@ -78,3 +84,25 @@ def test_domain_all_without_tables_names_the_command(tmp_path):
     assert proc.returncode != 0
     assert "scripts/prepare.py data=synthetic" in proc.stdout + proc.stderr
     assert not (tmp_path / "data").exists()
+
+
+def test_domain_all_on_imported_tables(prepared, tmp_path):
+    """data=tables: a sweep over every domain of tables that import wrote (here: the prepared ones, exported)."""
+    from rerank.hypotheses.export import export_nbest
+    from rerank.hypotheses.nbest_import import import_nbest
+    from rerank.hypotheses.tables import TableSet
+
+    from conftest import compose_config
+
+    files = export_nbest(TableSet.open(prepared.data_dir), tmp_path / "export")
+    import_nbest(compose_config("import", ["name=acme", f"nbest={files['nbest']}", f"gold={files['gold']}",
+                                           f"paths.output_dir={tmp_path}"]))
+    registry, sweep = tmp_path / "registry", tmp_path / "sweep"
+    proc = run_train("domain=all", "data=tables", "data.name=acme", "loss=crossentropy", "trainer.max_epochs=2",
+                     f"paths.output_dir={tmp_path}", "hydra.launcher.n_jobs=1", "threads=1", "promote=none",
+                     f"paths.registry_dir={registry}", f"paths.log_dir={tmp_path / 'logs'}", f"hydra.sweep.dir={sweep}")
+    assert sorted(job_domains(sweep).values()) == sorted(prepared.manifest["domains"])
+    reg = Registry(registry)
+    assert reg.domains("acme") == sorted(prepared.manifest["domains"])
+    assert all(reg.live("acme", d) is None for d in reg.domains("acme"))  # promote=none: candidates only
+    assert "train acme/" in proc.stdout
