@@ -23,73 +23,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
+from rerank.benchmark.measure import TreeSampler, machine
+
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def machine() -> str:
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.processor())
-    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    return f"nproc {os.cpu_count()}, CPU {cpu}, RAM {mem:.1f} GiB, Python {platform.python_version()}"
-
-
-# ----------------------------------------------------------------------------- process-tree memory
-
-
-def _tree_rss_kib(root: int) -> int:
-    """Sum of VmRSS (KiB) of ``root`` and all its descendants."""
-    parent: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                stat = fh.read()
-        except OSError:
-            continue
-        # "pid (comm) state ppid ...": comm may hold spaces, so split after the last ')'
-        parent[int(entry)] = int(stat[stat.rfind(")") + 2:].split()[1])
-    tree, frontier = {root}, [root]
-    while frontier:
-        p = frontier.pop()
-        for pid, pp in parent.items():
-            if pp == p and pid not in tree:
-                tree.add(pid)
-                frontier.append(pid)
-    total = 0
-    for pid in tree:
-        try:
-            with open(f"/proc/{pid}/status") as fh:
-                for line in fh:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-                        break
-        except OSError:
-            pass
-    return total
-
-
-class TreeSampler(threading.Thread):
-    def __init__(self, pid: int, every: float = 0.2):
-        super().__init__(daemon=True)
-        self.pid, self.every, self.peak_kib, self._stop_event = pid, every, 0, threading.Event()
-
-    def run(self) -> None:
-        while not self._stop_event.is_set():
-            self.peak_kib = max(self.peak_kib, _tree_rss_kib(self.pid))
-            self._stop_event.wait(self.every)
-
-    def stop(self) -> None:
-        self._stop_event.set()
-        self.join()
 
 
 # ----------------------------------------------------------------------------- one prepare run

@@ -18,7 +18,6 @@ import math
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 
 from rerank.hypotheses.figures import oracle_score

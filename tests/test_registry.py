@@ -189,17 +189,23 @@ def _publish_worker(root: str, seed: int, barrier, queue) -> None:
     queue.put((seed, publish(Registry(root), model, tag=str(seed))))
 
 
-def test_concurrent_publishers_get_distinct_versions(tmp_path):
-    n = 6
+def publish_at_once(worker, root, n: int) -> dict[int, str]:
+    """``n`` processes that publish together (released by a barrier); ``{seed: version}``."""
     ctx = mp.get_context("fork")
     barrier, queue = ctx.Barrier(n), ctx.Queue()
-    procs = [ctx.Process(target=_publish_worker, args=(str(tmp_path), seed, barrier, queue)) for seed in range(n)]
+    procs = [ctx.Process(target=worker, args=(str(root), seed, barrier, queue)) for seed in range(n)]
     for p in procs:
         p.start()
     results = dict(queue.get(timeout=120) for _ in range(n))
     for p in procs:
         p.join(timeout=60)
         assert p.exitcode == 0
+    return results
+
+
+def test_concurrent_publishers_get_distinct_versions(tmp_path):
+    n = 6
+    results = publish_at_once(_publish_worker, tmp_path, n)
     reg = Registry(tmp_path)
     assert sorted(results.values(), key=lambda v: int(v[1:])) == [f"v{i}" for i in range(1, n + 1)]
     assert reg.versions(CORPUS, DOMAIN) == [f"v{i}" for i in range(1, n + 1)]
@@ -324,7 +330,7 @@ def test_staging_left_by_killed_publishers_is_cleaned_by_the_next_publish(tmp_pa
     assert publish(reg, make_model(2)) == "v1"
     assert staging_dirs(reg) == []
     # a live publisher's staging folder is left alone
-    alive = reg.domain_dir(CORPUS, DOMAIN) / f".staging-{registry_mod._host()}-{os.getpid()}-abc"
+    alive = reg.domain_dir(CORPUS, DOMAIN) / f".staging-{registry_mod.host_name()}-{os.getpid()}-abc"
     alive.mkdir()
     assert reg.clean_staging(CORPUS, DOMAIN) == []
     alive.rmdir()
@@ -332,22 +338,14 @@ def test_staging_left_by_killed_publishers_is_cleaned_by_the_next_publish(tmp_pa
 
 def _publish_from_node(root: str, seed: int, barrier, queue) -> None:
     # another "node": its own host name, the same shared registry folder
-    registry_mod._host = lambda: f"node{seed % 2}"
+    registry_mod.host_name = lambda: f"node{seed % 2}"
     barrier.wait(timeout=60)
     queue.put((seed, publish(Registry(root), make_model(seed), tag=str(seed))))
 
 
 def test_two_nodes_publishing_the_same_domain_at_once(tmp_path):
-    ctx = mp.get_context("fork")
     n = 4
-    barrier, queue = ctx.Barrier(n), ctx.Queue()
-    procs = [ctx.Process(target=_publish_from_node, args=(str(tmp_path), seed, barrier, queue)) for seed in range(n)]
-    for p in procs:
-        p.start()
-    results = dict(queue.get(timeout=120) for _ in range(n))
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
+    results = publish_at_once(_publish_from_node, tmp_path, n)
     reg = Registry(tmp_path)
     assert sorted(results.values()) == [f"v{i}" for i in range(1, n + 1)]
     for seed, v in results.items():

@@ -4,9 +4,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -15,52 +12,22 @@ import httpx
 import numpy as np
 import pytest
 
-from conftest import REPO
 from rerank.hypotheses.tables import TableSet
 from rerank.merge.ranker import CrossDomainRanker
 from rerank.model.registry import Registry
+from rerank.serving.process import running_service
 
 CORPUS = "synthetic"
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextlib.contextmanager
-def service(world, registry: Path, *overrides: str, timeout: float = 60.0):
+def service(world, registry: Path, *overrides: str):
     """``scripts/serve.py`` on 127.0.0.1 and a free port, started and stopped here; yields its base URL."""
-    port = free_port()
-    log = open(registry.parent / f"serve-{port}.log", "w")
-    proc = subprocess.Popen([sys.executable, "scripts/serve.py", f"port={port}", f"paths.output_dir={world.output_dir}",
-                             f"paths.registry_dir={registry}", f"paths.log_dir={registry.parent / 'logs'}",
-                             "serve.poll_seconds=0.1", *overrides],
-                            cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise AssertionError(f"the service exited with {proc.returncode}:\n{Path(log.name).read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the service did not start:\n{Path(log.name).read_text()[-3000:]}")
-            time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    log = registry.parent / f"serve-{time.monotonic_ns()}.log"
+    with running_service([f"paths.output_dir={world.output_dir}", f"paths.registry_dir={registry}",
+                          f"paths.log_dir={registry.parent / 'logs'}", "serve.poll_seconds=0.1", *overrides], log,
+                         env={**os.environ, "PYTHONWARNINGS": "ignore"}) as (port, _, _):
+        yield f"http://127.0.0.1:{port}"
 
 
 def utterances(world, n: int = 40) -> list[list[dict]]:

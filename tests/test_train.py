@@ -5,8 +5,6 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import pytest
 import torch
 from safetensors.torch import load_file

@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -36,14 +35,9 @@ import numpy as np
 import orjson
 
 from rerank.benchmark.measure import machine
+from rerank.serving.process import free_port, running_service
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def load_pool(tables, split: str, limit: int) -> list[list[dict]]:
@@ -59,34 +53,10 @@ def load_pool(tables, split: str, limit: int) -> list[list[dict]]:
 
 @contextlib.contextmanager
 def server(output_dir: Path, registry: Path, data: str, workers: int, log: Path, extra: list[str]):
-    port = free_port()
-    cmd = [sys.executable, str(REPO / "scripts" / "serve.py"), f"data={data}", f"port={port}", f"workers={workers}",
-           f"paths.output_dir={output_dir}", f"paths.registry_dir={registry}", f"paths.log_dir={registry.parent / 'logs'}",
-           *extra]
-    fh = open(log, "w")
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=fh, stderr=subprocess.STDOUT)
-    url = ("127.0.0.1", port)
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"the service exited: {log.read_text()[-2000:]}")
-            with contextlib.suppress(OSError):
-                with socket.create_connection(url, timeout=1) as s:
-                    s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-                    if b"200 OK" in s.recv(4096):
-                        break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the service did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.2)
-        yield url, proc, " ".join(cmd[1:])
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        fh.close()
+    overrides = [f"data={data}", f"workers={workers}", f"paths.output_dir={output_dir}", f"paths.registry_dir={registry}",
+                 f"paths.log_dir={registry.parent / 'logs'}", *extra]
+    with running_service(overrides, log) as (port, proc, cmd):
+        yield ("127.0.0.1", port), proc, " ".join(cmd[1:])
 
 
 def request_bytes(path: str, body: bytes, content_type: str = "application/json") -> bytes:

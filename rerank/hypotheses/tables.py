@@ -16,13 +16,9 @@ A set is complete or absent:
 """
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import os
-import re
 import shutil
-import socket
 import time
 import uuid
 from contextlib import contextmanager
@@ -35,7 +31,7 @@ import pyarrow.parquet as pq
 
 from rerank.corpus.utterance import SPLITS, check_name
 from rerank.hypotheses.schema import SCHEMA_VERSION
-from rerank.io import make_temp_dir, read_json, sha256_bytes, write_json, write_text
+from rerank.io import file_lock, host_name, make_temp_dir, pid_alive, read_json, sha256_bytes, write_json, write_text
 
 MANIFEST = "manifest.json"
 UTTERANCES = "_utterances"
@@ -178,28 +174,11 @@ def check_labels(table: pa.Table, where: Path | str) -> None:
 # ----------------------------------------------------------------------------- writing
 
 
-def _host() -> str:
-    return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "host"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError as err:
-        return err.errno == errno.EPERM
-    return True
-
-
 @contextmanager
 def build_lock(root: Path, name: str) -> Iterator[None]:
     """One builder of a set at a time (jobs of a sweep, two shells): the others wait, then find it built."""
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / f".{name}.lock", "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    with file_lock(Path(root) / f".{name}.lock"):
+        yield
 
 
 def clean_leftovers(root: Path, name: str) -> list[str]:
@@ -207,14 +186,14 @@ def clean_leftovers(root: Path, name: str) -> list[str]:
     removed = []
     if not root.exists():
         return removed
-    host = _host()
+    host = host_name()
     for p in root.iterdir():
         prefix = next((x for x in (STAGING, OLD) if p.name.startswith(f"{x}{name}-")), None)
         if prefix is None:
             continue
         rest = p.name[len(prefix) + len(name) + 1:].rsplit("-", 2)
         if len(rest) == 3 and rest[0] == host and rest[1].isdigit():
-            gone = not _pid_alive(int(rest[1]))
+            gone = not pid_alive(int(rest[1]))
         else:  # another host's, or unreadable: only when surely abandoned
             gone = time.time() - p.stat().st_mtime > 6 * 3600
         if gone:
@@ -230,7 +209,7 @@ class TableSetWriter:
         self.root = Path(root)
         self.name = check_name(name)
         self.final = self.root / self.name
-        self.staging = make_temp_dir(self.root, f"{STAGING}{self.name}-{_host()}-{os.getpid()}-")
+        self.staging = make_temp_dir(self.root, f"{STAGING}{self.name}-{host_name()}-{os.getpid()}-")
         self.files: dict[str, dict] = {}
 
     def write_table(self, rel: str, table: pa.Table) -> None:
@@ -259,7 +238,7 @@ class TableSetWriter:
         write_json(self.staging / MANIFEST, full)
         old = None
         if self.final.exists():
-            old = self.root / f"{OLD}{self.name}-{_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            old = self.root / f"{OLD}{self.name}-{host_name()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             os.rename(self.final, old)
         os.rename(self.staging, self.final)
         if old is not None:

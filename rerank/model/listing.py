@@ -12,7 +12,7 @@ def render_versions(registry: Registry, corpus: str, domain: str | None = None) 
     rows = [r for r in registry.listing(corpus) if domain in (None, r["domain"])]
     if not rows:
         return f"no published version in {registry.root / corpus}" + (f" for {domain}" if domain else "")
-    lines = [f"| domain | version | stage | loss | model | dev SemER | dev ECE (top) | published |",
+    lines = ["| domain | version | stage | loss | model | dev SemER | dev ECE (top) | published |",
              "| --- | --- | --- | --- | --- | ---: | ---: | --- |"]
     for r in rows:
         stage = f"**{r['stage']}**" if r["stage"] == "live" else r["stage"]

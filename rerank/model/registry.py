@@ -25,25 +25,21 @@ refused, at publish and at load.
 """
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import os
 import re
 import shutil
-import socket
 import time
 import uuid
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Protocol
+from typing import Any, Mapping, Protocol
 
 import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
-from rerank.io import append_line, atomic_path, read_json, write_json, write_text
+from rerank.io import append_line, atomic_path, file_lock, host_name, pid_alive, read_json, write_json, write_text
 from rerank.model.features import FeatureSpec, FeatureSpecMismatch
 from rerank.model.scorer import BadWeights, LogitScorer
 
@@ -96,18 +92,6 @@ class PublishedModel:
 
     def feature_weights(self) -> dict[str, float]:
         return self.scorer.feature_weights(self.spec.names)
-
-
-def _host() -> str:
-    return re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "host"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except OSError as err:
-        return err.errno == errno.EPERM
-    return True
 
 
 def _now() -> str:
@@ -174,42 +158,26 @@ class Registry:
 
     # ------------------------------------------------------------------ writing
 
-    @contextmanager
-    def _lock(self, corpus: str, domain: str) -> Iterator[None]:
-        base = self.domain_dir(corpus, domain)
-        base.mkdir(parents=True, exist_ok=True)
-        with open(base / ".lock", "a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+    def _lock(self, corpus: str, domain: str):
+        return file_lock(self.domain_dir(corpus, domain) / ".lock")
 
-    @contextmanager
-    def promotion_lock(self, corpus: str) -> Iterator[None]:
+    def promotion_lock(self, corpus: str):
         """Held while a gate evaluates and moves a live pointer: the live set it compared against stays put."""
-        base = self.root / corpus
-        base.mkdir(parents=True, exist_ok=True)
-        with open(base / ".promote.lock", "a") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+        return file_lock(self.root / corpus / ".promote.lock")
 
     def clean_staging(self, corpus: str, domain: str) -> list[str]:
         """Remove staging folders of publishers that are gone (killed); returns their names."""
         base = self.domain_dir(corpus, domain)
         if not base.exists():
             return []
-        removed, host = [], _host()
+        removed, host = [], host_name()
         for p in base.iterdir():
             if not p.name.startswith(STAGING_PREFIX):
                 continue
             parts = p.name[len(STAGING_PREFIX):].rsplit("-", 2)
             gone = False
             if len(parts) == 3 and parts[1].isdigit():
-                gone = not _pid_alive(int(parts[1])) if parts[0] == host else _age(p) > FOREIGN_STAGING_SECONDS
+                gone = not pid_alive(int(parts[1])) if parts[0] == host else _age(p) > FOREIGN_STAGING_SECONDS
             else:
                 gone = _age(p) > FOREIGN_STAGING_SECONDS
             if gone:
@@ -231,7 +199,7 @@ class Registry:
         base.mkdir(parents=True, exist_ok=True)
         with self._lock(corpus, domain):
             self.clean_staging(corpus, domain)
-        staging = base / f"{STAGING_PREFIX}{_host()}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
+        staging = base / f"{STAGING_PREFIX}{host_name()}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
         staging.mkdir()
         try:
             with atomic_path(staging / "weights.safetensors") as tmp:  # (safetensors itself writes 0600)
@@ -241,7 +209,7 @@ class Registry:
             write_json(staging / "metrics.json", dict(metrics))
             hidden = int(weights["mlp.0.weight"].shape[0]) if model.kind == "mlp" else 0
             meta = {"corpus": corpus, "domain": domain, "loss": loss, "kind": model.kind, "hidden": hidden,
-                    "data_hash": data_hash, "published_at": _now(), "host": _host(), "pid": os.getpid()}
+                    "data_hash": data_hash, "published_at": _now(), "host": host_name(), "pid": os.getpid()}
             with self._lock(corpus, domain):
                 existing = self.versions(corpus, domain)
                 n = int(existing[-1][1:]) + 1 if existing else 1
@@ -274,7 +242,7 @@ class Registry:
             else:
                 write_text(pointer, version + "\n")
             entry = {"time": _now(), "domain": domain, "action": action, "from": current, "to": version, "moved": True,
-                     "verdict": verdict, "forced": bool(forced), "report": report, "host": _host(), "pid": os.getpid()}
+                     "verdict": verdict, "forced": bool(forced), "report": report, "host": host_name(), "pid": os.getpid()}
             if details:
                 entry.update(details)
             self._append_history(corpus, domain, entry)
@@ -283,7 +251,7 @@ class Registry:
     def record(self, corpus: str, domain: str, entry: Mapping[str, Any]) -> dict:
         """Append a decision that does not move ``live`` (a refused gate) to the history."""
         with self._lock(corpus, domain):
-            full = {"time": _now(), "domain": domain, "from": self.live(corpus, domain), "moved": False, "host": _host(),
+            full = {"time": _now(), "domain": domain, "from": self.live(corpus, domain), "moved": False, "host": host_name(),
                     "pid": os.getpid(), **entry}
             self._append_history(corpus, domain, full)
         return full
