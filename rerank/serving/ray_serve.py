@@ -42,7 +42,7 @@ def main(argv: list[str]) -> None:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from rerank.benchmark.serve_load import REPO
+    from rerank.serving.process import REPO
 
     keys = {"replicas": 2, "port": 8000, "ray_address": None}
     overrides = []
