@@ -9,7 +9,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from rerank.training.cli import expand_all_domains, parallel_jobs
+from rerank.training.cli import expand_all_domains, in_multirun, parallel_jobs
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -21,14 +21,28 @@ def main(cfg: DictConfig) -> float:
     container = OmegaConf.to_container(cfg, resolve=True)
     if container.get("parallel_jobs") is None:
         container["parallel_jobs"] = parallel_jobs()
+    if container.get("pictures") == "auto":
+        # 0.3-0.6 s of matplotlib a job, as much as a small domain's fit: pictures in single runs only
+        container["pictures"] = not in_multirun()
     result = train(container)
     if "version" in result and container.get("promote", "gate") != "none":
+        import time
+
         from rerank.merge.promote import promote_trained
 
+        t = time.perf_counter()
         promote_trained(container, result)
+        result["timing"]["gate"] = round(time.perf_counter() - t, 4)
+    print("timing " + " ".join(f"{k}={v}" for k, v in result["timing"].items()), flush=True)
     return result["dev"].get("semer", float("nan"))
 
 
 if __name__ == "__main__":
     sys.argv = expand_all_domains(sys.argv, CONFIGS)
     main()
+    # Every job has published and logged: stop the idle worker pool now (shutting it down
+    # gracefully at exit takes 1-2 s of processes that hold torch).
+    from joblib.externals.loky import reusable_executor
+
+    if getattr(reusable_executor, "_executor", None) is not None:
+        reusable_executor._executor.shutdown(wait=True, kill_workers=True)

@@ -869,24 +869,45 @@ def iter_records(
     seed: int = 0,
     dev_fraction: float = 0.15,
     test_fraction: float = 0.15,
+    n_domains: int = len(DOMAINS),
 ) -> Iterator[dict]:
     """Stream ``n_utterances`` synthetic MASSIVE records; arguments are checked at the call.
 
     Exactly ``round(n * dev_fraction)`` records go to ``dev`` and
     ``round(n * test_fraction)`` to ``test`` (train keeps at least one), at
-    random positions. The same seed gives the same records.
+    random positions. The same seed gives the same records. ``n_domains``: the
+    first ``n_domains`` hand-written domains, or all eight and generated skills
+    (:mod:`rerank.corpus.skills`) up to ``n_domains``.
     """
     n, s, dev_fraction, test_fraction = _validate(n_utterances, seed, dev_fraction, test_fraction)
+    if isinstance(n_domains, bool) or operator.index(n_domains) < 1:
+        raise ValueError(f"n_domains must be a whole number >= 1, got {n_domains!r}")
     n_dev, n_test = _split_sizes(n, dev_fraction, test_fraction)
-    return _records(n, s, n_dev, n_test)
+    return _records(n, s, n_dev, n_test, *_domain_tables(operator.index(n_domains), s))
 
 
-def _records(n: int, seed: int, n_dev: int, n_test: int) -> Iterator[dict]:
+def _domain_tables(n_domains: int, seed: int) -> tuple[tuple[_Domain, ...], tuple[float, ...]]:
+    """The compiled domains and their cumulative traffic shares."""
+    if n_domains == len(DOMAINS):
+        return _COMPILED, _DOMAIN_CUM  # the default corpus, exactly as it always was
+    if n_domains < len(DOMAINS):
+        names = DOMAINS[:n_domains]
+        return _COMPILED[:n_domains], _cumulative([DOMAIN_SPECS[d]["weight"] for d in names])
+    from rerank.corpus.skills import skill_specs
+
+    skills = skill_specs(n_domains - len(DOMAINS), seed)
+    compiled = _COMPILED + tuple(_compile_domain(name, spec) for name, spec in skills.items())
+    weights = [DOMAIN_SPECS[d]["weight"] for d in DOMAINS] + [spec["weight"] for spec in skills.values()]
+    return compiled, _cumulative(weights)
+
+
+def _records(n: int, seed: int, n_dev: int, n_test: int, domains: tuple[_Domain, ...] = _COMPILED,
+             domain_cum: tuple[float, ...] = _DOMAIN_CUM) -> Iterator[dict]:
     rng = Random(seed)
     # A separate stream, so that the text does not depend on the split sizes.
     split_rng = Random(f"rerank.synthetic.partition:{seed}")
     rand, split_rand = rng.random, split_rng.random
-    domains, domain_cum, devices = _COMPILED, _DOMAIN_CUM, DEVICES
+    devices = DEVICES
     noise = NOISE_RATE
     dev_left, test_left = n_dev, n_test
     for i in range(n):
@@ -926,9 +947,10 @@ def generate(
     seed: int = 0,
     dev_fraction: float = 0.15,
     test_fraction: float = 0.15,
+    n_domains: int = len(DOMAINS),
 ) -> list[dict]:
     """All records of :func:`iter_records` as a list (use the iterator for millions)."""
-    return list(iter_records(n_utterances, seed, dev_fraction, test_fraction))
+    return list(iter_records(n_utterances, seed, dev_fraction, test_fraction, n_domains))
 
 
 def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> None:

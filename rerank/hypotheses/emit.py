@@ -3,7 +3,9 @@
 Which domains emit for an utterance (``hypotheses.emit``):
 - ``mode: all``: every domain, for every utterance;
 - ``mode: floor``: a domain emits when its ``dc >= dc_floor`` or when it is
-  among the ``top_domains`` domains with the highest ``dc`` for that utterance.
+  among the ``top_domains`` domains with the highest ``dc`` for that utterance;
+- ``max_domains`` (optional, either mode): at most that many domains emit, those
+  with the highest ``dc`` (with hundreds of domains, dozens pass a floor).
 A domain that emits proposes up to ``n_best`` hypotheses: the pairs of its IC's
 ``intents_top_k`` intents and its slot tagger's ``ner_n_best`` labellings with the
 highest ``ic * ner``. Labellings that read as the same slots are one
@@ -44,6 +46,11 @@ def emit_mask(dc: np.ndarray, emit_cfg: Mapping[str, Any]) -> np.ndarray:
     if k > 0:
         top = np.argpartition(-dc, k - 1, axis=1)[:, :k]
         np.put_along_axis(mask, top, True, axis=1)
+    cap = emit_cfg.get("max_domains")
+    if cap and int(cap) < dc.shape[1]:
+        best = np.zeros_like(mask)
+        np.put_along_axis(best, np.argpartition(-dc, int(cap) - 1, axis=1)[:, :int(cap)], True, axis=1)
+        mask &= best
     return mask
 
 

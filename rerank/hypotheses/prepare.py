@@ -274,9 +274,10 @@ def build(corpus: Corpus, family: Recognizers, cfg: Mapping[str, Any], writer: T
     family.setup(utts)
     ctx = _Context(utts, domains, family, hyp_cfg, seed, tuple(corpus.context_fields), train_rows, fold_of, split_rows)
     folds = [-1, *range(n_folds)]
-    # Largest first (the full fit, then the largest domains), so that the last jobs are short.
+    # Fold by fold (a worker keeps the rows of its fold at hand), the full fit first; the largest
+    # domains first within a fold, so that the last jobs are short.
     size = {d: sum(u.domain == d for u in utts) for d in domains}
-    jobs = sorted(((d, k) for k in folds for d in domains), key=lambda j: (j[1] != -1, -size[j[0]], j[0], j[1]))
+    jobs = sorted(((d, k) for k in folds for d in domains), key=lambda j: (j[1] != -1, j[1], -size[j[0]], j[0]))
     n_jobs = min(_n_jobs(rec_cfg), len(jobs))
     t0 = time.perf_counter()
     with JobRunner(ctx, n_jobs) as runner:

@@ -21,6 +21,7 @@ import os
 import shutil
 import time
 import uuid
+from collections import OrderedDict
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator, Mapping
@@ -111,27 +112,36 @@ class TableSet:
     def domains(self) -> list[str]:
         return list(self.manifest["domains"])
 
-    def _read(self, rel: str, columns: list[str] | None = None) -> pa.Table:
+    def _read(self, rel: str, columns: list[str] | None = None, cache: bool = True) -> pa.Table:
         entry = self.manifest["files"].get(rel)
         path = self.path / rel
         if entry is None:
             raise TablesCorrupt(f"{path}: not listed in {self.path / MANIFEST}")
         try:
-            data = path.read_bytes()
+            st = path.stat()
         except FileNotFoundError:
             raise TablesCorrupt(f"{path}: listed in the manifest but missing; the set is incomplete, rebuild it") from None
+        # A process that reads the same file again (a sweep worker's gates) takes it from memory, as long as
+        # the file is the one that was checked (same inode, size, time) and the manifest still names it.
+        key = (str(path), entry["sha256"], st.st_ino, st.st_size, st.st_mtime_ns, tuple(columns) if columns is not None else None)
+        if cache and (hit := _READ_CACHE.get(key)) is not None:
+            _READ_CACHE.move_to_end(key)
+            return hit
+        data = path.read_bytes()
         if len(data) != entry["bytes"] or sha256_bytes(data) != entry["sha256"]:
             raise TablesCorrupt(f"{path}: does not match the checksum in {self.path / MANIFEST} "
                                 "(changed, truncated or from another build); rebuild the tables")
         table = pq.read_table(pa.BufferReader(data), columns=columns)
         if table.num_rows != entry["rows"]:
             raise TablesCorrupt(f"{path}: {table.num_rows} rows, the manifest says {entry['rows']}")
+        if cache:
+            _remember(key, table)
         return table
 
     def verify(self) -> None:
         """Check every file of the set against the manifest (prepare's cache does, before reusing a set)."""
         for rel in self.manifest["files"]:
-            self._read(rel, columns=[])
+            self._read(rel, columns=[], cache=False)
 
     def read(self, domain: str, split: str) -> pa.Table:
         """One domain's hypotheses of one split, checked (checksum, rows, label columns)."""
@@ -149,6 +159,18 @@ class TableSet:
     def summary(self) -> dict | None:
         p = self.path / "summary.json"
         return read_json(p) if p.exists() else None
+
+
+#: tables read by this process, most recent last; bounded by their rows
+_READ_CACHE: OrderedDict = OrderedDict()
+READ_CACHE_ROWS = 4_000_000
+
+
+def _remember(key: tuple, table: pa.Table) -> None:
+    _READ_CACHE[key] = table
+    rows = sum(t.num_rows for t in _READ_CACHE.values())
+    while rows > READ_CACHE_ROWS and len(_READ_CACHE) > 1:
+        rows -= _READ_CACHE.popitem(last=False)[1].num_rows
 
 
 def _check_split(split: str) -> None:

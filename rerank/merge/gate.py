@@ -27,6 +27,7 @@ The candidate is promoted only when all checks pass (limits in ``configs/gate/``
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -59,6 +60,20 @@ class GateLimits:
         if unknown := sorted(set(cfg) - known):
             raise ValueError(f"unknown gate settings {unknown}; known: {sorted(known)}")
         return cls(**{k: type(getattr(cls, k))(v) for k, v in cfg.items()})
+
+
+_SCORES: OrderedDict = OrderedDict()
+
+
+def _scores(tables: TableSet, split: str, domain: str, scorer: DomainScorer, table) -> np.ndarray:
+    file = tables.manifest["files"][f"{domain}/{split}.parquet"]["sha256"]
+    who = str(scorer.published.path) if scorer.published is not None else scorer.version
+    key = (str(tables.path), file, domain, who)
+    if (hit := _SCORES.get(key)) is None:
+        hit = _SCORES[key] = scorer.score_table(table)
+        if len(_SCORES) > 16384:
+            _SCORES.popitem(last=False)
+    return hit
 
 
 def _outcome(data: SplitData, score: np.ndarray):
@@ -106,8 +121,9 @@ def evaluate_candidate(tables: TableSet, registry: Registry, domain: str, versio
         cand = DomainScorer(domain, BASELINE)
     else:
         cand = DomainScorer.from_published(registry.load(corpus, domain, version, expect_spec=specs[domain]))
-    # Only the candidate's own rows change: the others are scored once.
-    parts = {d: now.scorers[d].score_table(data.tables[d]) for d in data.domains}
+    # Only the candidate's own rows change: the others are scored once (and once per process: a sweep
+    # worker gates domain after domain against mostly the same live versions).
+    parts = {d: _scores(tables, limits.split, d, now.scorers[d], data.tables[d]) for d in data.domains}
     score_now = np.concatenate([parts[d] for d in data.domains]) if data.domains else np.zeros(0)
     parts[domain] = cand.score_table(data.tables[domain])
     score_cand = np.concatenate([parts[d] for d in data.domains]) if data.domains else np.zeros(0)

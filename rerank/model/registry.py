@@ -31,6 +31,7 @@ import re
 import shutil
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Protocol
@@ -314,7 +315,31 @@ def _age(path: Path) -> float:
         return 0.0
 
 
+#: versions loaded by this process (a version never changes once published; a changed file is a new key)
+_LOADED: OrderedDict = OrderedDict()
+LOADED_MAX = 8192
+
+
 def load_version(path: Path, corpus: str = "", domain: str = "", version: str = "") -> PublishedModel:
+    """Read a version folder (JSON and safetensors: data, never code), checked; kept for this process."""
+    try:
+        stamp = tuple((s.st_ino, s.st_size, s.st_mtime_ns) for s in (os.stat(path / f) for f in ("meta.json", "spec.json",
+                                                                                                   "weights.safetensors")))
+    except OSError:
+        stamp = None
+    key = (str(path), corpus, domain, version, stamp)
+    if stamp is not None and (hit := _LOADED.get(key)) is not None:
+        _LOADED.move_to_end(key)
+        return hit
+    published = _load_version(path, corpus, domain, version)
+    if stamp is not None:
+        _LOADED[key] = published
+        if len(_LOADED) > LOADED_MAX:
+            _LOADED.popitem(last=False)
+    return published
+
+
+def _load_version(path: Path, corpus: str = "", domain: str = "", version: str = "") -> PublishedModel:
     """Read a version folder: JSON and safetensors only (data, never code); weights must be finite."""
     try:
         meta = read_json(path / "meta.json")

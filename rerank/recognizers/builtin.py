@@ -30,7 +30,7 @@ class MaxentDomainClassifier(DomainClassifier):
         self.model, self.features, self.ngram_max = model, features, ngram_max
 
     def scores(self, rows: np.ndarray) -> np.ndarray:
-        return self.model.predict(self.features.matrix(self.ngram_max)[rows])
+        return self.model.predict(self.features.rows(self.ngram_max, rows))
 
 
 class MaxentCrfInterpreter(Interpreter):
@@ -51,11 +51,15 @@ class MaxentCrfInterpreter(Interpreter):
 class MaxentCrfRecognizers(Recognizers):
     """DC: one-vs-all logistic regression; IC: multinomial logistic regression; NER: python-crfsuite CRF."""
 
-    def __init__(self, profiles: Sequence[Mapping[str, Any]], domains: Mapping[str, Mapping[str, Any]] | None = None):
+    def __init__(self, profiles: Sequence[Mapping[str, Any]], domains: Mapping[str, Mapping[str, Any]] | None = None,
+                 dc_max_negatives: int | None = None):
         self.profiles = {p["name"]: dict(p) for p in profiles}
         if not self.profiles:
             raise ValueError("recognizers.profiles is empty")
         self.pinned = {d: dict(v or {}) for d, v in (domains or {}).items()}
+        # With hundreds of domains a DC would see every other domain's utterances as negatives:
+        # like a team with a sample of other traffic, it keeps at most this many (None: all).
+        self.dc_max_negatives = int(dc_max_negatives) if dc_max_negatives else None
         self.features: TextFeatures | None = None
 
     def profile(self, domain: str) -> dict:
@@ -72,7 +76,10 @@ class MaxentCrfRecognizers(Recognizers):
         return self.profile(domain)["name"]
 
     def settings(self) -> dict:
-        return {**super().settings(), "profiles": self.profiles, "domains": self.pinned}
+        out = {**super().settings(), "profiles": self.profiles, "domains": self.pinned}
+        if self.dc_max_negatives:
+            out["dc_max_negatives"] = self.dc_max_negatives
+        return out
 
     def setup(self, utterances: Sequence[Utterance]) -> None:
         super().setup(utterances)
@@ -88,6 +95,11 @@ class MaxentCrfRecognizers(Recognizers):
         is_mine = np.fromiter((self.utterances[i].domain == domain for i in rows), dtype=bool, count=len(rows))
         if not is_mine.any():
             raise ValueError(f"domain {domain!r} has no training utterance in this fold")
+        negatives = np.flatnonzero(~is_mine)
+        if self.dc_max_negatives and len(negatives) > self.dc_max_negatives:
+            rng = np.random.default_rng(domain_seed(seed, domain) + len(rows))
+            keep = np.sort(np.concatenate([np.flatnonzero(is_mine), rng.choice(negatives, self.dc_max_negatives, replace=False)]))
+            rows, is_mine = rows[keep], is_mine[keep]
         model = domain_classifier.DomainClassifier(C=cfg["C"], negative_rate=cfg["negative_rate"],
                                                    class_weight=cfg.get("class_weight"), seed=domain_seed(seed, domain))
         model.fit(self.features.matrix(cfg["ngram_max"])[rows], is_mine)

@@ -40,9 +40,20 @@ def expand_all_domains(argv: list[str], config_dir: str | Path) -> list[str]:
     out = list(argv)
     for i in hits:
         out[i] = "domain=" + ",".join(tables.domains)
+
     if not any(a in ("-m", "--multirun") for a in out):
         out.insert(1, "--multirun")
     return out
+
+
+def in_multirun() -> bool:
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except (ValueError, AttributeError):
+        return False
 
 
 def parallel_jobs() -> int:

@@ -5,7 +5,7 @@ or hang, so the data stays in-process (``num_workers=0``).
 """
 from __future__ import annotations
 
-import lightning as L
+import lightning.pytorch as L
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 

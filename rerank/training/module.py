@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-import lightning as L
+import lightning.pytorch as L
 import numpy as np
 import torch
 

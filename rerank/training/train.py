@@ -12,7 +12,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Mapping
 
-import lightning as L
+import lightning.pytorch as L
 import numpy as np
 import torch
 from hydra.utils import instantiate
@@ -71,6 +71,8 @@ def train(cfg: Mapping[str, Any]) -> dict:
     loss_cfg, optim_cfg, model_cfg = dict(cfg["loss"]), dict(cfg["optimizer"]), dict(cfg["model"])
     registry = Registry(cfg["paths"]["registry_dir"])
 
+    timing = {"setup": time.perf_counter() - t_start}
+    t = time.perf_counter()
     spec = spec_from_manifest(manifest, domain)
     slates = {}
     for split in ("train", "dev"):
@@ -95,9 +97,11 @@ def train(cfg: Mapping[str, Any]) -> dict:
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
     root = Path(cfg["paths"]["log_dir"]) / "checkpoints" / corpus / domain / f"{loss_cfg['name']}-{run_name}"
     trainer: L.Trainer = instantiate(cfg["trainer"], logger=logger, callbacks=callbacks, default_root_dir=str(root))
+    timing["data"] = time.perf_counter() - t
     t_fit = time.perf_counter()
     trainer.fit(module, datamodule=dm)
     fit_seconds = time.perf_counter() - t_fit
+    timing["fit"] = fit_seconds
     restore_best(trainer, module)
     calibration = cfg.get("calibration", "none")
     if calibration == "platt":
@@ -120,14 +124,19 @@ def train(cfg: Mapping[str, Any]) -> dict:
         "fit_seconds": round(fit_seconds, 3),
         "hypotheses_per_second": module.rows_seen / fit_seconds if fit_seconds > 0 else float("nan"),
     }
-    if logger:
+    t = time.perf_counter()
+    if logger and cfg.get("pictures", "auto") in (True, "auto"):
         log_pictures(logger, model, dev_logits, slates["dev"], domain, loss_cfg["name"], dev)
+    timing["pictures"] = time.perf_counter() - t
+    t = time.perf_counter()
     if cfg.get("publish", True) and not cfg["trainer"].get("fast_dev_run"):
         result["version"] = registry.publish(
             corpus, domain, model, loss=loss_cfg["name"], config=cfg, metrics=dev,
             data_hash=f"{manifest['corpus_hash']}:{manifest['settings_hash']}",
         )
+    timing["publish"] = time.perf_counter() - t
     result["seconds"] = round(time.perf_counter() - t_start, 3)
+    result["timing"] = {k: round(v, 4) for k, v in timing.items()}
     print(f"train {corpus}/{domain} loss={loss_cfg['name']}: dev SemER {dev.get('semer', float('nan')):.4f} "
           f"IRER {dev.get('irer', float('nan')):.4f} ECE(top) {dev.get('ece_top', float('nan')):.4f}"
           + (f" -> published {result['version']}" if "version" in result else ""))
