@@ -229,3 +229,59 @@ def test_write_jsonl_failure_keeps_the_old_file(tmp_path):
         write_jsonl(path, broken())
     assert path.read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["syn.jsonl"]
+
+
+# --------------------------------------------------------------------------- many domains (generated skills)
+
+
+def test_the_default_corpus_is_the_eight_domains_unchanged():
+    import hashlib
+
+    assert generate(3000, seed=3) == generate(3000, seed=3, n_domains=8)
+    # The digest of the corpus that the code before data.synthetic.n_domains generated
+    # (commit 7d0a422): adding generated skills must not change the default corpus.
+    digest = hashlib.sha256(json.dumps(generate(5000, seed=0), sort_keys=True).encode()).hexdigest()
+    assert digest == "c40ac00efe73f0235a6913c6d904cc3ef3548e9765b6b14aa040b6f5cf7664f3"
+
+
+def test_fewer_domains_take_the_first_ones():
+    recs = generate(2000, n_domains=3)
+    assert {r["scenario"] for r in recs} == {"Music", "Books", "Video"}
+
+
+def test_many_domains_are_deterministic_realistic_and_unequal():
+    from collections import Counter
+
+    from rerank.corpus.annotation import parse_annotation
+    from rerank.corpus.skills import skill_specs
+
+    a, b = generate(60000, seed=1, n_domains=200), generate(60000, seed=1, n_domains=200)
+    assert a == b
+    assert generate(2000, seed=2, n_domains=200) != generate(2000, seed=1, n_domains=200)
+    domains = Counter(r["scenario"] for r in a)
+    assert len(domains) == 200 and set(DOMAINS) <= set(domains)
+    skills = [d for d in domains if d not in DOMAINS]
+    counts = sorted(domains[d] for d in skills)
+    assert counts[-1] > 2.5 * counts[0]  # unequal traffic, some small skills
+    specs = skill_specs(192, seed=1)
+    assert set(specs) == set(skills) and all(2 <= len(s["intents"]) - 1 <= 5 for s in specs.values())
+    for r in a[:2000]:
+        assert r["intent"].startswith(r["scenario"].lower() + "_") or r["scenario"] in DOMAINS
+        parse_annotation(r["annot_utt"])  # valid brackets
+    # skills of one theme share words and slot values: vocabulary overlaps across domains
+    words: dict[str, set] = {}
+    for r in a:
+        words.setdefault(r["scenario"], set()).update(r["utt"].split())
+    shared = [w for w in words[skills[0]] if sum(w in words[d] for d in skills[1:]) >= 5]
+    assert len(shared) > 10
+
+
+def test_emission_cap_and_negative_cap():
+    import numpy as np
+
+    from rerank.hypotheses.emit import emit_mask
+
+    dc = np.array([[0.9, 0.8, 0.7, 0.6, 0.02], [0.001, 0.002, 0.003, 0.004, 0.005]])
+    mask = emit_mask(dc, {"mode": "floor", "dc_floor": 0.01, "top_domains": 2, "max_domains": 3})
+    assert mask.tolist() == [[True, True, True, False, False], [False, False, False, True, True]]
+    assert emit_mask(dc, {"mode": "floor", "dc_floor": 0.01, "top_domains": 2})[0].sum() == 5
