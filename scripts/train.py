@@ -33,7 +33,10 @@ def main(cfg: DictConfig) -> float:
         t = time.perf_counter()
         promote_trained(container, result)
         result["timing"]["gate"] = round(time.perf_counter() - t, 4)
-    print("timing " + " ".join(f"{k}={v}" for k, v in result["timing"].items()), flush=True)
+    where = ""
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():  # a job of the Ray launcher: on which node
+        where = f" node={sys.modules['ray'].get_runtime_context().get_node_id()[:12]}"
+    print("timing " + " ".join(f"{k}={v}" for k, v in result["timing"].items()) + where, flush=True)
     return result["dev"].get("semer", float("nan"))
 
 

@@ -49,7 +49,8 @@ log = logging.getLogger(__name__)
 
 FEATURE_COLUMNS = ["dc", "ic", "ner", "rank", "n_slots"]
 # Settings that change how fast the tables are built, not what they hold.
-NOT_HASHED = ("n_jobs", "backend")
+NOT_HASHED = ("n_jobs", "backend", "ray_address")
+BACKENDS = ("local", "ray")
 
 
 def build_recognizers(rec_cfg: Mapping[str, Any]) -> Recognizers:
@@ -205,15 +206,46 @@ def _in_worker(fn: Callable, *args):
     return fn(_WORKER_CTX, *args)
 
 
-class JobRunner:
-    """Runs jobs ``fn(ctx, *args)`` in this process or on ``n_jobs`` loky worker processes."""
+_RAY_CTX: dict = {}
 
-    def __init__(self, ctx: _Context, n_jobs: int):
-        self.ctx, self.n_jobs = ctx, n_jobs
-        self._pool, self._tmp = None, None
+
+def _ray_job(ctx_ref: list, fn: Callable, *args):
+    # The reference comes wrapped in a list, so that Ray does not unpickle the context for every
+    # task: a worker fetches it once and keeps it.
+    import ray
+
+    key = ctx_ref[0].hex()
+    if key not in _RAY_CTX:
+        _RAY_CTX.clear()
+        _RAY_CTX[key] = ray.get(ctx_ref[0])
+    with _one_thread():
+        return fn(_RAY_CTX[key], *args)
+
+
+class JobRunner:
+    """Runs jobs ``fn(ctx, *args)`` in this process, on ``n_jobs`` loky worker processes, or on Ray.
+
+    ``backend="ray"``: the jobs are Ray tasks on the cluster ``ray_address`` names (``auto``: the
+    one this machine belongs to; ``null``: a local instance); the context goes to Ray's object
+    store once and every node reads it from there.
+    """
+
+    def __init__(self, ctx: _Context, n_jobs: int, backend: str = "local", ray_address: str | None = None):
+        if backend not in BACKENDS:
+            raise ValueError(f"recognizers.backend must be one of {BACKENDS}, not {backend!r}")
+        self.ctx, self.n_jobs, self.backend, self.ray_address = ctx, n_jobs, backend, ray_address
+        self._pool, self._tmp, self._ray = None, None, None
 
     def __enter__(self) -> "JobRunner":
-        if self.n_jobs > 1:
+        if self.backend == "ray":
+            try:
+                import ray
+            except ImportError:
+                raise ImportError("recognizers.backend=ray needs Ray: pip install -e '.[ray]'") from None
+            if not ray.is_initialized():
+                ray.init(address=self.ray_address, include_dashboard=False, log_to_driver=False)
+            self._ray = (ray, ray.put(self.ctx), ray.remote(_ray_job))
+        elif self.n_jobs > 1:
             from joblib.externals.loky import ProcessPoolExecutor
 
             self._tmp = tempfile.TemporaryDirectory(prefix="rerank_prepare_")
@@ -235,7 +267,15 @@ class JobRunner:
         """``{job: fn(ctx, *job)}`` for every job (a tuple of arguments), with a progress bar."""
         out: dict[tuple, Any] = {}
         with tqdm(total=len(jobs), desc=desc, unit="job") as bar:
-            if self._pool is None:
+            if self._ray is not None:
+                ray, ctx_ref, remote = self._ray
+                pending = {remote.remote([ctx_ref], fn, *job): job[:2] for job in jobs}
+                while pending:
+                    done, _ = ray.wait(list(pending), num_returns=min(len(pending), 64), timeout=1.0)
+                    for ref in done:
+                        out[pending.pop(ref)] = ray.get(ref)
+                    bar.update(len(done))
+            elif self._pool is None:
                 for job in jobs:
                     out[job[:2]] = fn(self.ctx, *job)
                     bar.update()
@@ -279,8 +319,9 @@ def build(corpus: Corpus, family: Recognizers, cfg: Mapping[str, Any], writer: T
     size = {d: sum(u.domain == d for u in utts) for d in domains}
     jobs = sorted(((d, k) for k in folds for d in domains), key=lambda j: (j[1] != -1, j[1], -size[j[0]], j[0]))
     n_jobs = min(_n_jobs(rec_cfg), len(jobs))
+    backend = rec_cfg.get("backend") or "local"
     t0 = time.perf_counter()
-    with JobRunner(ctx, n_jobs) as runner:
+    with JobRunner(ctx, n_jobs, backend, rec_cfg.get("ray_address")) as runner:
         dc_out = runner.map(dc_job, jobs, f"prepare {corpus.name}: DC")
         t_dc = time.perf_counter()
         dc = {k: {s: np.stack([dc_out[(d, k)]["scores"][s] for d in domains], axis=1) for s in ctx.emit_rows(k)} for k in folds}
@@ -289,7 +330,8 @@ def build(corpus: Corpus, family: Recognizers, cfg: Mapping[str, Any], writer: T
                      for d, k in jobs for j in [domains.index(d)]]
         em_out = runner.map(emit_job, emit_jobs, f"prepare {corpus.name}: IC+NER")
     wall = time.perf_counter() - t0
-    print(f"prepare: {len(jobs)} (domain, fold) jobs x 2 phases on {n_jobs} process{'es' if n_jobs > 1 else ''} in "
+    where = "Ray" if backend == "ray" else f"{n_jobs} process{'es' if n_jobs > 1 else ''}"
+    print(f"prepare: {len(jobs)} (domain, fold) jobs x 2 phases on {where} in "
           f"{wall:.1f} s (DC {t_dc - t0:.1f} s; summed over jobs: DC fits {sum(r['seconds'] for r in dc_out.values()):.1f} s, "
           f"IC+NER fits {sum(r['seconds']['fit'] for r in em_out.values()):.1f} s, "
           f"emission {sum(r['seconds']['emit'] for r in em_out.values()):.1f} s)")
