@@ -341,3 +341,39 @@ def test_rank_takes_the_import_format_unqualified_intents_and_no_ranks():
     mixed = [dict(bare[0], rank=0), bare[1]]
     with pytest.raises(BadFeatures, match="rank"):
         ranker.rank(mixed)
+
+
+def test_many_linear_domains_scored_together_equal_one_by_one(monkeypatch):
+    """With many domains, score_tables scores the linear models by lookups over one table: the same scores."""
+    import rerank.merge.ranker as ranker_mod
+
+    rng = np.random.default_rng(5)
+    scorers, tables = {}, {}
+    for k in range(40):
+        d = f"D{k:02d}"
+        spec = FeatureSpec(d, tuple(f"{d.lower()}_i{j}" for j in range(3)), CONTEXT, ("a", "b", f"{d}_t"), n_ranks=int(rng.integers(1, 5)))
+        model = DomainReranker(spec)
+        with torch.no_grad():
+            model.linear.weight.copy_(torch.from_numpy(rng.normal(0, 1, (1, spec.dim)).astype(np.float32)))
+            model.linear.bias.fill_(float(rng.normal()))
+            model.mean.copy_(torch.from_numpy(rng.normal(0, 0.2, spec.dim).astype(np.float32)))
+            model.std.copy_(torch.from_numpy(rng.uniform(0.5, 2, spec.dim).astype(np.float32)))
+        scorers[d] = DomainScorer(d, "v1", spec, model.numpy_scorer(), "crossentropy")
+        hyps, utt = [], []
+        for u in range(30):
+            for r in range(int(rng.integers(1, 7))):
+                slots = [(t, "x") for t in rng.choice(["a", "b", f"{d}_t", "zz"], int(rng.integers(0, 4)))]
+                intent = f"{d.lower()}_i{int(rng.integers(0, 4))}"  # i3: unseen in training, no one-hot
+                hyps.append(hyp(d, intent, float(rng.random()), float(rng.random()), float(rng.random()), rank=r, slots=slots,
+                                device=str(rng.choice(["echo", "fire_tv", "car"]))))
+                utt.append(u)
+        tables[d] = hypothesis_table(hyps, utt)
+    scorers["Weather"] = DomainScorer("Weather", BASELINE)
+    tables["Weather"] = hypothesis_table([hyp("Weather", "weather_query", 0.5)], [0])
+    ranker = CrossDomainRanker(scorers)
+    together = ranker.score_tables(tables)
+    assert ranker._many is not None  # the path under test ran
+    monkeypatch.setattr(ranker_mod, "MANY_DOMAINS", 10**9)
+    one_by_one = CrossDomainRanker(scorers).score_tables(tables)
+    np.testing.assert_allclose(together.score, one_by_one.score, rtol=1e-12, atol=1e-15)
+    assert np.array_equal(together.rank, one_by_one.rank)

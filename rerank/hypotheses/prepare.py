@@ -175,7 +175,7 @@ def emit_job(ctx: _Context, domain: str, fold: int, masks: Mapping[str, np.ndarr
     schema = hypothesis_schema(ctx.context_fields)
     with _one_thread():
         fit = ctx.fit_rows(fold)
-        own = fit[np.fromiter((utts[i].domain == domain for i in fit), dtype=bool, count=len(fit))]
+        own = fit[ctx.family.is_domain(fit, domain)]
         if not len(own):
             raise ValueError(f"domain {domain!r} has no training utterance in fold {fold}")
         interpreter = ctx.family.fit_interpreter(domain, own, ctx.seed)
@@ -188,7 +188,7 @@ def emit_job(ctx: _Context, domain: str, fold: int, masks: Mapping[str, np.ndarr
             emit_domain(interpreter, domain, utts, rows[sel], index[s][sel], dcs[s][sel], ctx.hyp_cfg, sink, fold)
             tables[s] = pa.table({f.name: sink.cols.get(f.name, []) for f in schema}, schema=schema)
             if s == "dev":
-                gold = rows[np.fromiter((utts[i].domain == domain for i in rows), dtype=bool, count=len(rows))]
+                gold = rows[ctx.family.is_domain(rows, domain)]
                 figures = domain_recognizer_figures(interpreter, utts, gold)
     return {"tables": tables, "figures": figures, "seconds": {"fit": t_fit, "emit": time.perf_counter() - t0 - t_fit}}
 
@@ -316,7 +316,7 @@ def build(corpus: Corpus, family: Recognizers, cfg: Mapping[str, Any], writer: T
     folds = [-1, *range(n_folds)]
     # Fold by fold (a worker keeps the rows of its fold at hand), the full fit first; the largest
     # domains first within a fold, so that the last jobs are short.
-    size = {d: sum(u.domain == d for u in utts) for d in domains}
+    size = dict(zip(family.domain_names, np.bincount(family.domain_codes, minlength=len(family.domain_names)).tolist()))
     jobs = sorted(((d, k) for k in folds for d in domains), key=lambda j: (j[1] != -1, j[1], -size[j[0]], j[0]))
     n_jobs = min(_n_jobs(rec_cfg), len(jobs))
     backend = rec_cfg.get("backend") or "local"

@@ -93,5 +93,14 @@ def promote_trained(cfg: Mapping[str, Any], result: Mapping[str, Any]) -> dict:
     mode = cfg.get("promote", "gate")
     if mode not in MODES:
         raise ValueError(f"promote must be one of {MODES}, not {mode!r}")
-    return promote_version(open_tables(cfg), Registry(cfg["paths"]["registry_dir"]), result["domain"], result["version"],
-                           cfg["gate"], force=mode == "force")
+    registry = Registry(cfg["paths"]["registry_dir"])
+    if mode == "force":
+        # live without evaluating: promote=force is for runs that want every new version serving
+        # (a benchmark, a first deployment); scripts/promote.py force=true still writes the gate's report
+        entry = registry.set_live(cfg["data"]["name"], result["domain"], result["version"], action="promote",
+                                  verdict="not gated (promote=force)", forced=True)
+        print(f"promote {cfg['data']['name']}/{result['domain']} {entry['from'] or 'baseline'} -> {result['version']}: "
+              "live without the gate (promote=force)")
+        return {"domain": result["domain"], "version": result["version"], "accepted": None, "forced": True,
+                "live": result["version"], "action": "promote", "report": None, "failed": []}
+    return promote_version(open_tables(cfg), registry, result["domain"], result["version"], cfg["gate"])

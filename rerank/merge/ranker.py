@@ -20,11 +20,14 @@ from rerank.hypotheses.figures import baseline_score
 from rerank.ranking import order_within_utterances, rank_within_utterances
 from rerank.model.features import (BadFeatures, FeatureSpec, check_finite, feature_blocks, features_from_records,
                                    log_scores, record_scores)
+from rerank.model.many import LinearDomains
 from rerank.model.registry import PublishedModel, Registry
-from rerank.model.scorer import sigmoid
+from rerank.model.scorer import LogitScorer, sigmoid
 
 log = logging.getLogger(__name__)
 BASELINE = "baseline"
+#: from this many linear domains on, score_tables scores them together (rerank.model.many)
+MANY_DOMAINS = 32
 MISSING_POLICIES = ("baseline", "error")
 
 
@@ -228,13 +231,38 @@ class CrossDomainRanker:
             versions[d] = scorer.version
         return score, rank_within_utterances(table["utt_index"].to_numpy(), score), versions
 
+    def _linear_domains(self) -> LinearDomains:
+        if getattr(self, "_many", None) is None:
+            self._many = LinearDomains({d: (s.spec, s.logit) for d, s in self.scorers.items()
+                                        if not s.is_baseline and isinstance(s.logit, LogitScorer) and s.logit.kind == "linear"})
+        return self._many
+
+    def _score_many(self, tables: Mapping[str, pa.Table], domains: list[str]) -> dict[str, np.ndarray]:
+        """Every domain's scores; the linear models of many domains together (:mod:`rerank.model.many`)."""
+        linear = [d for d in domains if not self.scorers[d].is_baseline and isinstance(self.scorers[d].logit, LogitScorer)
+                  and self.scorers[d].logit.kind == "linear"]
+        if len(linear) < MANY_DOMAINS:
+            return {d: self.scorers[d].score_table(tables[d]) for d in domains}
+        many = self._linear_domains()
+        columns = ["domain", "dc", "ic", "ner", "n_slots", "rank", "intent", "slots", *many.context_fields]
+        big = pa.concat_tables([tables[d].select(columns) for d in linear])
+        sizes = [tables[d].num_rows for d in linear]
+        codes = np.repeat(np.array([many.code[d] for d in linear], dtype=np.int64), sizes)
+        p = _sigmoid(many.logits(big, codes))
+        out = dict(zip(linear, np.split(p, np.cumsum(sizes)[:-1])))
+        for d in domains:
+            if d not in out:
+                out[d] = self.scorers[d].score_table(tables[d])
+        return out
+
     def score_tables(self, tables: Mapping[str, pa.Table]) -> Ranked:
         """Score and rank whole hypothesis tables (one per domain) of one split."""
         domains = sorted(tables)
         for d in domains:
             self._scorer(d)
         utt = [tables[d]["utt_index"].to_numpy() for d in domains]
-        score = [self.scorers[d].score_table(tables[d]) for d in domains]
+        scored = self._score_many(tables, domains)
+        score = [scored[d] for d in domains]
         code = [np.full(tables[d].num_rows, j, dtype=np.int32) for j, d in enumerate(domains)]
         src = [np.arange(tables[d].num_rows) for d in domains]
         u, s = np.concatenate(utt) if utt else np.zeros(0, np.int64), np.concatenate(score) if score else np.zeros(0)

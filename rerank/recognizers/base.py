@@ -64,10 +64,20 @@ class Recognizers(ABC):
     """A family of per-domain recognizers: builds each domain's DC, IC and NER independently."""
 
     utterances: Sequence[Utterance]
+    #: the domain of every utterance as a code into ``domain_names`` (set by :meth:`setup`)
+    domain_codes: np.ndarray
+    domain_names: list[str]
 
     def setup(self, utterances: Sequence[Utterance]) -> None:
         """Called once before any fit, with every utterance of the corpus; rows index this list."""
         self.utterances = utterances
+        self.domain_names = sorted({u.domain for u in utterances})
+        index = {d: i for i, d in enumerate(self.domain_names)}
+        self.domain_codes = np.fromiter((index[u.domain] for u in utterances), dtype=np.int32, count=len(utterances))
+
+    def is_domain(self, rows: np.ndarray, domain: str) -> np.ndarray:
+        """Which of the utterances ``rows`` are of ``domain`` (a vector test, not a loop over utterances)."""
+        return self.domain_codes[rows] == self.domain_names.index(domain)
 
     @abstractmethod
     def fit_domain_classifier(self, domain: str, rows: np.ndarray, seed: int) -> DomainClassifier:

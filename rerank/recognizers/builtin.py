@@ -92,7 +92,7 @@ class MaxentCrfRecognizers(Recognizers):
 
     def fit_domain_classifier(self, domain: str, rows: np.ndarray, seed: int) -> DomainClassifier:
         cfg = self.profile(domain)["dc"]
-        is_mine = np.fromiter((self.utterances[i].domain == domain for i in rows), dtype=bool, count=len(rows))
+        is_mine = self.is_domain(rows, domain)
         if not is_mine.any():
             raise ValueError(f"domain {domain!r} has no training utterance in this fold")
         negatives = np.flatnonzero(~is_mine)

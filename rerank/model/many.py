@@ -1,0 +1,107 @@
+r"""The linear models of many domains scored together, over one table of all their hypotheses.
+
+A linear model's logit is a sum of a few terms, each a lookup (the feature layout of
+:class:`~rerank.model.features.FeatureSpec`, the weights folded as in
+:class:`~rerank.model.scorer.LogitScorer`):
+
+.. math::
+    s = b_d + w_d^{dense} \cdot (dc, ic, ner, \log dc, \log ic, \log ner, n_{slots})
+          + w_d[\text{rank}] + w_d[\text{intent}] + \sum_c w_d[c = v] + \sum_{\text{slots}} w_d[\text{type}]
+
+so every hypothesis of every domain is scored by gathers over whole columns, with no
+per-domain feature matrix: with a thousand domains, building a thousand small matrices
+costs more than the arithmetic. The result equals the per-domain path up to the order
+of the floating-point additions (the features are rounded to float32 first, as there).
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from rerank.model.features import BadFeatures, FeatureSpec, check_finite, log_scores
+from rerank.model.scorer import LogitScorer
+
+SEP = "\x1f"
+DENSE = 7  # dc, ic, ner, their logs, n_slots
+
+
+class LinearDomains:
+    """Folded weights of many linear models, laid out for lookups by (domain, value)."""
+
+    def __init__(self, models: Mapping[str, tuple[FeatureSpec, LogitScorer]]):
+        self.domains = sorted(models)
+        self.code = {d: i for i, d in enumerate(self.domains)}
+        n = len(self.domains)
+        max_ranks = max((spec.n_ranks for spec, _ in models.values()), default=1)
+        self.dense = np.zeros((n, DENSE))
+        self.rank = np.zeros((n, max_ranks))
+        self.bias = np.zeros(n)
+        intents, context, slots = {}, {}, {}
+        self.context_fields: tuple[str, ...] = ()
+        for i, d in enumerate(self.domains):
+            spec, scorer = models[d]
+            if scorer.kind != "linear":
+                raise ValueError(f"{d}: only linear models are scored together, not {scorer.kind}")
+            w = scorer.w
+            self.dense[i] = w[:DENSE]
+            r = spec.n_ranks
+            self.rank[i, :r] = w[DENSE:DENSE + r]
+            self.rank[i, r:] = w[DENSE + r - 1]  # deeper ranks share the last one-hot
+            self.bias[i] = scorer.b
+            col = DENSE + r
+            for intent in spec.intents:
+                intents[f"{d}{SEP}{intent}"] = w[col]
+                col += 1
+            for c, values in spec.context:
+                for v in values:
+                    context.setdefault(c, {})[f"{d}{SEP}{v}"] = w[col]
+                    col += 1
+            for t in spec.slot_types:
+                slots[f"{d}{SEP}{t}"] = w[col]
+                col += 1
+            self.context_fields = tuple(dict.fromkeys((*self.context_fields, *(c for c, _ in spec.context))))
+        self._intents = self._lookup(intents)
+        self._context = {c: self._lookup(m) for c, m in context.items()}
+        self._slots = self._lookup(slots)
+
+    @staticmethod
+    def _lookup(m: dict) -> tuple[pa.Array, np.ndarray]:
+        keys = list(m)
+        return pa.array(keys, pa.string()), np.array([m[k] for k in keys] + [0.0])  # the last: not found
+
+    def _gather(self, keys, lookup) -> np.ndarray:
+        value_set, weights = lookup
+        idx = pc.index_in(keys, value_set=value_set).fill_null(len(weights) - 1)
+        return weights[np.asarray(idx.to_numpy(zero_copy_only=False), dtype=np.int64)]
+
+    def logits(self, table: pa.Table, domain_code: np.ndarray) -> np.ndarray:
+        """Logits of the rows of ``table`` (hypotheses of these domains; ``domain_code`` per row, from :attr:`code`)."""
+        n = table.num_rows
+        scores = np.stack([table[c].to_numpy(zero_copy_only=False).astype(np.float64) for c in ("dc", "ic", "ner")], axis=1)
+        check_finite(scores, table)
+        dense = np.empty((n, DENSE), dtype=np.float32)  # as the per-domain feature matrix rounds them
+        dense[:, 0:3] = scores
+        dense[:, 3:6] = log_scores(scores)
+        dense[:, 6] = table["n_slots"].to_numpy(zero_copy_only=False)
+        out = np.einsum("ij,ij->i", dense.astype(np.float64), self.dense[domain_code])
+        rank = table["rank"].to_numpy(zero_copy_only=False).astype(np.int64)
+        if n and rank.min() < 0:
+            raise BadFeatures(f"{int((rank < 0).sum())} hypotheses have a negative rank; ranks are 0-based")
+        out += self.rank[domain_code, np.minimum(rank, self.rank.shape[1] - 1)]
+        domain = table["domain"]
+        out += self._gather(pc.binary_join_element_wise(domain, table["intent"], SEP), self._intents)
+        for c, lookup in self._context.items():
+            out += self._gather(pc.binary_join_element_wise(domain, table[c], SEP), lookup)
+        slots = table["slots"]
+        if len(self._slots[0]) and n:
+            slots = slots.combine_chunks() if isinstance(slots, pa.ChunkedArray) else slots
+            owner = pc.list_parent_indices(slots).to_numpy()
+            types = pc.struct_field(pc.list_flatten(slots), "type")
+            if len(types):
+                owner_domain = pc.take(domain.combine_chunks() if isinstance(domain, pa.ChunkedArray) else domain, pa.array(owner))
+                w = self._gather(pc.binary_join_element_wise(owner_domain, types, SEP), self._slots)
+                out += np.bincount(owner, weights=w, minlength=n)
+        return out + self.bias[domain_code]
