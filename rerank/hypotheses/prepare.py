@@ -168,8 +168,11 @@ def dc_job(ctx: _Context, domain: str, fold: int) -> dict:
     return {"scores": scores, "seconds": time.perf_counter() - t0}
 
 
-def emit_job(ctx: _Context, domain: str, fold: int, masks: Mapping[str, np.ndarray], dcs: Mapping[str, np.ndarray]) -> dict:
-    """Fit ``domain``'s IC and NER on its own training rows of the fold; emit where ``masks`` says."""
+def emit_job(ctx: _Context, domain: str, fold: int, chosen: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> dict:
+    """Fit ``domain``'s IC and NER on its own training rows of the fold; emit for the ``chosen`` rows.
+
+    ``chosen[split]``: positions in the fold's emit rows where the domain emits, and its ``dc`` there.
+    """
     t0 = time.perf_counter()
     utts = ctx.utts
     schema = hypothesis_schema(ctx.context_fields)
@@ -183,9 +186,9 @@ def emit_job(ctx: _Context, domain: str, fold: int, masks: Mapping[str, np.ndarr
         tables, figures = {}, None
         index = ctx.utt_index(fold)
         for s, rows in ctx.emit_rows(fold).items():
-            sel = np.flatnonzero(masks[s])
+            sel, dc = chosen[s]
             sink = HypothesisColumns(ctx.context_fields)
-            emit_domain(interpreter, domain, utts, rows[sel], index[s][sel], dcs[s][sel], ctx.hyp_cfg, sink, fold)
+            emit_domain(interpreter, domain, utts, rows[sel], index[s][sel], dc, ctx.hyp_cfg, sink, fold)
             tables[s] = pa.table({f.name: sink.cols.get(f.name, []) for f in schema}, schema=schema)
             if s == "dev":
                 gold = rows[ctx.family.is_domain(rows, domain)]
@@ -263,29 +266,30 @@ class JobRunner:
         if self._tmp is not None:
             self._tmp.cleanup()
 
-    def map(self, fn: Callable, jobs: list[tuple], desc: str) -> dict[tuple, Any]:
-        """``{job: fn(ctx, *job)}`` for every job (a tuple of arguments), with a progress bar."""
+    def map(self, fn: Callable, jobs: list[tuple], bar, take: Callable[[tuple, Any], None] | None = None) -> dict[tuple, Any]:
+        """``fn(ctx, *job)`` for every job (a tuple of arguments); ``{job[:2]: result}``, or each handed to ``take``
+        as it completes (then nothing is kept: a thousand domains' tables need not be in memory at once)."""
         out: dict[tuple, Any] = {}
-        with tqdm(total=len(jobs), desc=desc, unit="job") as bar:
-            if self._ray is not None:
-                ray, ctx_ref, remote = self._ray
-                pending = {remote.remote([ctx_ref], fn, *job): job[:2] for job in jobs}
-                while pending:
-                    done, _ = ray.wait(list(pending), num_returns=min(len(pending), 64), timeout=1.0)
-                    for ref in done:
-                        out[pending.pop(ref)] = ray.get(ref)
-                    bar.update(len(done))
-            elif self._pool is None:
-                for job in jobs:
-                    out[job[:2]] = fn(self.ctx, *job)
-                    bar.update()
-            else:
-                from joblib.externals.loky import as_completed
+        done_with = take or out.__setitem__
+        if self._ray is not None:
+            ray, ctx_ref, remote = self._ray
+            pending = {remote.remote([ctx_ref], fn, *job): job[:2] for job in jobs}
+            while pending:
+                done, _ = ray.wait(list(pending), num_returns=min(len(pending), 64), timeout=1.0)
+                for ref in done:
+                    done_with(pending.pop(ref), ray.get(ref))
+                bar.update(len(done))
+        elif self._pool is None:
+            for job in jobs:
+                done_with(job[:2], fn(self.ctx, *job))
+                bar.update()
+        else:
+            from joblib.externals.loky import as_completed
 
-                futures = {self._pool.submit(_in_worker, fn, *job): job[:2] for job in jobs}
-                for fut in as_completed(futures):
-                    out[futures[fut]] = fut.result()
-                    bar.update()
+            futures = {self._pool.submit(_in_worker, fn, *job): job[:2] for job in jobs}
+            for fut in as_completed(futures):
+                done_with(futures[fut], fut.result())
+                bar.update()
         return out
 
 
@@ -321,32 +325,61 @@ def build(corpus: Corpus, family: Recognizers, cfg: Mapping[str, Any], writer: T
     n_jobs = min(_n_jobs(rec_cfg), len(jobs))
     backend = rec_cfg.get("backend") or "local"
     t0 = time.perf_counter()
+    chosen: dict[tuple, dict] = {}
+    dev_choice = None
+    seconds = {"dc": 0.0, "fit": 0.0, "emit": 0.0}
+    counts: dict[str, dict[str, int]] = {d: {} for d in domains}
+    slim: dict[str, dict[str, pa.Table]] = {s: {} for s in ("dev", "test")}
+    pieces: dict[str, dict[int, dict]] = {d: {} for d in domains}
+
+    def write_domain(key: tuple, result: dict) -> None:
+        """Once all of a domain's folds are in: its tables, written; only what the summary reads is kept."""
+        d, k = key
+        pieces[d][k] = result["tables"]
+        seconds["fit"] += result["seconds"]["fit"]
+        seconds["emit"] += result["seconds"]["emit"]
+        if k == -1:
+            figures[d] = result["figures"]
+        if len(pieces[d]) < len(folds):
+            return
+        for s in SPLITS:
+            # train: the folds' tables in fold order; dev and test: the full fit's.
+            parts = [pieces[d][f][s] for f in folds if s in pieces[d][f]]
+            table = pa.concat_tables(parts).sort_by([("utt_index", "ascending"), ("rank", "ascending")])
+            writer.write_table(f"{d}/{s}.parquet", table)
+            counts[d][s] = table.num_rows
+            if s in slim:
+                slim[s][d] = table.select(["utt_index", "dc", "ic", "ner", "sem_errors", "ie", "semer"])
+        del pieces[d]
+
+    figures: dict[str, dict] = {}
     with JobRunner(ctx, n_jobs, backend, rec_cfg.get("ray_address")) as runner:
-        dc_out = runner.map(dc_job, jobs, f"prepare {corpus.name}: DC")
+        # Fold by fold: one fold's dc of every domain is in memory at a time, and what the
+        # emission rule keeps of it (a few domains per utterance) is all that stays.
+        with tqdm(total=len(jobs), desc=f"prepare {corpus.name}: DC", unit="job") as bar:
+            for k in folds:
+                out = runner.map(dc_job, [j for j in jobs if j[1] == k], bar)
+                seconds["dc"] += sum(r["seconds"] for r in out.values())
+                for s in ctx.emit_rows(k):
+                    m = np.stack([out[(d, k)]["scores"][s] for d in domains], axis=1)
+                    mask = emit_mask(m, hyp_cfg["emit"])
+                    if (k, s) == (-1, "dev"):
+                        dev_choice = m.argmax(axis=1)
+                    for j, d in enumerate(domains):
+                        sel = np.flatnonzero(mask[:, j]).astype(np.int32)
+                        chosen.setdefault((d, k), {})[s] = (sel, m[sel, j].copy())
+                del out, m, mask
         t_dc = time.perf_counter()
-        dc = {k: {s: np.stack([dc_out[(d, k)]["scores"][s] for d in domains], axis=1) for s in ctx.emit_rows(k)} for k in folds}
-        masks = {k: {s: emit_mask(m, hyp_cfg["emit"]) for s, m in dc[k].items()} for k in folds}
-        emit_jobs = [(d, k, {s: m[:, j] for s, m in masks[k].items()}, {s: m[:, j] for s, m in dc[k].items()})
-                     for d, k in jobs for j in [domains.index(d)]]
-        em_out = runner.map(emit_job, emit_jobs, f"prepare {corpus.name}: IC+NER")
+        with tqdm(total=len(jobs), desc=f"prepare {corpus.name}: IC+NER", unit="job") as bar:
+            # domain by domain now: a domain's tables are written, and freed, as soon as its folds are in
+            by_domain = sorted(jobs, key=lambda j: (-size[j[0]], j[0], folds.index(j[1])))
+            runner.map(emit_job, [(d, k, chosen.pop((d, k))) for d, k in by_domain], bar, take=write_domain)
     wall = time.perf_counter() - t0
     where = "Ray" if backend == "ray" else f"{n_jobs} process{'es' if n_jobs > 1 else ''}"
     print(f"prepare: {len(jobs)} (domain, fold) jobs x 2 phases on {where} in "
-          f"{wall:.1f} s (DC {t_dc - t0:.1f} s; summed over jobs: DC fits {sum(r['seconds'] for r in dc_out.values()):.1f} s, "
-          f"IC+NER fits {sum(r['seconds']['fit'] for r in em_out.values()):.1f} s, "
-          f"emission {sum(r['seconds']['emit'] for r in em_out.values()):.1f} s)")
+          f"{wall:.1f} s (DC {t_dc - t0:.1f} s; summed over jobs: DC fits {seconds['dc']:.1f} s, "
+          f"IC+NER fits {seconds['fit']:.1f} s, emission {seconds['emit']:.1f} s)")
 
-    counts: dict[str, dict[str, int]] = {}
-    tables: dict[str, dict[str, pa.Table]] = {s: {} for s in SPLITS}
-    for d in domains:
-        counts[d] = {}
-        for s in SPLITS:
-            # train: the folds' tables in fold order; dev and test: the full fit's.
-            parts = [em_out[(d, k)]["tables"][s] for k in folds if s in em_out[(d, k)]["tables"]]
-            table = pa.concat_tables(parts).sort_by([("utt_index", "ascending"), ("rank", "ascending")])
-            writer.write_table(f"{d}/{s}.parquet", table)
-            tables[s][d] = table
-            counts[d][s] = table.num_rows
     gold = {}
     for s in SPLITS:
         gold[s] = utterance_table([utts[i] for i in split_rows[s]], corpus.context_fields)
@@ -357,10 +390,8 @@ def build(corpus: Corpus, family: Recognizers, cfg: Mapping[str, Any], writer: T
         "corpus": corpus.name,
         "origin": "prepared",
         "domains": domains,
-        "recognizers_dev": recognizer_figures(dc[-1]["dev"], dev_gold, domains,
-                                              {d: em_out[(d, -1)]["figures"] for d in domains},
-                                              {d: family.describe(d) for d in domains}),
-        "splits": {s: split_figures(tables[s], gold[s], domains) for s in ("dev", "test")},
+        "recognizers_dev": recognizer_figures(dev_choice, dev_gold, domains, figures, {d: family.describe(d) for d in domains}),
+        "splits": {s: split_figures(slim[s], gold[s], domains) for s in ("dev", "test")},
         "skipped_lines": len(corpus.report.skipped),
     }
     writer.write_json("summary.json", summary)

@@ -20,9 +20,9 @@ def domain_recognizer_figures(interpreter: Interpreter, utts, gold_rows: np.ndar
     return {"n": int(len(gold_rows)), "ic_hits": int(ic_ok.sum()), "slot_counts": [tp.tolist(), nh.tolist(), ng.tolist()]}
 
 
-def recognizer_figures(dc: np.ndarray, gold_domain: np.ndarray, domains, per_domain: dict, profiles: dict) -> dict:
-    """DC accuracy (argmax of every domain's dc), IC accuracy and slot F1 of the gold domain's recognizers, on dev."""
-    dc_pred = np.array(domains)[dc.argmax(axis=1)] if len(dc) else np.zeros(0, dtype=object)
+def recognizer_figures(dc_argmax: np.ndarray, gold_domain: np.ndarray, domains, per_domain: dict, profiles: dict) -> dict:
+    """DC accuracy (the domain of the highest dc), IC accuracy and slot F1 of the gold domain's recognizers, on dev."""
+    dc_pred = np.array(domains)[dc_argmax] if len(dc_argmax) else np.zeros(0, dtype=object)
     per: dict[str, dict] = {}
     counts = []
     ic_hits = 0
