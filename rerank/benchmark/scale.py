@@ -93,7 +93,13 @@ def holder_rss(work: Path, name: str) -> float:
     return int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout) / 1024
 
 
-def run_size(label: str, data: list[str], work: Path, extra_prepare: list[str], sweep: bool, rank_calls: int) -> dict:
+def run_size(label: str, data: list[str], work: Path, extra_prepare: list[str], sweep: bool, rank_calls: int,
+             previous: dict | None = None) -> dict:
+    """One size; with ``previous`` (the row of an earlier run on the same folder), only the serving-side figures again."""
+    if previous is not None:
+        row = {**previous, **probe(work, data, rank_calls)}
+        row["holder_rss_mb"] = holder_rss(work, row["data_name"])
+        return row
     work.mkdir(parents=True, exist_ok=True)
     row = {"label": label, "data": data}
     m = run_measured([sys.executable, str(REPO / "scripts/prepare.py"), *data, *extra_prepare, f"paths.output_dir={work}",
@@ -110,6 +116,7 @@ def run_size(label: str, data: list[str], work: Path, extra_prepare: list[str], 
     name = next((a.split("=", 1)[1] for a in data if a.startswith("data.name=")), None) or \
         next(a.split("=", 1)[1] for a in data if a.startswith("data="))
     row.update(probe(work, data, rank_calls))
+    row["data_name"] = name
     row["holder_rss_mb"] = holder_rss(work, name)
     manifest = json.loads((work / "data" / name / "manifest.json").read_text())
     row["utterances"] = sum(manifest["splits"].values())
@@ -163,21 +170,24 @@ def main(argv=None) -> int:
     ap.add_argument("--utterances", default="", help="domains:utterances,... corpora of growing size (e.g. 8:10000,8:100000)")
     ap.add_argument("--rank-calls", type=int, default=3000)
     ap.add_argument("--no-sweep", action="store_true")
+    ap.add_argument("--probe-only", action="store_true", help="measure the serving-side figures again on earlier runs")
     args = ap.parse_args(argv)
     work = Path(args.work).resolve()
     out = work / "scale.json"
     results = json.loads(out.read_text()) if out.exists() else {"domains": [], "utterances": []}
     print(f"# scale benchmark, {time.strftime('%Y-%m-%d %H:%M %Z')}\n# machine: {machine()}", flush=True)
     for size in args.sizes:
+        earlier = {r["label"]: r for r in results["domains"]} if args.probe_only else {}
         if size == "hwu64":
             row = run_size("HWU64", ["data=hwu64", f"data.path={REPO.parent / 'shared/data/hwu64'}"], work / "hwu64", [],
-                           not args.no_sweep, args.rank_calls)
+                           not args.no_sweep, args.rank_calls, earlier.get("HWU64"))
         else:
             n_domains = int(size)
-            n = utterances_for(n_domains)
+            label = f"synthetic, {n_domains} domains"
+            n = utterances_for(n_domains) if label not in earlier else 0
             data = ["data=synthetic", f"data.name=synthetic_{n_domains}d", f"data.synthetic.n_domains={n_domains}",
                     f"data.synthetic.n_utterances={n}"]
-            row = run_size(f"synthetic, {n_domains} domains", data, work / f"d{n_domains}", MANY, not args.no_sweep, args.rank_calls)
+            row = run_size(label, data, work / f"d{n_domains}", MANY, not args.no_sweep, args.rank_calls, earlier.get(label))
         results["domains"] = [r for r in results["domains"] if r["label"] != row["label"]] + [row]
         results["domains"].sort(key=lambda r: r["domains"])
         out.write_text(json.dumps(results, indent=2))

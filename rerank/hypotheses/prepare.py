@@ -354,21 +354,29 @@ def build(corpus: Corpus, family: Recognizers, cfg: Mapping[str, Any], writer: T
 
     figures: dict[str, dict] = {}
     with JobRunner(ctx, n_jobs, backend, rec_cfg.get("ray_address")) as runner:
-        # Fold by fold: one fold's dc of every domain is in memory at a time, and what the
-        # emission rule keeps of it (a few domains per utterance) is all that stays.
+        # One fold's dc of every domain is kept until the fold is complete; then what the emission
+        # rule keeps of it (a few domains per utterance) stays, while the workers go on with the next folds.
+        arrived: dict[int, dict[str, Any]] = {k: {} for k in folds}
+
+        def take_dc(key: tuple, result: dict) -> None:
+            nonlocal dev_choice
+            d, k = key
+            arrived[k][d] = result["scores"]
+            seconds["dc"] += result["seconds"]
+            if len(arrived[k]) < len(domains):
+                return
+            for s in ctx.emit_rows(k):
+                m = np.stack([arrived[k][d][s] for d in domains], axis=1)
+                mask = emit_mask(m, hyp_cfg["emit"])
+                if (k, s) == (-1, "dev"):
+                    dev_choice = m.argmax(axis=1)
+                for j, dom in enumerate(domains):
+                    sel = np.flatnonzero(mask[:, j]).astype(np.int32)
+                    chosen.setdefault((dom, k), {})[s] = (sel, m[sel, j].copy())
+            del arrived[k]
+
         with tqdm(total=len(jobs), desc=f"prepare {corpus.name}: DC", unit="job") as bar:
-            for k in folds:
-                out = runner.map(dc_job, [j for j in jobs if j[1] == k], bar)
-                seconds["dc"] += sum(r["seconds"] for r in out.values())
-                for s in ctx.emit_rows(k):
-                    m = np.stack([out[(d, k)]["scores"][s] for d in domains], axis=1)
-                    mask = emit_mask(m, hyp_cfg["emit"])
-                    if (k, s) == (-1, "dev"):
-                        dev_choice = m.argmax(axis=1)
-                    for j, d in enumerate(domains):
-                        sel = np.flatnonzero(mask[:, j]).astype(np.int32)
-                        chosen.setdefault((d, k), {})[s] = (sel, m[sel, j].copy())
-                del out, m, mask
+            runner.map(dc_job, jobs, bar, take=take_dc)
         t_dc = time.perf_counter()
         with tqdm(total=len(jobs), desc=f"prepare {corpus.name}: IC+NER", unit="job") as bar:
             # domain by domain now: a domain's tables are written, and freed, as soon as its folds are in

@@ -221,14 +221,18 @@ class CrossDomainRanker:
         order = np.argsort(idx, kind="stable")
         bounds = np.searchsorted(idx[order], np.arange(len(names) + 1))
         by_domain = table.take(pa.array(order))  # one gather; each domain is then a zero-copy slice
+        parts = {d: by_domain.slice(int(bounds[j]), int(bounds[j + 1] - bounds[j])) for j, d in enumerate(names)}
+        known = [d for d in names if d in self.scorers]
+        if unknown != "baseline" and len(known) < len(names):
+            self._scorer(next(d for d in names if d not in self.scorers))  # raises, naming it
+        scored = self._score_many(parts, known)
+        for d in names:
+            if d not in scored:
+                scored[d] = DomainScorer(d, BASELINE).score_table(parts[d])
         score = np.empty(table.num_rows)
-        versions = {}
         for j, d in enumerate(names):
-            lo, hi = int(bounds[j]), int(bounds[j + 1])
-            scorer = self.scorers.get(d) if unknown == "baseline" else self._scorer(d)
-            scorer = scorer or DomainScorer(d, BASELINE)
-            score[order[lo:hi]] = scorer.score_table(by_domain.slice(lo, hi - lo))
-            versions[d] = scorer.version
+            score[order[bounds[j]:bounds[j + 1]]] = scored[d]
+        versions = {d: self.scorers[d].version if d in self.scorers else BASELINE for d in names}
         return score, rank_within_utterances(table["utt_index"].to_numpy(), score), versions
 
     def _linear_domains(self) -> LinearDomains:

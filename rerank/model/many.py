@@ -25,6 +25,11 @@ from rerank.model.features import BadFeatures, FeatureSpec, check_finite, log_sc
 from rerank.model.scorer import LogitScorer
 
 SEP = "\x1f"
+
+
+def _codes(column) -> pa.DictionaryArray:
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    return column if pa.types.is_dictionary(column.type) else pc.dictionary_encode(column)
 DENSE = 7  # dc, ic, ner, their logs, n_slots
 
 
@@ -63,19 +68,34 @@ class LinearDomains:
                 slots[f"{d}{SEP}{t}"] = w[col]
                 col += 1
             self.context_fields = tuple(dict.fromkeys((*self.context_fields, *(c for c, _ in spec.context))))
-        self._intents = self._lookup(intents)
-        self._context = {c: self._lookup(m) for c, m in context.items()}
-        self._slots = self._lookup(slots)
+        self._intents, self._context, self._slots = intents, context, slots
 
-    @staticmethod
-    def _lookup(m: dict) -> tuple[pa.Array, np.ndarray]:
-        keys = list(m)
-        return pa.array(keys, pa.string()), np.array([m[k] for k in keys] + [0.0])  # the last: not found
+    def _weights(self, keyed: dict, codes: pa.DictionaryArray, domain_code: np.ndarray) -> np.ndarray:
+        """The weight of every row's (domain, value): a [domains, distinct values] table, gathered.
 
-    def _gather(self, keys, lookup) -> np.ndarray:
-        value_set, weights = lookup
-        idx = pc.index_in(keys, value_set=value_set).fill_null(len(weights) - 1)
-        return weights[np.asarray(idx.to_numpy(zero_copy_only=False), dtype=np.int64)]
+        The values are dictionary codes (a string is hashed once per distinct value, not per row).
+        """
+        values = codes.dictionary.to_pylist()
+        table = np.zeros((len(self.domains), len(values) + 1))
+        for j, v in enumerate(values):
+            for i in self._owners(v):
+                w = keyed.get(f"{self.domains[i]}{SEP}{v}")
+                if w is not None:
+                    table[i, j] = w
+        idx = np.asarray(codes.indices.fill_null(len(values)).to_numpy(zero_copy_only=False), dtype=np.int64)
+        return table[domain_code, idx]
+
+    def _owners(self, value: str):
+        # A value's weight can belong to any domain that lists it: domain-qualified intents belong to one,
+        # devices and shared slot types to many. The owners of each value are found once per domain set.
+        if not hasattr(self, "_owner_index"):
+            owners: dict[str, list[int]] = {}
+            for keyed in (self._intents, self._slots, *self._context.values()):
+                for key in keyed:
+                    d, v = key.split(SEP, 1)
+                    owners.setdefault(v, []).append(self.code[d])
+            self._owner_index = {v: sorted(set(i)) for v, i in owners.items()}
+        return self._owner_index.get(value, ())
 
     def logits(self, table: pa.Table, domain_code: np.ndarray) -> np.ndarray:
         """Logits of the rows of ``table`` (hypotheses of these domains; ``domain_code`` per row, from :attr:`code`)."""
@@ -91,17 +111,15 @@ class LinearDomains:
         if n and rank.min() < 0:
             raise BadFeatures(f"{int((rank < 0).sum())} hypotheses have a negative rank; ranks are 0-based")
         out += self.rank[domain_code, np.minimum(rank, self.rank.shape[1] - 1)]
-        domain = table["domain"]
-        out += self._gather(pc.binary_join_element_wise(domain, table["intent"], SEP), self._intents)
-        for c, lookup in self._context.items():
-            out += self._gather(pc.binary_join_element_wise(domain, table[c], SEP), lookup)
+        out += self._weights(self._intents, _codes(table["intent"]), domain_code)
+        for c, keyed in self._context.items():
+            out += self._weights(keyed, _codes(table[c]), domain_code)
         slots = table["slots"]
-        if len(self._slots[0]) and n:
+        if self._slots and n:
             slots = slots.combine_chunks() if isinstance(slots, pa.ChunkedArray) else slots
-            owner = pc.list_parent_indices(slots).to_numpy()
             types = pc.struct_field(pc.list_flatten(slots), "type")
             if len(types):
-                owner_domain = pc.take(domain.combine_chunks() if isinstance(domain, pa.ChunkedArray) else domain, pa.array(owner))
-                w = self._gather(pc.binary_join_element_wise(owner_domain, types, SEP), self._slots)
+                owner = pc.list_parent_indices(slots).to_numpy()
+                w = self._weights(self._slots, _codes(types), domain_code[owner])
                 out += np.bincount(owner, weights=w, minlength=n)
         return out + self.bias[domain_code]
