@@ -2,7 +2,7 @@
 
 Arguments are Hydra overrides of ``configs/benchmark.yaml`` (e.g.
 ``write_benchmarks_md=true``, ``benchmark.speed.joblib_sweep=false``,
-``benchmark.scaling=true``). Writes ``outputs/benchmarks/<corpus>/``:
+``benchmark.seeds=3``). Writes ``outputs/benchmarks/<corpus>/``:
 report.md, results.json and the plots.
 """
 import logging
@@ -16,7 +16,7 @@ def main(argv: list[str]) -> None:
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from rerank.benchmark.run import run_benchmark
+    from rerank.benchmark.suite import run_benchmark
 
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__)

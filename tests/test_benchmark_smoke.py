@@ -53,7 +53,7 @@ def test_results_json_has_every_part(bench):
     for r in on_disk["rows"]:
         assert {"name", "kind", "status", "retrain_alone", "train_seconds"} <= set(r)
         if r["status"] == "ok":
-            assert {"semer", "semer_ci", "irer", "irer_ci", "domain_error", "ece", "mce", "brier", "gap_closed"} <= set(r)
+            assert {"semer", "semer_ci", "irer", "irer_ci", "domain_error", "ece_top", "mce_top", "brier_top", "gap_closed"} <= set(r)
     lgbm = next(r for r in on_disk["rows"] if r["name"].startswith("LightGBM"))
     assert lgbm["status"] in ("disabled", "not installed") and lgbm["retrain_alone"] == "no"
     skipped = [r for r in on_disk["rows"] if "candidates=utterance" in r["name"]]
@@ -101,23 +101,6 @@ def test_benchmarks_md_section_is_replaced_not_duplicated(bench, tmp_path):
     text = path.read_text()
     assert text.count(f"## Benchmark suite: {results['corpus']}") == 1
     assert "Hand-written intro." in text and "other corpus" in text and "keep me" in text
-
-
-def test_scaling_only_merges_a_size_into_results_json(bench):
-    from rerank.benchmark import run_benchmark
-
-    results, d = bench
-    out = d.parents[1]  # <output_dir>/benchmarks/synthetic -> <output_dir>
-    overrides = [f"paths.output_dir={out}", *REDUCED, "benchmark.scaling_only=true", "benchmark.scaling_sizes=[300]"]
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        cfg = OmegaConf.to_container(compose(config_name="benchmark", overrides=overrides), resolve=True)
-    merged = run_benchmark(cfg, cli_overrides=overrides)
-    on_disk = json.loads((d / "results.json").read_text())
-    assert [s["utterances"] for s in on_disk["scaling"]] == [300] == [s["utterances"] for s in merged["scaling"]]
-    row = on_disk["scaling"][0]
-    assert row["prepare_seconds"] > 0 and row["train_hypotheses"] > 0 and "trainer.max_epochs=2" in row["note"]
-    assert on_disk["rows"] == results["rows"]  # the suite's rows are kept
-    assert "| 300 |" in (d / "report.md").read_text()
 
 
 def test_the_benchmark_runs_on_imported_tables_and_agrees(bench, tmp_path):

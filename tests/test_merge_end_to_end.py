@@ -86,9 +86,9 @@ def test_merge_report(trained, tmp_path):
         assert isinstance(m["per_domain"], dict) and set(m["per_domain"]) <= set(manifest["domains"])
         assert 0 <= m["irer"] <= 1 and m["semer"] >= 0
     assert metrics["oracle"]["semer"] <= min(metrics["baseline"]["semer"], metrics["crossentropy"]["semer"])
-    assert metrics["oracle"]["ece"] is None
+    assert metrics["oracle"]["ece_top"] is None
     for system in ("baseline", "crossentropy"):
-        assert 0 <= metrics[system]["ece"] <= 1 and 0 <= metrics[system]["brier"] <= 1
+        assert 0 <= metrics[system]["ece_top"] <= 1 and 0 <= metrics[system]["brier_top"] <= 1
         assert metrics[system]["semer_ci"][0] <= metrics[system]["semer"] <= metrics[system]["semer_ci"][1]
 
     meta = metrics["_meta"]

@@ -23,7 +23,7 @@ import pytest
 from rerank.hypotheses.figures import oracle_score
 from rerank.hypotheses.schema import hypothesis_schema, utterance_schema
 from rerank.hypotheses.tables import TableSet, TableSetWriter
-from rerank.merge.evaluate import FIGURES, evaluate, load_split
+from rerank.merge.evaluate import FIGURES, evaluate, load_split, top_hypotheses
 from rerank.metrics.semer import interpretation_error, semantic_errors
 
 GOLD = [
@@ -106,14 +106,15 @@ def test_figures_by_hand(split):
     # slot F1 of the top hypotheses: TP = 2 (foo, bar), 2 hypothesis slots, 6 gold slots
     assert o["slot_f1"] == pytest.approx(2 * 2 / (2 + 6))
     # calibration: utterance 3 has no hypothesis, hence no confidence: 4 pairs
-    conf, correct = r["_arrays"]["conf"], r["_arrays"]["correct"]
+    tops = top_hypotheses(data, score)
+    conf, correct = tops.conf, tops.correct
     assert conf.tolist() == [0.9, 0.7, 0.72, 0.05]
     assert correct.tolist() == [1, 0, 1, 0]
     # bins of 1/15: 0.9 -> 13; 0.7 and 0.72 -> 10 (acc 0.5, conf 0.71); 0.05 -> 0
-    assert o["ece"] == pytest.approx((0.1 + 2 * abs(0.5 - 0.71) + 0.05) / 4)
-    assert o["mce"] == pytest.approx(0.21)
-    assert o["brier"] == pytest.approx((0.1**2 + 0.7**2 + 0.28**2 + 0.05**2) / 4)
-    assert o["nll"] == pytest.approx(-(math.log(0.9) + math.log(0.3) + math.log(0.72) + math.log(0.95)) / 4)
+    assert o["ece_top"] == pytest.approx((0.1 + 2 * abs(0.5 - 0.71) + 0.05) / 4)
+    assert o["mce_top"] == pytest.approx(0.21)
+    assert o["brier_top"] == pytest.approx((0.1**2 + 0.7**2 + 0.28**2 + 0.05**2) / 4)
+    assert o["nll_top"] == pytest.approx(-(math.log(0.9) + math.log(0.3) + math.log(0.72) + math.log(0.95)) / 4)
     # every hypothesis' score read as P(IE = 0)
     y_all = 1 - data.ie
     assert o["brier_all"] == pytest.approx(np.mean((score - y_all) ** 2))
@@ -129,8 +130,8 @@ def test_per_gold_domain(split):
     assert a["irer"] == pytest.approx(1 / 3) and b["irer"] == pytest.approx(1.0)
     assert a["domain_error"] == 0 and b["domain_error"] == 1
     assert a["intent_error"] == pytest.approx(1 / 3) and b["intent_error"] == 1
-    assert a["ece"] == pytest.approx((0.1 + 0.28 + 0.05) / 3)
-    assert b["ece"] == pytest.approx(0.7) and b["mce"] == pytest.approx(0.7)  # only utt 1 has a hypothesis
+    assert a["ece_top"] == pytest.approx((0.1 + 0.28 + 0.05) / 3)
+    assert b["ece_top"] == pytest.approx(0.7) and b["mce_top"] == pytest.approx(0.7)  # only utt 1 has a hypothesis
     assert a["slot_f1"] == pytest.approx(2 * 2 / (2 + 2)) and b["slot_f1"] == 0.0
 
 
@@ -141,8 +142,8 @@ def test_oracle_and_uncalibrated(split):
     # lowest SemER per utterance: 0, 2/4 (B), 0, none (2), 1/2
     assert o["semer"] == pytest.approx((0 + 2 + 0 + 2 + 1) / 11)
     assert o["domain_error"] == pytest.approx(1 / 5)  # only the utterance without a hypothesis
-    assert all(o[k] is None for k in ("ece", "mce", "brier", "nll"))
-    assert r["_arrays"]["conf"] is None
+    assert all(o[k] is None for k in ("ece_top", "mce_top", "brier_top", "nll_top"))
+    assert "ece_all" not in o  # nor over every hypothesis
 
 
 def test_no_hypothesis_at_all(split, tmp_path):
@@ -158,7 +159,7 @@ def test_no_hypothesis_at_all(split, tmp_path):
     # tops: utt 0 B (3 errors), utt 1 B (2), utt 2 B (2), utt 3 none (2), utt 4 none (2)
     assert o["semer"] == pytest.approx(11 / 11)
     assert o["irer"] == 1.0 and o["domain_error"] == pytest.approx(4 / 5)
-    assert o["brier"] == pytest.approx((0.5**2 + 0.6**2 + 0.1**2) / 3)
+    assert o["brier_top"] == pytest.approx((0.5**2 + 0.6**2 + 0.1**2) / 3)
 
 
 def test_bootstrap_intervals(split):
@@ -166,13 +167,13 @@ def test_bootstrap_intervals(split):
     r = evaluate(data, score, calibrated=True, n_boot=300, seed=1)
     o = r["overall"]
     assert set(FIGURES) <= set(o)
-    for key in ("semer", "irer", "ece"):
+    for key in ("semer", "irer", "ece_top"):
         lo, hi = o[f"{key}_ci"]
         assert lo <= hi
     for key in ("semer", "irer"):
         lo, hi = o[f"{key}_ci"]
         assert lo <= o[key] <= hi
-    assert o["ece_ci"][0] >= 0
+    assert o["ece_top_ci"][0] >= 0
     for d in ("A", "B"):
         assert "semer_ci" in r["per_domain"][d] and "irer_ci" in r["per_domain"][d]
         lo, hi = r["per_domain"][d]["semer_ci"]

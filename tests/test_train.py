@@ -65,7 +65,7 @@ def test_short_train_publishes_v1_with_spec_metrics_and_a_safe_checkpoint(train_
     assert FeatureSpec.from_dict(read_json(vdir / "spec.json")) == spec
     metrics = read_json(vdir / "metrics.json")
     assert metrics == pytest.approx(result["dev"])
-    assert {"semer", "irer", "ece", "ece_top", "brier", "nll"} <= set(metrics)
+    assert {"semer", "irer", "ece_top", "ece_all", "brier_all", "nll_all"} <= set(metrics)
     meta = read_json(vdir / "meta.json")
     assert meta["loss"] == "crossentropy" and meta["kind"] == "linear" and meta["version"] == "v1"
     assert meta["data_hash"] == f"{prepared.manifest['corpus_hash']}:{prepared.manifest['settings_hash']}"
@@ -297,7 +297,7 @@ def test_R2_recovers_a_known_calibration_on_a_toy_problem(one_thread):
         logits = model(torch.from_numpy(x)).numpy()
     assert np.allclose(model.numpy_scorer()(x), logits, atol=1e-4)
     # and the dev figures say it is calibrated
-    assert module.dev_metrics["ece"] < 0.05
+    assert module.dev_metrics["ece_all"] < 0.05
 
 
 def test_platt_calibration_on_dev_lowers_dev_log_loss_and_survives_publishing(train_config, prepared, domains):
@@ -312,7 +312,7 @@ def test_platt_calibration_on_dev_lowers_dev_log_loss_and_survives_publishing(tr
     scale, shift = published.tensors["calibration"].tolist()
     assert (scale, shift) != (1.0, 0.0) and scale > 0
     # R1 alone leaves the logits uncalibrated; Platt scaling on dev fixes the scale.
-    assert result["dev"]["nll"] < plain["dev"]["nll"]
+    assert result["dev"]["nll_all"] < plain["dev"]["nll_all"]
     dev = to_slates(TableSet.open(prepared.data_dir).read(domain, "dev"), published.spec)
     valid = dev.semer != -1
     torch_model = DomainReranker.from_weights(published.spec, published.kind, published.tensors)

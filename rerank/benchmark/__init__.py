@@ -9,7 +9,7 @@ a speed benchmark that needs none of them does not pay for Lightning.
 """
 import importlib
 
-_LAZY = {"run_benchmark": "rerank.benchmark.run", "render_benchmarks_md": "rerank.benchmark.report",
+_LAZY = {"run_benchmark": "rerank.benchmark.suite", "render_benchmarks_md": "rerank.benchmark.report",
          "render_report": "rerank.benchmark.report", "update_benchmarks_md": "rerank.benchmark.report"}
 
 __all__ = list(_LAZY)

@@ -31,8 +31,8 @@ def quality_table(rows) -> list[str]:
             lines.append(f"| {r['name']} | {r['status']} |" + " - |" * (len(QUALITY_COLUMNS) - 3) + f" {r.get('retrain_alone', '-')} |")
             continue
         secs = r.get("train_seconds")
-        lines.append(f"| {r['name']} | {_ci(r, 'semer')} | {_ci(r, 'irer')} | {_f(r.get('domain_error'))} | {_f(r.get('ece'))} | "
-                     f"{_f(r.get('mce'))} | {_f(r.get('brier'))} | {_pct(r.get('gap_closed'))} | "
+        lines.append(f"| {r['name']} | {_ci(r, 'semer')} | {_ci(r, 'irer')} | {_f(r.get('domain_error'))} | {_f(r.get('ece_top'))} | "
+                     f"{_f(r.get('mce_top'))} | {_f(r.get('brier_top'))} | {_pct(r.get('gap_closed'))} | "
                      f"{'-' if secs is None else f'{secs:.1f}'} | {r.get('retrain_alone', '-')} |")
     return lines
 
@@ -61,12 +61,12 @@ def findings(rows) -> list[str]:
         return f"**{r['name']}** loses to **{other['name']}** on {label}: {a:.4f} vs {b:.4f}{note}."
 
     for r in by_kind.get("per-domain", []):
-        for other, key, label in ((base, "semer", "SemER"), (base, "ece", "ECE"), (platt, "semer", "SemER"), (platt, "ece", "ECE"),
+        for other, key, label in ((base, "semer", "SemER"), (base, "ece_top", "ECE"), (platt, "semer", "SemER"), (platt, "ece_top", "ECE"),
                                   *((j, "semer", "SemER") for j in joints)):
             if other is not None and (s := cmp(r, other, key, label)):
                 out.append(s)
     if platt and base:
-        for key, label in (("semer", "SemER"), ("ece", "ECE")):
+        for key, label in (("semer", "SemER"), ("ece_top", "ECE")):
             if s := cmp(platt, base, key, label):
                 out.append(s)
     for j in joints:
@@ -84,10 +84,10 @@ def findings(rows) -> list[str]:
                 out.append(f"The best per-domain row ties with **{j['name']}** on SemER ({best['semer']:.4f}).")
             else:
                 out.append(f"The best per-domain row beats **{j['name']}** on SemER ({best['semer']:.4f} vs {j['semer']:.4f}).")
-        calibrated = [r for r in ok if r.get("ece") is not None]
+        calibrated = [r for r in ok if r.get("ece_top") is not None]
         if calibrated:
-            c = min(calibrated, key=lambda r: r["ece"])
-            out.append(f"Best calibrated row (lowest top-hypothesis ECE): **{c['name']}** ({c['ece']:.4f}).")
+            c = min(calibrated, key=lambda r: r["ece_top"])
+            out.append(f"Best calibrated row (lowest top-hypothesis ECE): **{c['name']}** ({c['ece_top']:.4f}).")
     return out
 
 
@@ -132,7 +132,7 @@ def async_lines(a: Mapping[str, Any] | None) -> list[str]:
              f"({a['other_domain_rows']} test hypotheses compared with `np.array_equal`); "
              f"{a['updated_domain_rows_changed']} of the updated domain's {a['updated_domain_rows']} scores changed;",
              f"- overall test SemER {_f(o['semer']['before'])} -> {_f(o['semer']['after'])}, IRER {_f(o['irer']['before'])} -> "
-             f"{_f(o['irer']['after'])}, ECE {_f(o['ece']['before'])} -> {_f(o['ece']['after'])};",
+             f"{_f(o['irer']['after'])}, ECE {_f(o['ece_top']['before'])} -> {_f(o['ece_top']['after'])};",
              f"- wall time: single-domain update {a['update_seconds']:.1f} s (training {a['update_train_seconds']:.1f} s, plus publish and merge) "
              f"vs full sequential retrain of every domain {a['full_retrain_seconds']:.1f} s "
              f"(that domain's share of it: {_f(a.get('full_retrain_seconds_of_that_domain'), 1)} s).", "",
@@ -181,7 +181,6 @@ def render_report(results: Mapping[str, Any]) -> str:
              "## Model selection (dev)", "", *selection_lines(results.get("selection") or {}), "",
              "## Asynchronous update of one domain", "", *async_lines(results.get("async_update")), "",
              "## Speed", "", *speed_lines(results.get("speed")), ""]
-    lines += ["## Scaling (synthetic)", "", *scaling_lines(results.get("scaling")), ""]
     rows = [r for r in results["rows"] if r.get("per_domain")]
     if rows:
         names = [r["name"] for r in rows]
@@ -191,23 +190,6 @@ def render_report(results: Mapping[str, Any]) -> str:
         lines.append("")
     lines += ["## Plots", ""] + [f"![{p}]({p})" for p in results.get("plots") or []] + [""]
     return "\n".join(lines)
-
-
-def _rss(peak) -> str:
-    """Largest resident set of this process or of a child so far (ru_maxrss only grows)."""
-    if isinstance(peak, dict) and peak:
-        return f"{max(peak.values()):,.0f}"
-    return "-" if peak is None else f"{peak:,.0f}"
-
-
-def scaling_lines(scaling) -> list[str]:
-    if not scaling:
-        return ["Not run (`benchmark.scaling=true` runs it; it grows synthetic corpora, whatever the corpus above)."]
-    lines = ["| utterances | prepare (s) | train hypotheses | train R2, all domains (s) | merge hypotheses/s | peak RSS so far, MB | note |",
-             "| ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
-    lines += [f"| {s['utterances']:,} | {s['prepare_seconds']:.1f} | {s.get('train_hypotheses', 0):,} | {s['train_seconds']:.1f} | "
-              f"{s['merge_hypotheses_per_second']:,.0f} | {_rss(s.get('peak_rss_mb'))} | {s.get('note', '')} |" for s in scaling]
-    return lines
 
 
 def render_benchmarks_md(results: Mapping[str, Any]) -> str:
@@ -224,7 +206,7 @@ def render_benchmarks_md(results: Mapping[str, Any]) -> str:
              "### Model selection (dev)", "", *selection_lines(results.get("selection") or {}), "",
              "### Asynchronous update", "", *async_lines(results.get("async_update")), "",
              "### Speed", "", *speed_lines(results.get("speed")), "",
-             "### Scaling (synthetic)", "", *scaling_lines(results.get("scaling")), ""]
+             "Growth with the number of domains and the size of the corpus: BENCHMARKS.md, Scale.", ""]
     return "\n".join(lines)
 
 

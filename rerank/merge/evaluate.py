@@ -19,7 +19,9 @@ from rerank.metrics.calibration import bin_index, brier, ece, ece_rows, mce, nll
 from rerank.metrics.corpus import bootstrap_ci, slot_counts, slot_f1_from_counts
 from rerank.hypotheses.tables import TableSet
 
-FIGURES = ("semer", "irer", "ece", "mce", "brier", "nll", "domain_error", "intent_error", "slot_f1")
+#: the figures of a system, overall and per gold domain; ``*_top``: of the top hypothesis' score read as
+#: P(exactly right), ``*_all`` (overall only): of every hypothesis' score; ``*_ci``: bootstrap 95% intervals
+FIGURES = ("semer", "irer", "domain_error", "intent_error", "slot_f1", "ece_top", "mce_top", "brier_top", "nll_top")
 
 
 @dataclass
@@ -89,19 +91,36 @@ def figures(errors, totals, ie_top, dom_err, int_err, tp, nh, ng, conf, correct,
         out["semer_ci"] = list(bootstrap_ci(lambda e, t: e.sum(1) / t.sum(1), errors, totals, n_resamples=n_boot, seed=seed, vectorized=True))
         out["irer_ci"] = list(bootstrap_ci(lambda i: i.mean(1), ie_top.astype(float), n_resamples=n_boot, seed=seed, vectorized=True))
     if conf is not None and len(conf):
-        out.update(ece=ece(conf, correct), mce=mce(conf, correct), brier=brier(conf, correct), nll=nll(conf, correct))
+        out.update(ece_top=ece(conf, correct), mce_top=mce(conf, correct), brier_top=brier(conf, correct), nll_top=nll(conf, correct))
         if n_boot:
-            out["ece_ci"] = list(bootstrap_ci(ece_rows, conf, correct.astype(float), bin_index(conf), n_resamples=n_boot, seed=seed, vectorized=True))
+            out["ece_top_ci"] = list(bootstrap_ci(ece_rows, conf, correct.astype(float), bin_index(conf), n_resamples=n_boot,
+                                                  seed=seed, vectorized=True))
     else:
-        out.update(ece=None, mce=None, brier=None, nll=None)
+        out.update(ece_top=None, mce_top=None, brier_top=None, nll_top=None)
     return out
 
 
-def evaluate(data: SplitData, score: np.ndarray, calibrated: bool = True, n_boot: int = 1000, seed: int = 0) -> dict:
-    """Figures of the ranking by ``score`` (one per hypothesis row of ``data``).
+@dataclass
+class TopHypotheses:
+    """The top hypothesis' confidence and correctness of every utterance that has one (for the diagrams)."""
 
-    Returns ``{"overall": {...}, "per_domain": {gold domain: {...}}, "calibration": {...}}``
-    plus, under ``"_arrays"``, the top-hypothesis confidences for plots.
+    conf: np.ndarray
+    correct: np.ndarray
+    gold_domain: np.ndarray
+
+
+def top_hypotheses(data: SplitData, score: np.ndarray) -> TopHypotheses:
+    top, _, ie_top = top_hypothesis_outcome(data.utt_index, score, data.sem_errors, data.ie, data.totals)
+    has = top >= 0
+    return TopHypotheses(score[top[has]], 1.0 - ie_top[has], data.gold_domain[has])
+
+
+def evaluate(data: SplitData, score: np.ndarray, calibrated: bool = True, n_boot: int = 1000, seed: int = 0) -> dict:
+    """Figures of the ranking by ``score`` (one per hypothesis row of ``data``): flat dicts of :data:`FIGURES`.
+
+    Returns ``{"overall": {...}, "per_domain": {gold domain: {...}}}``; ``calibrated=False``
+    (a score that is no probability, e.g. the oracle's) leaves the calibration figures ``None``.
+    :func:`top_hypotheses` gives the arrays behind the calibration figures, for diagrams.
     """
     top, errors, ie_top = top_hypothesis_outcome(data.utt_index, score, data.sem_errors, data.ie, data.totals)
     has = top >= 0
@@ -127,5 +146,4 @@ def evaluate(data: SplitData, score: np.ndarray, calibrated: bool = True, n_boot
         # All hypotheses, not just the top: is every score a probability of being right?
         c_all, y_all = np.clip(score, 0, 1), 1.0 - data.ie
         result["overall"].update(ece_all=ece(c_all, y_all), brier_all=brier(c_all, y_all), nll_all=nll(c_all, y_all))
-    result["_arrays"] = {"conf": conf, "correct": correct, "gold_domain": gd[has]}
     return result

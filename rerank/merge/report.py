@@ -24,27 +24,25 @@ def main_table(metrics: Mapping[str, Mapping]) -> list[str]:
         rel = (m["semer"] - base) / base if base else float("nan")
         gap = (base - m["semer"]) / (base - oracle) if base > oracle else float("nan")
         lines.append(f"| {name} | {_ci(m, 'semer')} | {_ci(m, 'irer')} | {_fmt(m['domain_error'])} | {_fmt(m['intent_error'])} | "
-                     f"{_fmt(m['slot_f1'])} | {_ci(m, 'ece')} | {_fmt(m.get('mce'))} | {_fmt(m.get('brier'))} | {_fmt(m.get('nll'))} | "
+                     f"{_fmt(m['slot_f1'])} | {_ci(m, 'ece_top')} | {_fmt(m.get('mce_top'))} | {_fmt(m.get('brier_top'))} | {_fmt(m.get('nll_top'))} | "
                      f"{rel:+.1%} | {gap:.1%} |")
     return lines
 
 
-def write_report(report_dir: Path, metrics: dict, meta: dict, systems: dict, scorers: dict, log_dir: str | None) -> str:
+def write_report(report_dir: Path, metrics: dict, meta: dict, tops: dict, scorers: dict, log_dir: str | None) -> str:
+    """``tops``: the :class:`~rerank.merge.evaluate.TopHypotheses` of every calibrated system, for the diagrams."""
     from rerank.plots import feature_weights, reliability_diagram, reliability_grid, save
 
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
     write_json(report_dir / "metrics.json", {**metrics, "_meta": meta})
-    calibrated = {n: (r["_arrays"]["conf"], r["_arrays"]["correct"]) for n, r in systems.items() if r["_arrays"]["conf"] is not None}
+    calibrated = {n: (t.conf, t.correct) for n, t in tops.items()}
     figs = {"reliability": reliability_diagram(calibrated, title=f"{meta['corpus']} {meta['split']}: top hypothesis")}
     per_domain = {}
-    for n, r in systems.items():
-        a = r["_arrays"]
-        if a["conf"] is None:
-            continue
-        for d in sorted(set(a["gold_domain"])):
-            m = a["gold_domain"] == d
-            per_domain.setdefault(d, {})[n] = (a["conf"][m], a["correct"][m])
+    for n, t in tops.items():
+        for d in sorted(set(t.gold_domain)):
+            m = t.gold_domain == d
+            per_domain.setdefault(d, {})[n] = (t.conf[m], t.correct[m])
     figs["reliability_per_domain"] = reliability_grid(per_domain)
     W = {d: w for d, s in scorers.items() if (w := s.feature_weights()) is not None}
     if W:
@@ -57,7 +55,7 @@ def write_report(report_dir: Path, metrics: dict, meta: dict, systems: dict, sco
                 for name, fig in figs.items():
                     w.add_figure(f"merge/{name}", fig)
                 for sys_name, m in metrics.items():
-                    for k in ("semer", "irer", "ece", "brier"):
+                    for k in ("semer", "irer", "ece_top", "brier_top"):
                         if m.get(k) is not None:
                             w.add_scalar(f"merge/{sys_name}/{k}", m[k])
         except ImportError:
@@ -84,7 +82,7 @@ def write_report(report_dir: Path, metrics: dict, meta: dict, systems: dict, sco
         lines.append(f"| {d} | " + " | ".join(_fmt(metrics[n]["per_domain"].get(d, {}).get("semer")) for n in names) + " |")
     lines += ["", "## ECE (top hypothesis) per gold domain", "", "| domain | " + " | ".join(names) + " |", "| --- |" + " ---: |" * len(names)]
     for d in metrics["baseline"]["per_domain"]:
-        lines.append(f"| {d} | " + " | ".join(_fmt(metrics[n]["per_domain"].get(d, {}).get("ece")) for n in names) + " |")
+        lines.append(f"| {d} | " + " | ".join(_fmt(metrics[n]["per_domain"].get(d, {}).get("ece_top")) for n in names) + " |")
     if meta.get("versions"):
         lines += ["", "## Model versions", "", "| system | " + " | ".join(sorted(next(iter(meta["versions"].values())))) + " |"]
         doms = sorted(next(iter(meta["versions"].values())))

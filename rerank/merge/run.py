@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 from rerank.hypotheses.figures import baseline_score, oracle_score
 from rerank.hypotheses.tables import open_tables
 from rerank.io import atomic_path
-from rerank.merge.evaluate import evaluate, load_split
+from rerank.merge.evaluate import evaluate, load_split, top_hypotheses
 from rerank.merge.ranker import CrossDomainRanker, ranked_table
 from rerank.merge.report import write_report
 from rerank.model.features import spec_from_manifest
@@ -51,17 +51,21 @@ def merge(cfg: Mapping[str, Any]) -> dict:
     versions: dict[str, dict[str, str]] = {}
     # The live (or pinned) models first: that is what serves traffic.
     main_name = "live" if not pins else "live+pinned"
+    tops = {main_name: top_hypotheses(data, ranked.score)}
     systems[main_name] = evaluate(data, ranked.score, True, n_boot, seed)
     flags[main_name] = main.fallbacks
     versions[main_name] = {d: s.version for d, s in main.scorers.items()}
     base = baseline_score(*(np.concatenate([data.tables[d][c].to_numpy() for d in data.domains]) for c in ("dc", "ic", "ner")))
     systems["baseline"] = evaluate(data, base, True, n_boot, seed)
+    tops["baseline"] = top_hypotheses(data, base)
     for loss in LOSS_NAMES:
         if not any(registry.resolve(corpus, d, loss=loss) for d in domains):
             continue
         ranker = CrossDomainRanker.from_registry(registry, corpus, domains, versions=_pins_of_loss(registry, corpus, pins, loss),
                                                  loss=loss, missing="baseline", specs=specs)
-        systems[f"newest {loss}"] = evaluate(data, ranker.score_tables(data.tables).score, True, n_boot, seed)
+        score = ranker.score_tables(data.tables).score
+        systems[f"newest {loss}"] = evaluate(data, score, True, n_boot, seed)
+        tops[f"newest {loss}"] = top_hypotheses(data, score)
         flags[f"newest {loss}"] = ranker.fallbacks
         versions[f"newest {loss}"] = {d: s.version for d, s in ranker.scorers.items()}
     systems["oracle"] = evaluate(data, oracle_score(data.semer), False, n_boot, seed)
@@ -71,7 +75,7 @@ def merge(cfg: Mapping[str, Any]) -> dict:
             "fallback_domains": flags, "versions": versions, "rank_seconds": rank_seconds,
             "hypotheses_per_second": len(data.utt_index) / rank_seconds if rank_seconds > 0 else None}
     weights = {d: main.scorers[d] for d in domains}
-    text = write_report(report_dir, metrics, meta, systems, weights, cfg["paths"].get("log_dir"))
+    text = write_report(report_dir, metrics, meta, tops, weights, cfg["paths"].get("log_dir"))
     print(text.split("\n## ")[0] + "\n" if cfg.get("print_full") is False else _terminal_table(metrics))
     print(f"merge: report in {report_dir / 'report.md'} ({time.perf_counter() - t0:.1f} s)")
     return {"metrics": metrics, "meta": meta, "report_dir": str(report_dir)}
@@ -90,8 +94,8 @@ def _terminal_table(metrics: dict) -> str:
     base, oracle = metrics["baseline"]["semer"], metrics["oracle"]["semer"]
     lines = [f"{'system':<22}{'SemER':>8}{'IRER':>8}{'ECE':>8}{'Brier':>8}{'gap closed':>12}"]
     for name, m in metrics.items():
-        ece = f"{m['ece']:.4f}" if m.get("ece") is not None else "-"
-        brier = f"{m['brier']:.4f}" if m.get("brier") is not None else "-"
+        ece = f"{m['ece_top']:.4f}" if m.get("ece_top") is not None else "-"
+        brier = f"{m['brier_top']:.4f}" if m.get("brier_top") is not None else "-"
         gap = (base - m["semer"]) / (base - oracle) if base > oracle else float("nan")
         lines.append(f"{name:<22}{m['semer']:>8.4f}{m['irer']:>8.4f}{ece:>8}{brier:>8}{gap:>12.1%}")
     return "\n".join(lines)

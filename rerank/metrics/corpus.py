@@ -18,7 +18,7 @@ from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
 
-from rerank.metrics.semer import _slot_multiset
+from rerank.metrics.semer import slot_multiset
 
 __all__ = [
     "corpus_semer",
@@ -99,21 +99,13 @@ def slot_counts(
     nh = np.zeros(n, dtype=np.int64)
     ng = np.zeros(n, dtype=np.int64)
     for u, (gold, hyp) in enumerate(zip(gold_slots_list, hyp_slots_list)):
-        g = _slot_multiset(gold)
+        g = slot_multiset(gold)
         ng[u] = sum(g.values())
         if hyp is None:
             continue
-        k = 0
-        m = 0
-        for t, v in hyp:
-            key = (t, " ".join(v.lower().split()))
-            c = g.get(key, 0)
-            if c:
-                g[key] = c - 1
-                k += 1
-            m += 1
-        tp[u] = k
-        nh[u] = m
+        h = slot_multiset(hyp)
+        tp[u] = sum(min(c, g.get(key, 0)) for key, c in h.items())
+        nh[u] = sum(h.values())
     return tp, nh, ng
 
 

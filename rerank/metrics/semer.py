@@ -41,7 +41,7 @@ from __future__ import annotations
 
 from typing import Iterable, Tuple
 
-__all__ = ["normalize_value", "semantic_errors", "interpretation_error"]
+__all__ = ["normalize_value", "slot_multiset", "semantic_errors", "interpretation_error"]
 
 Slot = Tuple[str, str]
 
@@ -97,20 +97,18 @@ def semantic_errors(
     errors = 0 if hyp_intent == gold_intent else 1
 
     # gold: multiset of (type, normalised value) and per-type counts
-    pairs: dict = {}
+    pairs = slot_multiset(gold_slots)
     gtypes: dict = {}
-    n_gold = 0
-    for t, v in gold_slots:
-        key = (t, " ".join(v.lower().split()))
-        pairs[key] = pairs.get(key, 0) + 1
-        gtypes[t] = gtypes.get(t, 0) + 1
-        n_gold += 1
+    for (t, _), c in pairs.items():
+        gtypes[t] = gtypes.get(t, 0) + c
+    n_gold = sum(gtypes.values())
 
     # hypothesis: consume equal gold pairs (correct), count per type
     correct = 0
     htypes: dict = {}
+    norm = normalize_value
     for t, v in hyp_slots:
-        key = (t, " ".join(v.lower().split()))
+        key = (t, norm(v))
         c = pairs.get(key, 0)
         if c:
             pairs[key] = c - 1
@@ -128,10 +126,17 @@ def semantic_errors(
     return errors + slot_errors - correct, n_gold + 1
 
 
-def _slot_multiset(slots: Iterable[Slot]) -> dict:
+def slot_multiset(slots: Iterable[Slot]) -> dict:
+    """``{(type, normalised value): count}``: slots as the multiset REFERENCE.md compares.
+
+    Example:
+        >>> slot_multiset([("song", "Hey  Jude"), ("song", "hey jude")])
+        {('song', 'hey jude'): 2}
+    """
     out: dict = {}
+    norm = normalize_value
     for t, v in slots:
-        key = (t, " ".join(v.lower().split()))
+        key = (t, norm(v))
         out[key] = out.get(key, 0) + 1
     return out
 
@@ -163,4 +168,4 @@ def interpretation_error(
     """
     if hyp_domain != gold_domain or hyp_intent != gold_intent:
         return 1
-    return 0 if _slot_multiset(gold_slots) == _slot_multiset(hyp_slots) else 1
+    return 0 if slot_multiset(gold_slots) == slot_multiset(hyp_slots) else 1

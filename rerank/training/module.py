@@ -106,7 +106,7 @@ def slate_metrics(logits: np.ndarray, semer: np.ndarray, errors: np.ndarray | No
         out["irer"] = float(1.0 - correct[rows, top][has].mean())
         top_p, top_c = p[rows, top][has], correct[rows, top][has]
         out["ece_top"] = ece(top_p, top_c)
-        out["ece"] = ece(p[valid], correct[valid])
-        out["brier"] = brier(p[valid], correct[valid])
-        out["nll"] = nll(p[valid], correct[valid])
+        out["ece_all"] = ece(p[valid], correct[valid])
+        out["brier_all"] = brier(p[valid], correct[valid])
+        out["nll_all"] = nll(p[valid], correct[valid])
     return out

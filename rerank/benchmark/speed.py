@@ -1,0 +1,114 @@
+"""The speed figures of the benchmark suite: training throughput, sweeps, merge and rank() latency; its plots."""
+from __future__ import annotations
+
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rerank.merge.evaluate import SplitData
+from rerank.merge.ranker import CrossDomainRanker
+
+REPO = Path(__file__).resolve().parents[2]
+#: the overrides a training sweep takes from the benchmark's command line: which tables, where
+TABLE_KEYS = ("data", "paths")
+
+
+def rank_latency(ranker: CrossDomainRanker, test: SplitData, n: int) -> dict:
+    per_utt: dict[int, list] = {}
+    for d in test.domains:
+        for rec in test.tables[d].to_pylist():
+            if rec["utt_index"] < n:
+                per_utt.setdefault(rec["utt_index"], []).append(rec)
+    times = []
+    for recs in per_utt.values():
+        t = time.perf_counter()
+        ranker.rank(recs)
+        times.append(time.perf_counter() - t)
+    if not times:
+        return {"utterances": 0}
+    times.sort()
+    return {"utterances": len(times), "p50_ms": 1e3 * statistics.median(times),
+            "p99_ms": 1e3 * times[min(len(times) - 1, int(np.ceil(0.99 * len(times))) - 1)],
+            "mean_hypotheses": float(np.mean([len(r) for r in per_utt.values()]))}
+
+
+def peak_memory() -> dict:
+    self_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    child_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return {"self": self_kb / 1024, "largest_child": child_kb / 1024}
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def speed_figures(scfg, manifest, r2, r3, test: SplitData, bench_dir: Path, cfg, cli_overrides) -> dict:
+    out: dict[str, Any] = {"prepare_seconds": manifest.get("seconds"),
+                           "prepare_note": "this run's build" if cfg.get("force", True) else "time of the build that made the cached tables (manifest['seconds'])"}
+    out["train_hypotheses_per_second"] = {
+        "R2": {d: r["hypotheses_per_second"] for d, r in r2["results"].items()},
+        "R3": {d: r["hypotheses_per_second"] for d, r in r3["results"].items()},
+    }
+    out["train_seconds_per_domain"] = {"R2": dict(r2["train_seconds"]), "R3": dict(r3["train_seconds"])}
+    out["sweep_sequential_seconds"] = r2["seconds"]
+    out["sweep_sequential_note"] = "R2 over every domain, in-process loop of train(), no logger"
+    n_jobs = int(scfg.get("n_jobs", 2))
+    sweeps = []
+    if scfg.get("joblib_sweep", True):
+        sweeps.append(("sweep_joblib", sys.executable, [f"hydra.launcher.n_jobs={n_jobs}"], {"n_jobs": n_jobs}))
+    # Ray conflicts with joblib on cloudpickle unless installed together (the [ray] extra), so it
+    # may live in another environment: benchmark.speed.ray_python names its interpreter.
+    ray_python = scfg.get("ray_python") or (sys.executable if _importable("hydra_plugins.hydra_ray_launcher") else None)
+    if scfg.get("ray_sweep", True) and ray_python:
+        sweeps.append(("sweep_ray", ray_python, ["hydra/launcher=ray"], {}))
+    keep = [o for o in cli_overrides if o.lstrip("+~").split("=", 1)[0].split(".")[0].split("/")[0] in TABLE_KEYS
+            and not o.startswith(("paths.registry_dir", "paths.log_dir"))]
+    for key, python, launcher, extra in sweeps:
+        cmd = [python, str(REPO / "scripts" / "train.py"), "-m", "domain=all", "loss=crossentropy", *launcher, *keep,
+               f"paths.registry_dir={bench_dir / 'registry' / key}", f"paths.log_dir={bench_dir / 'logs' / key}"]
+        if not any(o.startswith("paths.output_dir") for o in keep):
+            cmd.append(f"paths.output_dir={cfg['paths']['output_dir']}")
+        t = time.perf_counter()
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+        secs = time.perf_counter() - t
+        out[key] = {**extra, "seconds": secs, "returncode": proc.returncode, "command": " ".join(cmd[1:]),
+                    "note": "subprocess: includes interpreter start, imports, the prepare cache check and the TensorBoard logger"}
+        if proc.returncode != 0:
+            out[key]["stderr_tail"] = proc.stderr[-2000:]
+    ranker = r3["ranker"]
+    t = time.perf_counter()
+    reps = 0
+    while reps < 3 or time.perf_counter() - t < 0.5:
+        ranker.score_tables(test.tables)
+        reps += 1
+    secs = (time.perf_counter() - t) / reps
+    out["merge_hypotheses_per_second"] = len(test.utt_index) / secs if secs > 0 else None
+    out["merge_seconds"] = secs
+    out["rank_latency"] = rank_latency(ranker, test, int(scfg.get("rank_utterances", 2000)))
+    return out
+
+
+def make_plots(bench_dir: Path, arrays, r3_ranker: CrossDomainRanker, joint, corpus) -> list[str]:
+    from rerank.plots import feature_weights, reliability_diagram, save
+
+    files = []
+    save(reliability_diagram(arrays, title=f"{corpus} test: top hypothesis, calibrated rows"), bench_dir / "reliability.png")
+    files.append("reliability.png")
+    W = {d: w for d, s in r3_ranker.scorers.items() if (w := s.feature_weights()) is not None}
+    if W:
+        save(feature_weights(W, title="R3 (selected) per-domain weights, standardised"), bench_dir / "feature_weights.png")
+        files.append("feature_weights.png")
+    save(feature_weights(joint.feature_weights(), title="joint model weights, standardised"), bench_dir / "feature_weights_joint.png")
+    files.append("feature_weights_joint.png")
+    return files

@@ -1,0 +1,277 @@
+"""``run_benchmark(cfg)``: every re-ranking approach on one corpus, then the asynchronous update and speed.
+
+:class:`Suite` holds what the rows share (the splits, the trainer, the rows so far);
+each result row, or family of rows, is one method. Every setting is chosen on dev;
+test is evaluated once per configuration.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from rerank.benchmark import alternatives as alt
+from rerank.benchmark.measure import machine
+from rerank.benchmark.report import render_report, update_benchmarks_md
+from rerank.benchmark.runs import Trainer, ranker_from
+from rerank.benchmark.speed import make_plots, peak_memory, speed_figures
+from rerank.benchmark.update import asynchronous_update
+from rerank.hypotheses.figures import baseline_score, oracle_score, top_hypothesis_figures
+from rerank.hypotheses.prepare import prepare
+from rerank.hypotheses.tables import open_tables
+from rerank.io import write_json, write_text
+from rerank.merge.evaluate import SplitData, evaluate, load_split, top_hypotheses
+from rerank.model.features import spec_from_manifest
+
+log = logging.getLogger(__name__)
+REPO = Path(__file__).resolve().parents[2]
+#: figures of a row, from evaluate()'s overall dict
+ROW_FIGURES = ("semer", "semer_ci", "irer", "irer_ci", "domain_error", "intent_error", "slot_f1",
+               "ece_top", "ece_top_ci", "mce_top", "brier_top", "nll_top")
+
+
+def _g(x: float) -> str:
+    return f"{x:g}"
+
+
+def make_row(name: str, kind: str, result: Mapping | None, *, train_seconds: float | None, retrain_alone: str,
+             calibrated: bool, status: str = "ok", settings: Mapping | None = None) -> dict:
+    row = {"name": name, "kind": kind, "status": status, "calibrated": calibrated, "train_seconds": train_seconds,
+           "retrain_alone": retrain_alone, "settings": dict(settings or {})}
+    if result is not None:
+        o = result["overall"]
+        row.update({k: o.get(k) for k in ROW_FIGURES})
+        if not calibrated:
+            row.update({k: None for k in ROW_FIGURES if k.startswith(("ece", "mce", "brier", "nll"))})
+        row["per_domain"] = {d: {k: m.get(k) for k in ("semer", "irer", "ece_top")} for d, m in result["per_domain"].items()}
+    return row
+
+
+def dev_semer(dev: SplitData, score: np.ndarray) -> float:
+    return top_hypothesis_figures(dev.utt_index, score, dev.sem_errors, dev.ie, dev.totals)["semer"]
+
+
+class Suite:
+    """The benchmark of one corpus: shared splits and trainer, the rows as they come."""
+
+    def __init__(self, cfg: Mapping[str, Any]):
+        self.cfg, self.b = cfg, cfg["benchmark"]
+        self.seed, self.n_boot = int(cfg.get("seed", 0)), int(self.b.get("bootstrap", 1000))
+        self.tables = open_tables(cfg)  # data=tables: imported ones, read as they are
+        self.manifest = self.tables.manifest
+        self.corpus, self.domains = self.manifest["corpus"], list(self.manifest["domains"])
+        self.dir = Path(self.b["dir"]) / self.corpus
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.specs = {d: spec_from_manifest(self.manifest, d) for d in self.domains}
+        self.train, self.dev, self.test = (load_split(self.tables, s) for s in ("train", "dev", "test"))
+        self.trainer = Trainer(cfg, self.dir, self.domains)
+        self.rows: list[dict] = []
+        self.tops: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # calibrated rows' top hypotheses on test
+        self.selection: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ plumbing
+
+    def evaluate_row(self, name, kind, score, calibrated, **kw) -> dict:
+        res = evaluate(self.test, score, calibrated, self.n_boot, self.seed)
+        if calibrated:
+            t = top_hypotheses(self.test, score)
+            self.tops[name] = (t.conf, t.correct)
+        row = make_row(name, kind, res, calibrated=calibrated, **kw)
+        self.rows.append(row)
+        print(f"benchmark: {name:<46} test SemER {row['semer']:.4f} IRER {row['irer']:.4f}"
+              + (f" ECE {row['ece_top']:.4f}" if row.get("ece_top") is not None else ""), flush=True)
+        return res
+
+    def train_variant(self, variant: str, overrides: Sequence[str], **kw) -> dict:
+        run = self.trainer.run(variant, overrides, **kw)
+        run["ranker"] = ranker_from(run, self.corpus, self.domains, self.specs)
+        run["dev_semer"] = dev_semer(self.dev, run["ranker"].score_tables(self.dev.tables).score)
+        print(f"benchmark: trained {variant} ({run['seconds']:.1f} s): dev SemER {run['dev_semer']:.4f}", flush=True)
+        return run
+
+    def per_domain_row(self, name: str, run: dict, settings: Mapping) -> dict:
+        return self.evaluate_row(name, "per-domain", run["ranker"].score_tables(self.test.tables).score, True,
+                                 train_seconds=run["seconds"], retrain_alone="yes", settings=settings)
+
+    def utterance_rows(self, label: str, tag: str, base: list[str], settings: dict, domain_variant: str) -> None:
+        """The two candidates=utterance rows of a loss: competitors from the baseline, then live models."""
+        if not self.b.get("utterance_candidates", True):
+            for comp in ("baseline", "live"):
+                self.rows.append(make_row(f"{label}, candidates=utterance, competitors={comp}", "per-domain", None,
+                                          train_seconds=None, retrain_alone="yes", calibrated=True,
+                                          status="skipped (benchmark.utterance_candidates=false)"))
+            return
+        for comp, kw, shown in (("baseline", {}, "baseline"),
+                                ("live", {"competitors_from": self.trainer.registry_dir(domain_variant)},
+                                 f"live ({tag} candidates=domain)")):
+            run = self.train_variant(f"{tag}_utterance_{comp}", [*base, "loss.candidates=utterance", f"loss.competitors={comp}"], **kw)
+            self.per_domain_row(f"{label}, candidates=utterance, competitors={comp}", run,
+                                {**settings, "candidates": "utterance", "competitors": shown})
+
+    # ------------------------------------------------------------------ the rows
+
+    def baseline_row(self) -> None:
+        t = self.test
+        score = baseline_score(*(np.concatenate([t.tables[d][c].to_numpy() for d in t.domains]) for c in ("dc", "ic", "ner")))
+        self.evaluate_row("unweighted baseline (dc*ic*ner)", "baseline", score, True, train_seconds=0.0,
+                          retrain_alone="yes (nothing to train)")
+
+    def r1_rows(self) -> None:
+        temps = [float(t) for t in self.b["temperatures"]]
+        r1 = {t: self.train_variant(f"R1_domain_T{_g(t)}", ["loss=semer", f"loss.temperature={t}", "loss.candidates=domain"])
+              for t in temps}
+        t_r1 = min(temps, key=lambda t: (r1[t]["dev_semer"], temps.index(t)))
+        self.selection["R1"] = {"temperature": t_r1, "dev_semer": {_g(t): r1[t]["dev_semer"] for t in temps},
+                                "grid_seconds": sum(r["seconds"] for r in r1.values())}
+        self.per_domain_row(f"R1 semer, candidates=domain (T={_g(t_r1)})", r1[t_r1],
+                            {"loss": "semer", "candidates": "domain", "temperature": t_r1})
+        self.utterance_rows("R1 semer", "R1", ["loss=semer", f"loss.temperature={t_r1}"], {"loss": "semer", "temperature": t_r1},
+                            f"R1_domain_T{_g(t_r1)}")
+
+    def r2_row(self) -> dict:
+        r2 = self.train_variant("R2", ["loss=crossentropy"])
+        self.per_domain_row("R2 crossentropy", r2, {"loss": "crossentropy"})
+        return r2
+
+    def r3_rows(self) -> tuple[dict, dict]:
+        """R3 over the alpha x temperature grid, chosen on dev; its candidates=utterance rows. Returns (run, test result)."""
+        temps, alphas = [float(t) for t in self.b["temperatures"]], [float(a) for a in self.b["alphas"]]
+        grid = {(a, t): self.train_variant(f"R3_domain_a{_g(a)}_T{_g(t)}", ["loss=combined", f"loss.alpha={a}",
+                                                                             f"loss.temperature={t}", "loss.candidates=domain"])
+                for a in alphas for t in temps}
+        keys = list(grid)
+        self.a_r3, self.t_r3 = min(keys, key=lambda k: (grid[k]["dev_semer"], keys.index(k)))
+        self.selection["R3"] = {"alpha": self.a_r3, "temperature": self.t_r3,
+                                "dev_semer": {f"alpha={_g(a)},T={_g(t)}": r["dev_semer"] for (a, t), r in grid.items()},
+                                "grid_seconds": sum(r["seconds"] for r in grid.values())}
+        best = grid[(self.a_r3, self.t_r3)]
+        settings = {"loss": "combined", "alpha": self.a_r3, "temperature": self.t_r3}
+        res = self.per_domain_row(f"R3 combined, candidates=domain (alpha={_g(self.a_r3)}, T={_g(self.t_r3)})", best,
+                                  {**settings, "candidates": "domain"})
+        self.utterance_rows("R3 combined", "R3", self.r3_overrides, settings, f"R3_domain_a{_g(self.a_r3)}_T{_g(self.t_r3)}")
+        return best, res
+
+    @property
+    def r3_overrides(self) -> list[str]:
+        return ["loss=combined", f"loss.alpha={self.a_r3}", f"loss.temperature={self.t_r3}"]
+
+    def platt_rows(self) -> None:
+        """R2 and the chosen R3 again, Platt-scaled on each domain's own dev."""
+        run = self.train_variant("R2_platt", ["loss=crossentropy", "calibration=platt"])
+        self.per_domain_row("R2 crossentropy + Platt on dev", run, {"loss": "crossentropy", "calibration": "platt"})
+        utterance = self.b.get("utterance_candidates", True)
+        slate = ["loss.candidates=utterance", "loss.competitors=baseline"] if utterance else ["loss.candidates=domain"]
+        run = self.train_variant("R3_platt", [*self.r3_overrides, *slate, "calibration=platt"])
+        self.per_domain_row("R3 combined" + (", candidates=utterance, competitors=baseline" if utterance else "") + " + Platt on dev",
+                            run, {"loss": "combined", "alpha": self.a_r3, "temperature": self.t_r3, "calibration": "platt"})
+
+    def mlp_rows(self) -> None:
+        """R2 and the chosen R3 with the MLP re-ranker."""
+        run = self.train_variant("R2_mlp", ["loss=crossentropy", "model=mlp"])
+        self.per_domain_row("R2 crossentropy, MLP", run, {"loss": "crossentropy", "model": "mlp"})
+        run = self.train_variant("R3_mlp", [*self.r3_overrides, "loss.candidates=domain", "model=mlp"])
+        self.per_domain_row(f"R3 combined, candidates=domain, MLP (alpha={_g(self.a_r3)}, T={_g(self.t_r3)})", run,
+                            {"loss": "combined", "candidates": "domain", "alpha": self.a_r3, "temperature": self.t_r3, "model": "mlp"})
+
+    def platt_baseline_row(self) -> None:
+        params, seconds = alt.fit_platt(self.dev.tables, self.seed)
+        self.evaluate_row("Platt-scaled baseline (per domain, fit on dev)", "post-hoc", alt.platt_scores(self.test.tables, params),
+                          True, train_seconds=seconds, retrain_alone="yes",
+                          settings={"params": {d: list(p) for d, p in params.items()}})
+
+    def joint_row(self) -> alt.JointModel:
+        joint = alt.JointModel(self.specs)
+        jcfg = self.b.get("joint") or {}
+        info = joint.fit(self.train.tables, alpha=self.a_r3, temperature=self.t_r3, l2=float(jcfg.get("l2", 1e-4)),
+                         max_iter=int(jcfg.get("max_iter", 200)), seed=self.seed)
+        self.selection["joint"] = {**{k: v for k, v in info.items() if k != "seconds"},
+                                   "dev_semer": dev_semer(self.dev, joint.scores(self.dev.tables))}
+        self.evaluate_row(f"joint model, cross-domain softmax (alpha={_g(self.a_r3)}, T={_g(self.t_r3)})", "joint",
+                          joint.scores(self.test.tables), True, train_seconds=info["seconds"], retrain_alone="no",
+                          settings={"alpha": self.a_r3, "temperature": self.t_r3, "loss": "combined"})
+        return joint
+
+    def lambdamart_row(self) -> None:
+        name = "LightGBM LambdaMART"
+        if not self.b.get("lightgbm", True) or not alt.lightgbm_available():
+            status = "disabled" if not self.b.get("lightgbm", True) else "not installed"
+            self.rows.append(make_row(name, "joint", None, train_seconds=None, retrain_alone="no", calibrated=False, status=status))
+            if status == "not installed":
+                print("benchmark: LightGBM LambdaMART: not installed (pip install -e '.[lightgbm]')")
+            return
+        gbm, seconds = alt.fit_lambdamart(self.train.tables, self.dev.tables, self.domains, self.seed)
+        self.evaluate_row(name, "joint", alt.lambdamart_scores(gbm, self.test.tables, self.domains), False,
+                          train_seconds=seconds, retrain_alone="no")
+
+    def oracle_row(self) -> None:
+        self.evaluate_row("oracle", "oracle", oracle_score(self.test.semer), False, train_seconds=None, retrain_alone="-")
+        base, oracle = self.rows[0]["semer"], self.rows[-1]["semer"]
+        for r in self.rows:
+            ok = r.get("semer") is not None and base > oracle
+            r["gap_closed"] = (base - r["semer"]) / (base - oracle) if ok else None
+
+
+def benchmarks_md_path(cfg: Mapping[str, Any]) -> Path:
+    path = Path(cfg.get("benchmarks_md") or "BENCHMARKS.md")
+    return path if path.is_absolute() else REPO / path
+
+
+def run_benchmark(cfg: Mapping[str, Any], cli_overrides: Sequence[str] = ()) -> dict:
+    """The whole suite on ``cfg.data``; returns the results dict written to ``results.json``."""
+    t_start = time.perf_counter()
+    b = cfg["benchmark"]
+    if cfg["data"].get("format") != "tables":
+        # The explicit first step, as in `make run`. A fresh build by default: the prepare time in
+        # the speed table is then this run's, on this machine.
+        prepare(cfg, force=bool(cfg.get("force", True)))
+    s = Suite(cfg)
+    s.baseline_row()
+    s.r1_rows()
+    r2 = s.r2_row()
+    r3, r3_res = s.r3_rows()
+    if b.get("platt_rows", True):
+        s.platt_rows()
+    if b.get("mlp_rows", True):
+        s.mlp_rows()
+    s.platt_baseline_row()
+    joint = s.joint_row()
+    s.lambdamart_row()
+    s.oracle_row()
+    async_update = None
+    if (b.get("async_update") or {}).get("enabled", True):
+        async_update = asynchronous_update(b["async_update"], s.trainer, r3, r3_res, s.test, s.corpus, s.domains, s.specs,
+                                           [*s.r3_overrides, "loss.candidates=domain"], s.n_boot, s.seed,
+                                           tables=s.tables, gate_cfg=cfg["gate"])
+    speed = speed_figures(b.get("speed") or {}, s.manifest, r2, r3, s.test, s.dir, cfg, cli_overrides)
+    plots = make_plots(s.dir, s.tops, r3["ranker"], joint, s.corpus)
+    results = {
+        "corpus": s.corpus,
+        "utterances": {"train": s.train.n_utterances, "dev": s.dev.n_utterances, "test": s.test.n_utterances},
+        "hypotheses": {k: int(len(x.utt_index)) for k, x in (("train", s.train), ("dev", s.dev), ("test", s.test))},
+        "domains": s.domains,
+        "bootstrap": s.n_boot,
+        "rows": s.rows,
+        "selection": s.selection,
+        "async_update": async_update,
+        "speed": speed,
+        "plots": plots,
+        "seconds": None,
+        "config": {k: cfg[k] for k in ("benchmark", "data", "recognizers", "hypotheses", "seed") if k in cfg},
+        "command": " ".join(["python scripts/benchmark.py", *cli_overrides]),
+        "machine": machine(),
+        "date": time.strftime("%Y-%m-%d %H:%M %Z"),
+    }
+    results["seconds"] = round(time.perf_counter() - t_start, 1)
+    speed["peak_rss_mb"] = peak_memory()
+    write_json(s.dir / "results.json", results)
+    write_text(s.dir / "report.md", render_report(results))
+    print(f"benchmark: wrote {s.dir / 'report.md'} and results.json in {results['seconds']} s")
+    if cfg.get("write_benchmarks_md"):
+        path = benchmarks_md_path(cfg)
+        update_benchmarks_md(path, results)
+        print(f"benchmark: updated the section of {s.corpus} in {path}")
+    results["report_dir"] = str(s.dir)
+    return results
