@@ -172,3 +172,24 @@ def test_validation_errors():
         combined_loss(
             torch.zeros(2, 3), torch.zeros(2, 3), other_logsumexp=torch.zeros(1), other_expected_semer=torch.zeros(2)
         )
+
+
+def test_the_joint_models_grouped_form_is_combined_loss():
+    """The benchmark's joint model writes R3 on flat ragged rows; it must be the same loss."""
+    from rerank.benchmark.alternatives import grouped_combined_loss
+
+    gen = torch.Generator().manual_seed(3)
+    lengths = [3, 1, 5, 2]
+    group = torch.cat([torch.full((n,), i) for i, n in enumerate(lengths)])
+    s = torch.randn(len(group), generator=gen, dtype=torch.float64)
+    semer = torch.randint(0, 3, (len(group),), generator=gen).to(torch.float64) / 2
+    correct = (torch.rand(len(group), generator=gen) < 0.4).to(torch.float64)
+    y_pred = torch.zeros(len(lengths), max(lengths), dtype=torch.float64)
+    y_true = torch.full_like(y_pred, PAD)
+    y_correct = torch.zeros_like(y_pred)
+    pos = torch.cat([torch.arange(n) for n in lengths])
+    y_pred[group, pos], y_true[group, pos], y_correct[group, pos] = s, semer, correct
+    for alpha, t in ((0.1, 0.5), (0.5, 1.0), (1.0, 2.0), (0.0, 1.0)):
+        flat = grouped_combined_loss(s, group, len(lengths), semer, correct, alpha, t)
+        padded = combined_loss(y_pred, y_true, alpha=alpha, temperature=t, y_correct=y_correct)
+        assert flat.item() == pytest.approx(padded.item(), rel=1e-12, abs=1e-12), (alpha, t)

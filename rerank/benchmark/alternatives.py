@@ -53,6 +53,24 @@ def platt_scores(tables: Mapping[str, pa.Table], params: Mapping[str, tuple[floa
 
 
 # ---------------------------------------------------------------- the joint model
+def grouped_combined_loss(s: torch.Tensor, group: torch.Tensor, n_groups: int, semer: torch.Tensor, correct: torch.Tensor,
+                          alpha: float, temperature: float) -> torch.Tensor:
+    """R3 (:func:`rerank.losses.combined.combined_loss`) on a ragged list: row ``i`` belongs to utterance ``group[i]``.
+
+    The same value as ``combined_loss`` on the padded ``[n_groups, slate]`` form (a test holds
+    them together); written on the flat rows because the joint model's lists are whole
+    cross-domain lists, up to hundreds long, and padding them every L-BFGS evaluation costs more.
+    """
+    zt = s / temperature
+    mx = torch.full((n_groups,), -torch.inf, dtype=zt.dtype).scatter_reduce(0, group, zt.detach(), "amax")
+    e = torch.exp(zt - mx[group])
+    den = torch.zeros(n_groups, dtype=zt.dtype).index_add(0, group, e)
+    num = torch.zeros(n_groups, dtype=zt.dtype).index_add(0, group, e * semer)
+    l_semer = (num / den).mean()
+    l_ce = torch.nn.functional.binary_cross_entropy_with_logits(s, correct)
+    return alpha * l_semer + (1 - alpha) * l_ce
+
+
 class JointModel:
     """One linear model per domain (own feature spec, own standardisation), trained jointly.
 
@@ -102,14 +120,8 @@ class JointModel:
         def closure():
             opt.zero_grad()
             s = torch.cat([z @ w + b for z, w, b in zip(Z, params, biases)])
-            zt = s / temperature
-            mx = torch.full((n_groups,), -torch.inf, dtype=zt.dtype).scatter_reduce(0, group, zt.detach(), "amax")
-            e = torch.exp(zt - mx[group])
-            den = torch.zeros(n_groups, dtype=zt.dtype).index_add(0, group, e)
-            num = torch.zeros(n_groups, dtype=zt.dtype).index_add(0, group, e * semer_t)
-            l_semer = (num / den).mean()
-            l_ce = torch.nn.functional.binary_cross_entropy_with_logits(s, y_t)
-            loss = alpha * l_semer + (1 - alpha) * l_ce + l2 * sum((w ** 2).sum() for w in params)
+            loss = grouped_combined_loss(s, group, n_groups, semer_t, y_t, alpha, temperature)
+            loss = loss + l2 * sum((w ** 2).sum() for w in params)
             loss.backward()
             state["evals"] += 1
             state["loss"] = loss.item()
