@@ -12,7 +12,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 # docs/DESIGN.md: corpus -> recognizers -> hypotheses -> model + registry -> training | merge + serving -> benchmark
 LAYERS = {
-    "rerank.corpus": 0, "rerank.metrics": 0, "rerank.io": 0, "rerank.ranking": 0, "rerank.plots": 0,
+    "rerank.corpus": 0, "rerank.metrics": 0, "rerank.io": 0, "rerank.config": 0, "rerank.ranking": 0, "rerank.plots": 0,
     "rerank.recognizers": 1,
     "rerank.hypotheses": 2,
     "rerank.model": 3,

@@ -1,6 +1,6 @@
-"""Import speed: ``scripts/import.py`` on a large n-best file, timed and its peak memory sampled.
+"""Import speed (``python scripts/bench.py bench=import``): ``scripts/import.py`` on a large n-best file, timed, its peak memory sampled.
 
-The n-best file is either given (``--nbest``, ``--gold``: e.g. HWU64's tables
+The n-best file is either given (``nbest``, ``gold``: e.g. HWU64's tables
 exported by ``scripts/export_nbest.py``) or generated here from the synthetic
 corpus: every domain proposes hypotheses for every utterance, with random scores
 and intents and slots that are sometimes right, sometimes perturbed, so that
@@ -9,17 +9,13 @@ labelling does real work. Target (issue 8): 1 M hypotheses from JSONL in under
 """
 from __future__ import annotations
 
-import argparse
 import json
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-from rerank.benchmark.measure import machine, run_measured
-
-REPO = Path(__file__).resolve().parents[2]
+from rerank.benchmark.measure import REPO, machine, run_measured, script
 
 
 def write_synthetic_nbest(folder: Path, hypotheses: int, per_domain: int = 5, seed: int = 0) -> tuple[Path, Path, int]:
@@ -57,25 +53,21 @@ def write_synthetic_nbest(folder: Path, hypotheses: int, per_domain: int = 5, se
     return nbest, gold, written
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--hypotheses", type=int, default=1_000_000, help="size of the generated n-best file")
-    ap.add_argument("--nbest", help="an n-best file to import instead of a generated one")
-    ap.add_argument("--gold", help="its gold file")
-    ap.add_argument("--work", help="folder for the generated files and the output (default: a temporary one)")
-    args = ap.parse_args(argv)
-    work = Path(args.work or tempfile.mkdtemp(prefix="bench_import_"))
+def run(hypotheses: int = 1_000_000, nbest: str | None = None, gold: str | None = None, work: str | None = None) -> int:
+    """Import ``nbest`` + ``gold``, or a generated file of about ``hypotheses`` rows; print the figures."""
+    work = Path(work or tempfile.mkdtemp(prefix="bench_import_"))
     work.mkdir(parents=True, exist_ok=True)
-    if args.nbest:
-        nbest, gold = Path(args.nbest), Path(args.gold)
+    if nbest:
+        if not gold:
+            raise ValueError("bench.nbest needs bench.gold: the gold file of the n-best's utterances")
+        nbest, gold = Path(nbest), Path(gold)
         rows = sum(1 for _ in open(nbest))
         source = f"{nbest}"
     else:
         t = time.perf_counter()
-        nbest, gold, rows = write_synthetic_nbest(work / "inputs", args.hypotheses)
+        nbest, gold, rows = write_synthetic_nbest(work / "inputs", hypotheses)
         source = f"generated from the synthetic corpus in {time.perf_counter() - t:.0f} s"
-    cmd = [sys.executable, str(REPO / "scripts" / "import.py"), "name=bench_import", f"nbest={nbest}", f"gold={gold}",
-           f"paths.output_dir={work / 'out'}"]
+    cmd = script("import", "name=bench_import", f"nbest={nbest}", f"gold={gold}", f"paths.output_dir={work / 'out'}")
     m = run_measured(cmd, work / "import.log", cwd=REPO)
     size = nbest.stat().st_size / 2**20
     print(f"# import benchmark, {time.strftime('%Y-%m-%d %H:%M %Z')}\n# machine: {machine()}\n")

@@ -1,13 +1,25 @@
-"""How the speed benchmarks measure: the machine, and a command's wall time, CPU time and peak memory."""
+"""How the speed benchmarks measure, defined once: the machine; a command's wall time, CPU time and peak memory;
+a call's latency percentiles; a batch call's throughput; the utterances a client would send."""
 from __future__ import annotations
 
 import os
 import platform
+import statistics
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def script(name: str, *args: str, python: str | None = None) -> list[str]:
+    """The command line of ``scripts/<name>.py`` with ``args``, run by ``python`` (default: this interpreter)."""
+    return [python or sys.executable, str(REPO / "scripts" / f"{name}.py"), *args]
 
 
 def machine() -> str:
@@ -19,6 +31,67 @@ def machine() -> str:
         pass
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return f"{os.cpu_count()} cores ({cpu}), {mem:.0f} GiB RAM, Python {platform.python_version()}"
+
+
+def machine_info() -> dict[str, str]:
+    """:func:`machine` with what else moves a timing: the date, usable cores, the load average, library versions."""
+    import pyarrow
+
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count() or 1
+    return {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine(),
+            "usable cores": str(usable), "load average (1/5/15 min)": " / ".join(f"{x:.2f}" for x in os.getloadavg()),
+            "numpy / pyarrow": f"{np.__version__} / {pyarrow.__version__}"}
+
+
+def latency(call: Callable[[Any], Any], inputs: Sequence, calls: int | None = None, warmup: int = 0) -> dict[str, float]:
+    """Wall and thread-CPU milliseconds of ``call(x)`` over ``inputs`` (cycled to ``calls``), after ``warmup`` calls.
+
+    Both clocks, because on a shared machine a wall-clock p99 far above the CPU-time p99 is
+    preemption, not the code.
+    """
+    n = len(inputs) if calls is None else calls
+    if not inputs or n <= 0:
+        return {"calls": 0}
+    for i in range(warmup):
+        call(inputs[i % len(inputs)])
+    wall, cpu = np.empty(n), np.empty(n)
+    for i in range(n):
+        x = inputs[i % len(inputs)]
+        c0, t0 = time.thread_time_ns(), time.perf_counter_ns()
+        call(x)
+        wall[i], cpu[i] = time.perf_counter_ns() - t0, time.thread_time_ns() - c0
+    wall, cpu = wall / 1e6, cpu / 1e6
+    return {"calls": n, "p50_ms": float(np.percentile(wall, 50)), "p90_ms": float(np.percentile(wall, 90)),
+            "p99_ms": float(np.percentile(wall, 99)), "mean_ms": float(wall.mean()), "max_ms": float(wall.max()),
+            "cpu_p50_ms": float(np.percentile(cpu, 50)), "cpu_p99_ms": float(np.percentile(cpu, 99))}
+
+
+def throughput(call: Callable[[], Any], items: int, min_repeats: int = 3, min_seconds: float = 0.5) -> dict[str, float]:
+    """Items per second of ``call()`` (one warm-up, then at least ``min_repeats`` calls and ``min_seconds``)."""
+    call()
+    times, cpu = [], []
+    while len(times) < min_repeats or sum(times) < min_seconds:
+        c0, t0 = time.process_time(), time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    best, median = min(times), statistics.median(times)
+    return {"items": items, "repeats": len(times), "best_seconds": best, "median_seconds": median,
+            "cpu_seconds": min(cpu), "best_per_second": items / best, "median_per_second": items / median}
+
+
+def utterance_pool(tables: Mapping[str, Any], context_fields: Iterable[str], limit: int | None = None) -> list[list[dict]]:
+    """Every utterance's hypotheses (the n-best a client sends), from one split's tables, by utterance index."""
+    fields = ["utt_index", "domain", "intent", "slots", "dc", "ic", "ner", "rank", *context_fields]
+    by_utt: dict[int, list[dict]] = {}
+    for d in sorted(tables):
+        for row in tables[d].select(fields).to_pylist():
+            if limit is None or row["utt_index"] < limit:
+                by_utt.setdefault(row.pop("utt_index"), []).append(row)
+    return [by_utt[u] for u in sorted(by_utt)]
 
 
 def tree_rss_kib(root: int) -> int:

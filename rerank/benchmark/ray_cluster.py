@@ -1,18 +1,17 @@
 """A real (small) cluster: two Ray nodes on this machine, prepare on Ray and a Hydra Ray-launcher sweep.
 
-    python scripts/bench_ray_cluster.py --output-dir /tmp/cluster [--data hwu64]
+    python scripts/bench.py bench=ray_cluster bench.output_dir=/tmp/cluster [bench.data=hwu64]
 
 Run with the interpreter of an environment with the ``[ray]`` extra. It starts a head node
 (``ray start --head``) and a second node (``ray start --address=...``), each with its own
 temporary folder and one CPU; builds the tables with ``recognizers.backend=ray`` and checks
 them against a local build; runs ``scripts/train.py -m domain=all hydra/launcher=ray`` on
-the cluster, every job reading the tables from and publishing to ``--output-dir`` (storage
+the cluster, every job reading the tables from and publishing to ``output_dir`` (storage
 that every node shares: here, one disk); reports the wall times, on which node each job
 ran, and that every domain was published and gated; stops the cluster.
 """
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import subprocess
@@ -21,46 +20,40 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from rerank.benchmark.measure import machine
-
-REPO = Path(__file__).resolve().parents[2]
+from rerank.benchmark.measure import REPO, machine, script
 
 
 def _ray(*args: str) -> None:
     subprocess.run([str(Path(sys.executable).parent / "ray"), *args], check=True, capture_output=True, text=True)
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--output-dir", required=True)
-    ap.add_argument("--data", default="hwu64")
-    ap.add_argument("--port", type=int, default=6390)
-    args = ap.parse_args(argv)
-    out = Path(args.output_dir).resolve()
+def run(output_dir: str, hwu64: str, data: str = "hwu64", port: int = 6390) -> int:
+    """The cluster run: two nodes, prepare locally and on Ray, the Ray-launcher sweep; prints the figures."""
+    out = Path(output_dir).resolve()
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_DEDUP_LOGS": "0"}
     os.environ.update(env)
-    address = f"127.0.0.1:{args.port}"
+    address = f"127.0.0.1:{port}"
     _ray("stop", "--force")
-    _ray("start", "--head", f"--port={args.port}", "--num-cpus=1", f"--temp-dir={out}/ray_head", "--include-dashboard=false",
+    _ray("start", "--head", f"--port={port}", "--num-cpus=1", f"--temp-dir={out}/ray_head", "--include-dashboard=false",
          "--disable-usage-stats")
     _ray("start", f"--address={address}", "--num-cpus=1", f"--temp-dir={out}/ray_node2", "--disable-usage-stats")
     rows = []
     try:
-        data = [f"data={args.data}"] + ([f"data.path={REPO.parent / 'shared/data/hwu64'}"] if args.data == "hwu64" else [])
+        data_args = [f"data={data}"] + ([f"data.path={Path(hwu64).resolve()}"] if data == "hwu64" else [])
         for name, extra in (("local (2 processes)", ["recognizers.backend=local", f"paths.output_dir={out}/local"]),
                             ("Ray, 2 nodes", ["recognizers.backend=ray", f"recognizers.ray_address={address}",
                                               f"paths.output_dir={out}/shared"])):
             t = time.perf_counter()
-            subprocess.run([sys.executable, str(REPO / "scripts/prepare.py"), *data, *extra, "force=true"], cwd=REPO,
+            subprocess.run(script("prepare", *data_args, *extra, "force=true"), cwd=REPO,
                            check=True, capture_output=True, text=True, env=env)
             rows.append((f"prepare, {name}", time.perf_counter() - t, ""))
         same = subprocess.run([sys.executable, "-c", (
             "import sys; from rerank.hypotheses.tables import TableSet\n"
-            f"a = TableSet.open('{out}/local/data/{args.data}'); b = TableSet.open('{out}/shared/data/{args.data}')\n"
+            f"a = TableSet.open('{out}/local/data/{data}'); b = TableSet.open('{out}/shared/data/{data}')\n"
             "print(all(a.read(d, s).equals(b.read(d, s)) for d in a.domains for s in ('train', 'dev', 'test')))")],
             capture_output=True, text=True, check=True).stdout.strip()
         t = time.perf_counter()
-        sweep = subprocess.run([sys.executable, str(REPO / "scripts/train.py"), "-m", *data[:1], "domain=all",
+        sweep = subprocess.run([*script("train", "-m", *data_args[:1], "domain=all"),
                                 f"paths.output_dir={out}/shared", "hydra/launcher=ray", f"+hydra.launcher.ray.init.address={address}",
                                 "+hydra.launcher.ray.init.object_store_memory=null", "threads=1"],
                                cwd=REPO, capture_output=True, text=True, env=env)

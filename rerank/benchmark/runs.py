@@ -15,26 +15,16 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from rerank.config import compose_config
 from rerank.merge.ranker import BASELINE, CrossDomainRanker, DomainScorer
 from rerank.model.registry import Registry, RegistryError
 
 log = logging.getLogger(__name__)
-CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def compose_train(overrides: Sequence[str] = ()) -> dict:
     """``configs/train.yaml`` composed with ``overrides``, as a plain dict (works inside or outside a Hydra app)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf
-
-    overrides = ["domain=_unset_", "~logger", *overrides]
-    if GlobalHydra.instance().is_initialized():
-        cfg = compose(config_name="train", overrides=list(overrides))
-    else:
-        with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-            cfg = compose(config_name="train", overrides=list(overrides))
-    return OmegaConf.to_container(cfg, resolve=True)
+    return compose_config("train", ["domain=_unset_", "~logger", *overrides])
 
 
 class Trainer:

@@ -1,6 +1,6 @@
 """Scale: the whole offline loop and the serving-side figures at 18, 100 and 1,000 domains (issue 10).
 
-    python scripts/bench_scale.py --work /tmp/scale [--sizes hwu64 100 1000] [--utterances 8:10000,8:100000,8:1000000]
+    python scripts/bench.py bench=scale bench.work=/tmp/scale [bench.sizes=[hwu64,100,1000]] [bench.utterances=[8:10000,8:100000]]
 
 For every size: prepare (wall time and peak memory of its process tree), the training
 sweep of every domain (``scripts/train.py -m domain=all``, joblib ``n_jobs=2``), the
@@ -9,24 +9,23 @@ time to load every domain's live model from the registry, merge throughput
 test utterances (their hypotheses come from their top domains) with every domain
 loaded, and the resident memory of a process that holds every domain's model.
 Synthetic sizes get enough utterances that every domain has at least 100 training
-utterances. ``--utterances`` adds corpora of one domain count and growing size.
+utterances. ``utterances`` adds corpora of one domain count and growing size.
 Results go to ``<work>/scale.json`` and the plots to ``<work>/*.png``.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
-from rerank.benchmark.measure import machine, run_measured
+from rerank.benchmark.measure import REPO, latency, machine, run_measured, script, throughput, utterance_pool
 
-REPO = Path(__file__).resolve().parents[2]
 #: settings of the large synthetic assistants (README: Many domains)
 MANY = ["recognizers.family.dc_max_negatives=5000", "hypotheses.emit.max_domains=5"]
 
@@ -58,30 +57,13 @@ def probe(work: Path, data: list[str], rank_calls: int) -> dict:
     ranker = CrossDomainRanker.from_registry(Registry(work / "registry"), tables.name, tables.domains)
     load_s = time.perf_counter() - t
     test = load_split(tables, "test")
-    ranker.score_tables(test.tables)
-    reps, t = 0, time.perf_counter()
-    while reps < 3 or time.perf_counter() - t < 2.0:
-        ranker.score_tables(test.tables)
-        reps += 1
-    merge_rate = len(test.utt_index) * reps / (time.perf_counter() - t)
-    fields = ["utt_index", "domain", "intent", "slots", "dc", "ic", "ner", "rank", *tables.manifest["context_fields"]]
-    per_utt: dict[int, list] = {}
-    for d in tables.domains:
-        for row in test.tables[d].select(fields).to_pylist():
-            if row["utt_index"] < rank_calls:
-                per_utt.setdefault(row.pop("utt_index"), []).append(row)
-    pool = list(per_utt.values())
-    for h in pool[:200]:
-        ranker.rank(h)
-    lat = []
-    for h in pool:
-        t0 = time.perf_counter_ns()
-        ranker.rank(h)
-        lat.append((time.perf_counter_ns() - t0) / 1e6)
+    merge = throughput(lambda: ranker.score_tables(test.tables), len(test.utt_index), min_seconds=2.0)
+    pool = utterance_pool(test.tables, tables.manifest["context_fields"], rank_calls)
+    lat = latency(ranker.rank, pool, warmup=200)
     return {"domains": len(tables.domains), "test_hypotheses": int(len(test.utt_index)),
             "registry_load_seconds": load_s, "live_models": len(tables.domains) - len(ranker.fallbacks),
-            "merge_hypotheses_per_second": merge_rate, "rank_p50_ms": float(np.percentile(lat, 50)),
-            "rank_p99_ms": float(np.percentile(lat, 99)), "rank_calls": len(lat),
+            "merge_hypotheses_per_second": merge["median_per_second"], "rank_p50_ms": lat["p50_ms"],
+            "rank_p99_ms": lat["p99_ms"], "rank_calls": lat["calls"],
             "hypotheses_per_utterance": float(np.mean([len(h) for h in pool]))}
 
 
@@ -102,14 +84,13 @@ def run_size(label: str, data: list[str], work: Path, extra_prepare: list[str], 
         return row
     work.mkdir(parents=True, exist_ok=True)
     row = {"label": label, "data": data}
-    m = run_measured([sys.executable, str(REPO / "scripts/prepare.py"), *data, *extra_prepare, f"paths.output_dir={work}",
-                      "force=true"], work / "prepare.log", cwd=REPO)
+    m = run_measured(script("prepare", *data, *extra_prepare, f"paths.output_dir={work}", "force=true"), work / "prepare.log", cwd=REPO)
     row.update(prepare_seconds=m["wall"], prepare_peak_mb=m["rss_tree_mib"], prepare_cpu_seconds=m["cpu"])
     print(f"scale {label}: prepare {m['wall']:.0f} s, peak {m['rss_tree_mib']:.0f} MB", flush=True)
     if sweep:
-        s = run_measured([sys.executable, str(REPO / "scripts/train.py"), "-m", *[a for a in data if not a.startswith(("data.synthetic", "data.path"))],
+        s = run_measured(script("train", "-m", *[a for a in data if not a.startswith(("data.synthetic", "data.path"))],
                           *[a for a in data if a.startswith("data.synthetic")], "domain=all", f"paths.output_dir={work}",
-                          "hydra.launcher.n_jobs=2", "promote=force", "~logger"], work / "train.log", cwd=REPO)
+                          "hydra.launcher.n_jobs=2", "promote=force", "~logger"), work / "train.log", cwd=REPO)
         fits = [float(x) for x in __import__("re").findall(r"timing .*?fit=([0-9.]+)", (work / "train.log").read_text())]
         row.update(sweep_seconds=s["wall"], sweep_peak_mb=s["rss_tree_mib"], fit_seconds_sum=sum(fits), jobs=len(fits))
         print(f"scale {label}: sweep {s['wall']:.0f} s ({len(fits)} jobs, fits {sum(fits):.0f} s)", flush=True)
@@ -163,38 +144,32 @@ def plots(rows: list[dict], growth: list[dict], work: Path) -> None:
         save(fig, work / "growth_utterances.png")
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--work", required=True)
-    ap.add_argument("--sizes", nargs="*", default=["hwu64", "100", "1000"])
-    ap.add_argument("--utterances", default="", help="domains:utterances,... corpora of growing size (e.g. 8:10000,8:100000)")
-    ap.add_argument("--rank-calls", type=int, default=3000)
-    ap.add_argument("--no-sweep", action="store_true")
-    ap.add_argument("--probe-only", action="store_true", help="measure the serving-side figures again on earlier runs")
-    args = ap.parse_args(argv)
-    work = Path(args.work).resolve()
+def run(work: str, hwu64: str, sizes: Sequence = ("hwu64", 100, 1000), utterances: Sequence[str] = (), rank_calls: int = 3000,
+        sweep: bool = True, probe_only: bool = False) -> int:
+    """Every size in ``sizes`` (``hwu64`` or a number of synthetic domains), then every ``domains:utterances`` corpus."""
+    work = Path(work).resolve()
     out = work / "scale.json"
     results = json.loads(out.read_text()) if out.exists() else {"domains": [], "utterances": []}
     print(f"# scale benchmark, {time.strftime('%Y-%m-%d %H:%M %Z')}\n# machine: {machine()}", flush=True)
-    for size in args.sizes:
-        earlier = {r["label"]: r for r in results["domains"]} if args.probe_only else {}
+    for size in sizes:
+        earlier = {r["label"]: r for r in results["domains"]} if probe_only else {}
         if size == "hwu64":
-            row = run_size("HWU64", ["data=hwu64", f"data.path={REPO.parent / 'shared/data/hwu64'}"], work / "hwu64", [],
-                           not args.no_sweep, args.rank_calls, earlier.get("HWU64"))
+            row = run_size("HWU64", ["data=hwu64", f"data.path={Path(hwu64).resolve()}"], work / "hwu64", [],
+                           sweep, rank_calls, earlier.get("HWU64"))
         else:
             n_domains = int(size)
             label = f"synthetic, {n_domains} domains"
             n = utterances_for(n_domains) if label not in earlier else 0
             data = ["data=synthetic", f"data.name=synthetic_{n_domains}d", f"data.synthetic.n_domains={n_domains}",
                     f"data.synthetic.n_utterances={n}"]
-            row = run_size(label, data, work / f"d{n_domains}", MANY, not args.no_sweep, args.rank_calls, earlier.get(label))
+            row = run_size(label, data, work / f"d{n_domains}", MANY, sweep, rank_calls, earlier.get(label))
         results["domains"] = [r for r in results["domains"] if r["label"] != row["label"]] + [row]
         results["domains"].sort(key=lambda r: r["domains"])
         out.write_text(json.dumps(results, indent=2))
-    for spec in filter(None, args.utterances.split(",")):
-        d, n = (int(x) for x in spec.split(":"))
+    for spec in utterances:
+        d, n = (int(x) for x in str(spec).split(":"))
         data = ["data=synthetic", f"data.name=synthetic_{n}u", f"data.synthetic.n_domains={d}", f"data.synthetic.n_utterances={n}"]
-        row = run_size(f"synthetic, {d} domains, {n} utterances", data, work / f"u{n}", [], not args.no_sweep, args.rank_calls)
+        row = run_size(f"synthetic, {d} domains, {n} utterances", data, work / f"u{n}", [], sweep, rank_calls)
         results["utterances"] = [r for r in results["utterances"] if r["label"] != row["label"]] + [row]
         results["utterances"].sort(key=lambda r: r["utterances"])
         out.write_text(json.dumps(results, indent=2))

@@ -1,8 +1,8 @@
-"""Load test of the ranking service, with domains promoted under load (issue 9).
+"""Load test of the ranking service, with domains promoted under load (issue 9): ``python scripts/bench.py bench=serve``.
 
 Concurrent clients send real utterances (a prepared corpus' test hypotheses, ~85 per
-utterance on HWU64) to ``POST /rank`` for ``--seconds``, while a promoter makes new
-versions of three domains live every ``--promote-every`` seconds, one of those versions
+utterance on HWU64) to ``POST /rank`` for ``seconds``, while a promoter makes new
+versions of three domains live every ``promote_every`` seconds, one of those versions
 deliberately broken (its weights file truncated after publishing). Measured:
 
 - requests/s and the client-side latency (p50, p99, max), errors;
@@ -18,7 +18,6 @@ encoded once up front), so that it costs the shared 2 cores as little as possibl
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import os
@@ -34,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from rerank.benchmark.measure import machine
+from rerank.benchmark.measure import machine, utterance_pool
 from rerank.serving.process import free_port, running_service
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,13 +41,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def load_pool(tables, split: str, limit: int) -> list[list[dict]]:
     """Every utterance's hypotheses of ``split`` in the n-best format (as a client sends them)."""
-    fields = ["utt_index", "domain", "intent", "slots", "dc", "ic", "ner", "rank", *tables.manifest["context_fields"]]
-    by_utt: dict[int, list[dict]] = {}
-    for d in tables.domains:
-        for row in tables.read(d, split).select(fields).to_pylist():
-            if row["utt_index"] < limit:
-                by_utt.setdefault(row.pop("utt_index"), []).append(row)
-    return [by_utt[u] for u in sorted(by_utt)]
+    return utterance_pool({d: tables.read(d, split) for d in tables.domains}, tables.manifest["context_fields"], limit)
 
 
 @contextlib.contextmanager
@@ -201,32 +194,21 @@ def proc_cpu_seconds(pid: int) -> float:
     return total
 
 
-def main(argv=None) -> int:
+def run(output_dir: str, data: str = "hwu64", seconds: float = 60.0, connections: int = 8, promote_every: float = 3.0,
+        workers: int = 1, batch_utterances: int = 200, batch_seconds: float = 10.0, keep_every: int = 25, ray: int = 0) -> int:
+    """The load test (or, with ``ray`` replicas, the Ray Serve run) against the tables and registry of ``output_dir``."""
     from rerank.hypotheses.tables import open_tables
     from rerank.merge.ranker import CrossDomainRanker
     from rerank.model.registry import Registry
 
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--output-dir", required=True, help="paths.output_dir with the prepared tables and a registry")
-    ap.add_argument("--data", default="hwu64")
-    ap.add_argument("--seconds", type=float, default=60.0)
-    ap.add_argument("--connections", type=int, default=8)
-    ap.add_argument("--promote-every", type=float, default=3.0)
-    ap.add_argument("--workers", type=int, default=1)
-    ap.add_argument("--batch-utterances", type=int, default=200)
-    ap.add_argument("--batch-seconds", type=float, default=10.0)
-    ap.add_argument("--keep-every", type=int, default=25, help="keep every n-th response body for the offline check")
-    ap.add_argument("--ray", type=int, default=0, metavar="REPLICAS",
-                    help="instead: run the service under Ray Serve with this many replicas (needs the [serve-ray] extra)")
-    args = ap.parse_args(argv)
-    if args.ray:
+    if ray:
         print(f"# Ray Serve run, {time.strftime('%Y-%m-%d %H:%M %Z')}\n# machine: {machine()}\n")
-        ray_serve_run(Path(args.output_dir).resolve(), args.data, args.ray, min(args.seconds, 10.0))
+        ray_serve_run(Path(output_dir).resolve(), data, ray, min(seconds, 10.0))
         return 0
 
-    out_dir = Path(args.output_dir).resolve()
+    out_dir = Path(output_dir).resolve()
     work = Path(tempfile.mkdtemp(prefix="bench_serve_"))
-    cfg = {"paths": {"data_dir": str(out_dir / "data")}, "data": {"name": args.data, "format": "massive"}}
+    cfg = {"paths": {"data_dir": str(out_dir / "data")}, "data": {"name": data, "format": "massive"}}
     tables = open_tables(cfg)
     corpus, domains = tables.name, tables.domains
     registry_dir = work / "registry"
@@ -239,40 +221,40 @@ def main(argv=None) -> int:
     sizes = [len(h) for h in pool]
     counts = {d: sum(any(h["domain"] == d for h in u) for u in pool) for d in domains}
     moving = sorted(domains, key=lambda d: -counts[d])[:3]
-    rounds = max(1, int(args.seconds / args.promote_every / 3) + 1)
+    rounds = max(1, int(seconds / promote_every / 3) + 1)
     prof = stage_profile(CrossDomainRanker.from_registry(reg, corpus, domains), pool, tables.manifest["context_fields"])
     plan, broken = prepare_versions(reg, corpus, moving, rounds)
     requests = [request_bytes("/rank", orjson.dumps({"utt_id": i, "hypotheses": h})) for i, h in enumerate(pool)]
     print(f"# service load test, {time.strftime('%Y-%m-%d %H:%M %Z')}\n# machine: {machine()}")
     print(f"# {corpus} test: {len(pool)} utterances, {np.mean(sizes):.1f} hypotheses each (max {max(sizes)}); "
-          f"{args.connections} connections for {args.seconds:.0f} s; promotions of {', '.join(moving)} every "
-          f"{args.promote_every:g} s ({len(broken)} broken)", flush=True)
+          f"{connections} connections for {seconds:.0f} s; promotions of {', '.join(moving)} every "
+          f"{promote_every:g} s ({len(broken)} broken)", flush=True)
 
     # VmRSS, not ru_maxrss: a child forked from this big process would report the parent's high-water mark
     imp = subprocess.run([sys.executable, "-c", "import time; t = time.perf_counter(); import rerank.serving.app; "
                           "print(time.perf_counter() - t, next(int(x.split()[1]) for x in open('/proc/self/status') "
                           "if x.startswith('VmRSS')))"], capture_output=True, text=True, check=True).stdout.split()
     import_seconds, import_rss_mb = float(imp[0]), int(imp[1]) / 1024
-    with server(out_dir, registry_dir, args.data, args.workers, work / "serve.log", []) as (addr, proc, command):
+    with server(out_dir, registry_dir, data, workers, work / "serve.log", []) as (addr, proc, command):
         rss_start = tree_rss_mb(proc.pid)
-        promoter = Promoter(reg, corpus, plan, args.promote_every)
+        promoter = Promoter(reg, corpus, plan, promote_every)
         cpu0, t0 = proc_cpu_seconds(proc.pid), time.monotonic()
         promoter.start()
-        results = run_clients(addr, requests, args.seconds, args.connections, args.keep_every)
+        results = run_clients(addr, requests, seconds, connections, keep_every)
         wall = time.monotonic() - t0
         server_cpu = proc_cpu_seconds(proc.pid) - cpu0
         rss_end = tree_rss_mb(proc.pid)
         promoter.stop_event.set()
         # batch throughput: the Arrow form, then the JSON form
-        chunks = [pool[i:i + args.batch_utterances] for i in range(0, len(pool), args.batch_utterances)]
+        chunks = [pool[i:i + batch_utterances] for i in range(0, len(pool), batch_utterances)]
         batch_hyps = [sum(len(h) for h in c) for c in chunks]
         batch_rates = {}
-        for form, reqs in (("Arrow IPC", [request_bytes("/rank/batch", arrow_batch(c, i * args.batch_utterances),
+        for form, reqs in (("Arrow IPC", [request_bytes("/rank/batch", arrow_batch(c, i * batch_utterances),
                                                         "application/vnd.apache.arrow.stream") for i, c in enumerate(chunks)]),
                            ("JSON", [request_bytes("/rank/batch", orjson.dumps({"utterances": [{"hypotheses": h} for h in c]}))
                                      for c in chunks])):
             b0 = time.monotonic()
-            batch = run_clients(addr, reqs, args.batch_seconds, 2, 10**9)
+            batch = run_clients(addr, reqs, batch_seconds, 2, 10**9)
             done = [b for b in batch if b[3] == 200]
             if len(done) != len(batch):
                 raise RuntimeError(f"/rank/batch ({form}) answered {len(batch) - len(done)} requests with errors")
@@ -313,8 +295,8 @@ def main(argv=None) -> int:
     refused = sum(float(line.split()[-1]) for line in metrics_text.splitlines() if line.startswith("rerank_refused_versions_total{"))
     swap_times = [s[2] for s in swaps if s[2] is not None]
 
-    print(f"\ncommand: python scripts/bench_serve.py --output-dir {args.output_dir} --data {args.data} --seconds {args.seconds:g} "
-          f"--connections {args.connections} --workers {args.workers}\nserver: {command}\n")
+    print(f"\ncommand: python scripts/bench.py bench=serve bench.output_dir={output_dir} bench.data={data} bench.seconds={seconds:g} "
+          f"bench.connections={connections} bench.workers={workers}\nserver: {command}\n")
     print("| measure | result | target |\n| --- | --- | --- |")
     print(f"| requests/s, one utterance each ({np.mean(sizes):.0f} hypotheses) | {rps:.0f} | >= 500 |")
     print(f"| latency p50 / p99 / max (ms, client side) | {np.percentile(lat, 50):.1f} / {np.percentile(lat, 99):.1f} / "
@@ -328,11 +310,11 @@ def main(argv=None) -> int:
           f" / {refused:.0f} / {served_broken} | served 0 |")
     print(f"| responses checked against an offline CrossDomainRanker with their versions | {checked}, max abs diff {worst:.1e} | <= 1e-9 |")
     for form, rate in batch_rates.items():
-        print(f"| /rank/batch, {form} ({args.batch_utterances} utterances a request, 2 connections) | "
+        print(f"| /rank/batch, {form} ({batch_utterances} utterances a request, 2 connections) | "
               f"{rate / 1e6:.2f} M hypotheses/s | >= 1 M/s |")
     print(f"| server CPU per /rank request (ms) | {1e3 * server_cpu / max(1, len(results)):.2f} | |")
     print(f"| `import rerank.serving.app` (fresh interpreter) | {import_seconds:.2f} s, {import_rss_mb:.0f} MB resident | |")
-    print(f"| service resident memory ({len(domains)} domains loaded; {args.workers} worker(s), process tree) | "
+    print(f"| service resident memory ({len(domains)} domains loaded; {workers} worker(s), process tree) | "
           f"{rss_start:.0f} MB at start, {rss_end:.0f} MB after the run | |")
     print("\npromote -> first use, per promotion (s): " + ", ".join(f"{d} {v} {x:.2f}" for d, v, x in swaps if x is not None))
     print("\nWhere a /rank request's server time goes (in-process, µs per request): "

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -11,31 +10,21 @@ from typing import Any
 
 import numpy as np
 
+from rerank.benchmark.measure import REPO, latency, script, throughput, utterance_pool
 from rerank.merge.evaluate import SplitData
 from rerank.merge.ranker import CrossDomainRanker
-
-REPO = Path(__file__).resolve().parents[2]
 #: the overrides a training sweep takes from the benchmark's command line: which tables, where
 TABLE_KEYS = ("data", "paths")
 
 
-def rank_latency(ranker: CrossDomainRanker, test: SplitData, n: int) -> dict:
-    per_utt: dict[int, list] = {}
-    for d in test.domains:
-        for rec in test.tables[d].to_pylist():
-            if rec["utt_index"] < n:
-                per_utt.setdefault(rec["utt_index"], []).append(rec)
-    times = []
-    for recs in per_utt.values():
-        t = time.perf_counter()
-        ranker.rank(recs)
-        times.append(time.perf_counter() - t)
-    if not times:
+def rank_latency(ranker: CrossDomainRanker, test: SplitData, n: int, context_fields) -> dict:
+    """``rank()`` on the first ``n`` test utterances, one call each."""
+    pool = utterance_pool(test.tables, context_fields, n)
+    lat = latency(ranker.rank, pool)
+    if not lat["calls"]:
         return {"utterances": 0}
-    times.sort()
-    return {"utterances": len(times), "p50_ms": 1e3 * statistics.median(times),
-            "p99_ms": 1e3 * times[min(len(times) - 1, int(np.ceil(0.99 * len(times))) - 1)],
-            "mean_hypotheses": float(np.mean([len(r) for r in per_utt.values()]))}
+    return {"utterances": lat["calls"], "p50_ms": lat["p50_ms"], "p99_ms": lat["p99_ms"],
+            "mean_hypotheses": float(np.mean([len(h) for h in pool]))}
 
 
 def peak_memory() -> dict:
@@ -75,7 +64,7 @@ def speed_figures(scfg, manifest, r2, r3, test: SplitData, bench_dir: Path, cfg,
     keep = [o for o in cli_overrides if o.lstrip("+~").split("=", 1)[0].split(".")[0].split("/")[0] in TABLE_KEYS
             and not o.startswith(("paths.registry_dir", "paths.log_dir"))]
     for key, python, launcher, extra in sweeps:
-        cmd = [python, str(REPO / "scripts" / "train.py"), "-m", "domain=all", "loss=crossentropy", *launcher, *keep,
+        cmd = [*script("train", "-m", "domain=all", "loss=crossentropy", *launcher, *keep, python=python),
                f"paths.registry_dir={bench_dir / 'registry' / key}", f"paths.log_dir={bench_dir / 'logs' / key}"]
         if not any(o.startswith("paths.output_dir") for o in keep):
             cmd.append(f"paths.output_dir={cfg['paths']['output_dir']}")
@@ -87,15 +76,10 @@ def speed_figures(scfg, manifest, r2, r3, test: SplitData, bench_dir: Path, cfg,
         if proc.returncode != 0:
             out[key]["stderr_tail"] = proc.stderr[-2000:]
     ranker = r3["ranker"]
-    t = time.perf_counter()
-    reps = 0
-    while reps < 3 or time.perf_counter() - t < 0.5:
-        ranker.score_tables(test.tables)
-        reps += 1
-    secs = (time.perf_counter() - t) / reps
-    out["merge_hypotheses_per_second"] = len(test.utt_index) / secs if secs > 0 else None
-    out["merge_seconds"] = secs
-    out["rank_latency"] = rank_latency(ranker, test, int(scfg.get("rank_utterances", 2000)))
+    merge = throughput(lambda: ranker.score_tables(test.tables), len(test.utt_index))
+    out["merge_hypotheses_per_second"] = merge["median_per_second"]
+    out["merge_seconds"] = merge["median_seconds"]
+    out["rank_latency"] = rank_latency(ranker, test, int(scfg.get("rank_utterances", 2000)), manifest["context_fields"])
     return out
 
 

@@ -39,10 +39,7 @@ def deploy(cfg: dict, replicas: int = 2, port: int = 8000, ray_address: str | No
 
 
 def main(argv: list[str]) -> None:
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
-    from rerank.serving.process import REPO
+    from rerank.config import compose_config
 
     keys = {"replicas": 2, "port": 8000, "ray_address": None}
     overrides = []
@@ -52,8 +49,7 @@ def main(argv: list[str]) -> None:
             keys[k] = int(v) if k in ("replicas", "port") else v
         else:
             overrides.append(a)
-    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
-        cfg = OmegaConf.to_container(compose(config_name="serve", overrides=overrides), resolve=True)
+    cfg = compose_config("serve", overrides)
     deploy(cfg, keys["replicas"], keys["port"], keys["ray_address"])
     print(f"serve (Ray Serve): {cfg['data']['name']} on http://127.0.0.1:{keys['port']} with {keys['replicas']} replicas; "
           "Ctrl-C stops", flush=True)

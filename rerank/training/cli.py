@@ -19,9 +19,7 @@ def expand_all_domains(argv: list[str], config_dir: str | Path) -> list[str]:
     hits = [i for i, a in enumerate(argv) if a.split("=", 1)[0] == "domain" and a.split("=", 1)[-1].strip("'\"") in ALL]
     if not hits:
         return argv
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
+    from rerank.config import compose_config
     from rerank.hypotheses.tables import TablesMissing, open_tables
 
     overrides = []
@@ -31,10 +29,9 @@ def expand_all_domains(argv: list[str], config_dir: str | Path) -> list[str]:
             if "," in a.split("=", 1)[1]:
                 raise SystemExit(f"domain=all cannot be combined with a sweep over {key}: run one corpus at a time")
             overrides.append(a)
-    with initialize_config_dir(config_dir=str(Path(config_dir).resolve()), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[*overrides, "domain=_all_"])
+    cfg = compose_config("train", [*overrides, "domain=_all_"], config_dir)
     try:
-        tables = open_tables(OmegaConf.to_container(cfg, resolve=True))
+        tables = open_tables(cfg)
     except TablesMissing as err:
         raise SystemExit(f"domain=all: {err}") from None
     out = list(argv)
