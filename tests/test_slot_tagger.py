@@ -10,7 +10,8 @@ import pytest
 
 pycrfsuite = pytest.importorskip("pycrfsuite")
 
-from rerank.recognizers.slot_tagger import SlotTagger, _read_model_info  # noqa: E402
+from rerank.recognizers.crfsuite_model import read_model_info  # noqa: E402
+from rerank.recognizers.slot_tagger import SlotTagger  # noqa: E402
 
 # ---------------------------------------------------------------------------
 # A tiny music domain, written in the bracket notation.
@@ -144,7 +145,7 @@ def test_other_settings_equal_crfsuite(corpus, params):
 
 def test_weights_equal_crfsuite_dump(tagger):
     # The binary model file holds the exact weights; crfsuite's text dump rounds them to 1e-6.
-    labels, attrs, T, W = _read_model_info(tagger.crfsuite_tagger())
+    labels, attrs, T, W = read_model_info(tagger.crfsuite_tagger())
     assert labels == tagger.labels
     assert np.abs(T - tagger.transitions).max() <= 5.1e-7
     assert np.abs(W - tagger._W[: len(attrs)]).max() <= 5.1e-7
@@ -293,7 +294,7 @@ def test_no_dependency_on_temp_files(corpus, tmp_path, monkeypatch):
 def test_log_partition_with_extreme_weights():
     # Weights spanning thousands of nats underflow the scaled forward pass: the
     # log-space fallback must give the exact log Z.
-    from rerank.recognizers.slot_tagger import _kbest, _log_partition
+    from rerank.recognizers.kbest import kbest, log_partition
 
     rng = np.random.default_rng(0)
     E = rng.normal(scale=800.0, size=(3, 4, 3))
@@ -305,18 +306,18 @@ def test_log_partition_with_extreme_weights():
         ]
         m = max(scores)
         expected = m + np.log(np.sum(np.exp(np.array(scores) - m)))
-        assert _log_partition(E[b:b + 1], T)[0] == pytest.approx(expected, rel=1e-12)
-        paths, best = _kbest(E[b:b + 1], T, 4)
+        assert log_partition(E[b:b + 1], T)[0] == pytest.approx(expected, rel=1e-12)
+        paths, best = kbest(E[b:b + 1], T, 4)
         assert list(best[0]) == pytest.approx(sorted(scores, reverse=True)[:4], rel=1e-12)
 
 
 def test_falls_back_to_info_when_the_model_file_is_unreadable(corpus, monkeypatch):
-    import rerank.recognizers.slot_tagger as mod
+    import rerank.recognizers.crfsuite_model as mod
 
     def unreadable(data):
-        raise mod._ModelFormatError("simulated")
+        raise mod.ModelFormatError("simulated")
 
-    monkeypatch.setattr(mod, "_read_model_binary", unreadable)
+    monkeypatch.setattr(mod, "read_model_binary", unreadable)
     with pytest.warns(RuntimeWarning, match="rounded"):
         st = SlotTagger(c2=0.1, max_iterations=60).fit(*corpus)
     crf = st.crfsuite_tagger()
@@ -326,9 +327,9 @@ def test_falls_back_to_info_when_the_model_file_is_unreadable(corpus, monkeypatc
 
 
 def test_read_model_binary_rejects_garbage():
-    from rerank.recognizers.slot_tagger import _ModelFormatError, _read_model_binary
+    from rerank.recognizers.crfsuite_model import ModelFormatError, read_model_binary
 
-    with pytest.raises(_ModelFormatError):
-        _read_model_binary(b"not a model")
-    with pytest.raises(_ModelFormatError):
-        _read_model_binary(b"XXXX" + bytes(60))
+    with pytest.raises(ModelFormatError):
+        read_model_binary(b"not a model")
+    with pytest.raises(ModelFormatError):
+        read_model_binary(b"XXXX" + bytes(60))

@@ -12,25 +12,22 @@ as in production, where each domain is trained by its own team:
 3. (domain, fold) jobs fit the domain's IC and NER on its own training
    utterances and emit its n-best, labelled against the gold.
 
-Jobs run on ``recognizers.n_jobs`` local processes (1: in this process). The
-recognizers (with whatever they share, e.g. the text features) are built once
-and loaded once per worker process, never pickled per job. Every job runs with
-BLAS/OpenMP limited to one thread, and the tables do not depend on the number of
-processes. The set is written through :class:`~rerank.hypotheses.tables.TableSetWriter`:
-complete or absent.
+Jobs run on ``recognizers.n_jobs`` local processes (1: in this process) or on
+Ray (:mod:`rerank.hypotheses.jobs`). The recognizers (with whatever they share,
+e.g. the text features) are built once and loaded once per worker process, never
+pickled per job; the tables do not depend on the number of processes. The set
+is written through :class:`~rerank.hypotheses.tables.TableSetWriter`: complete
+or absent.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-import os
-import pickle
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -39,6 +36,7 @@ from tqdm.auto import tqdm
 from rerank.corpus.load import Corpus, load_corpus
 from rerank.corpus.utterance import SPLITS, Utterance
 from rerank.hypotheses.emit import HypothesisColumns, emit_domain, emit_mask
+from rerank.hypotheses.jobs import JobRunner, one_thread, worker_count
 from rerank.hypotheses.schema import SCHEMA_VERSION, hypothesis_schema, utterance_table
 from rerank.hypotheses.summary import domain_recognizer_figures, recognizer_figures, render_summary, split_figures
 from rerank.hypotheses.tables import (TableSet, TablesCorrupt, TableSetWriter, build_lock, clean_leftovers, data_root,
@@ -50,7 +48,6 @@ log = logging.getLogger(__name__)
 FEATURE_COLUMNS = ["dc", "ic", "ner", "rank", "n_slots"]
 # Settings that change how fast the tables are built, not what they hold.
 NOT_HASHED = ("n_jobs", "backend", "ray_address")
-BACKENDS = ("local", "ray")
 
 
 def build_recognizers(rec_cfg: Mapping[str, Any]) -> Recognizers:
@@ -148,16 +145,10 @@ class _Context:
         return {s: np.arange(len(self.split_rows[s])) for s in ("dev", "test")}
 
 
-def _one_thread():
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=1)
-
-
 def dc_job(ctx: _Context, domain: str, fold: int) -> dict:
     """Fit ``domain``'s DC on the fold's training rows; its ``dc`` on the rows the fold emits for."""
     t0 = time.perf_counter()
-    with _one_thread():
+    with one_thread():
         dc = ctx.family.fit_domain_classifier(domain, ctx.fit_rows(fold), ctx.seed)
         rows = ctx.emit_rows(fold)
         scores = {s: np.asarray(dc.scores(r), dtype=np.float64) for s, r in rows.items()}
@@ -176,7 +167,7 @@ def emit_job(ctx: _Context, domain: str, fold: int, chosen: Mapping[str, tuple[n
     t0 = time.perf_counter()
     utts = ctx.utts
     schema = hypothesis_schema(ctx.context_fields)
-    with _one_thread():
+    with one_thread():
         fit = ctx.fit_rows(fold)
         own = fit[ctx.family.is_domain(fit, domain)]
         if not len(own):
@@ -194,111 +185,6 @@ def emit_job(ctx: _Context, domain: str, fold: int, chosen: Mapping[str, tuple[n
                 gold = rows[ctx.family.is_domain(rows, domain)]
                 figures = domain_recognizer_figures(interpreter, utts, gold)
     return {"tables": tables, "figures": figures, "seconds": {"fit": t_fit, "emit": time.perf_counter() - t0 - t_fit}}
-
-
-_WORKER_CTX: _Context | None = None
-
-
-def _init_worker(ctx_path: str) -> None:
-    global _WORKER_CTX
-    with open(ctx_path, "rb") as fh:
-        _WORKER_CTX = pickle.load(fh)
-
-
-def _in_worker(fn: Callable, *args):
-    return fn(_WORKER_CTX, *args)
-
-
-_RAY_CTX: dict = {}
-
-
-def _ray_job(ctx_ref: list, fn: Callable, *args):
-    # The reference comes wrapped in a list, so that Ray does not unpickle the context for every
-    # task: a worker fetches it once and keeps it.
-    import ray
-
-    key = ctx_ref[0].hex()
-    if key not in _RAY_CTX:
-        _RAY_CTX.clear()
-        _RAY_CTX[key] = ray.get(ctx_ref[0])
-    with _one_thread():
-        return fn(_RAY_CTX[key], *args)
-
-
-class JobRunner:
-    """Runs jobs ``fn(ctx, *args)`` in this process, on ``n_jobs`` loky worker processes, or on Ray.
-
-    ``backend="ray"``: the jobs are Ray tasks on the cluster ``ray_address`` names (``auto``: the
-    one this machine belongs to; ``null``: a local instance); the context goes to Ray's object
-    store once and every node reads it from there.
-    """
-
-    def __init__(self, ctx: _Context, n_jobs: int, backend: str = "local", ray_address: str | None = None):
-        if backend not in BACKENDS:
-            raise ValueError(f"recognizers.backend must be one of {BACKENDS}, not {backend!r}")
-        self.ctx, self.n_jobs, self.backend, self.ray_address = ctx, n_jobs, backend, ray_address
-        self._pool, self._tmp, self._ray = None, None, None
-
-    def __enter__(self) -> "JobRunner":
-        if self.backend == "ray":
-            try:
-                import ray
-            except ImportError:
-                raise ImportError("recognizers.backend=ray needs Ray: pip install -e '.[ray]'") from None
-            if not ray.is_initialized():
-                ray.init(address=self.ray_address, include_dashboard=False, log_to_driver=False)
-            self._ray = (ray, ray.put(self.ctx), ray.remote(_ray_job))
-        elif self.n_jobs > 1:
-            from joblib.externals.loky import ProcessPoolExecutor
-
-            self._tmp = tempfile.TemporaryDirectory(prefix="rerank_prepare_")
-            path = os.path.join(self._tmp.name, "context.pkl")
-            with open(path, "wb") as fh:
-                pickle.dump(self.ctx, fh, protocol=pickle.HIGHEST_PROTOCOL)
-            one_thread = {v: "1" for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}
-            self._pool = ProcessPoolExecutor(max_workers=self.n_jobs, initializer=_init_worker, initargs=(path,), env=one_thread)
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if self._pool is not None:
-            # a job failed (or Ctrl-C): do not wait for the others
-            self._pool.shutdown(wait=exc_type is None, kill_workers=exc_type is not None)
-        if self._tmp is not None:
-            self._tmp.cleanup()
-
-    def map(self, fn: Callable, jobs: list[tuple], bar, take: Callable[[tuple, Any], None] | None = None) -> dict[tuple, Any]:
-        """``fn(ctx, *job)`` for every job (a tuple of arguments); ``{job[:2]: result}``, or each handed to ``take``
-        as it completes (then nothing is kept: a thousand domains' tables need not be in memory at once)."""
-        out: dict[tuple, Any] = {}
-        done_with = take or out.__setitem__
-        if self._ray is not None:
-            ray, ctx_ref, remote = self._ray
-            pending = {remote.remote([ctx_ref], fn, *job): job[:2] for job in jobs}
-            while pending:
-                done, _ = ray.wait(list(pending), num_returns=min(len(pending), 64), timeout=1.0)
-                for ref in done:
-                    done_with(pending.pop(ref), ray.get(ref))
-                bar.update(len(done))
-        elif self._pool is None:
-            for job in jobs:
-                done_with(job[:2], fn(self.ctx, *job))
-                bar.update()
-        else:
-            from joblib.externals.loky import as_completed
-
-            futures = {self._pool.submit(_in_worker, fn, *job): job[:2] for job in jobs}
-            for fut in as_completed(futures):
-                done_with(futures[fut], fut.result())
-                bar.update()
-        return out
-
-
-def _n_jobs(rec_cfg: Mapping[str, Any]) -> int:
-    n = rec_cfg.get("n_jobs", 1)
-    n = 1 if n is None else int(n)
-    if n < 0:  # joblib's convention: -1 is every core
-        n = max(1, (os.cpu_count() or 1) + 1 + n)
-    return max(1, n)
 
 
 def build(corpus: Corpus, family: Recognizers, cfg: Mapping[str, Any], writer: TableSetWriter, settings: str) -> tuple[dict, dict]:
@@ -322,7 +208,7 @@ def build(corpus: Corpus, family: Recognizers, cfg: Mapping[str, Any], writer: T
     # domains first within a fold, so that the last jobs are short.
     size = dict(zip(family.domain_names, np.bincount(family.domain_codes, minlength=len(family.domain_names)).tolist()))
     jobs = sorted(((d, k) for k in folds for d in domains), key=lambda j: (j[1] != -1, j[1], -size[j[0]], j[0]))
-    n_jobs = min(_n_jobs(rec_cfg), len(jobs))
+    n_jobs = min(worker_count(rec_cfg), len(jobs))
     backend = rec_cfg.get("backend") or "local"
     t0 = time.perf_counter()
     chosen: dict[tuple, dict] = {}

@@ -2,26 +2,11 @@
 
 Training is python-crfsuite's (L-BFGS, or OWL-QN when ``c1 > 0``); there is no
 hand-written optimiser here. After training the model's weights are read into
-numpy and crfsuite is no longer needed:
-
-- ``T[i, j]``: the weight of the transition from label ``i`` to label ``j``;
-- one row of ``W`` per attribute (binary feature, value 1): its weight per label.
-
-A labelling ``y`` of a sentence ``x`` of ``n`` tokens scores exactly as in crfsuite
-(which has no start/end transition features)::
-
-    score(y) = sum_t E[t, y_t] + sum_{t>0} T[y_{t-1}, y_t],   E[t] = sum of W[a] over t's attributes a
-
-and ``P(y | x) = exp(score(y) - log Z(x))``, ``log Z`` by the forward algorithm.
-:meth:`SlotTagger.nbest` returns the exact ``k`` best labellings with these
-probabilities (top-k (score, back-pointer) lists per label and position,
-vectorised over labels and over sentences of equal length).
-
-The weights are read from the binary model file (its ``FEAT`` chunk stores them
-as IEEE doubles), not from ``Tagger.info()``, whose text dump rounds every weight
-to 6 decimals; ``info()`` is only the fallback if the binary layout is not the
-expected one. The result matches ``Tagger.tag()`` and ``Tagger.probability()``
-to floating-point precision (see ``tests/test_slot_tagger.py``).
+numpy (:mod:`rerank.recognizers.crfsuite_model`) and crfsuite is no longer
+needed; :meth:`SlotTagger.nbest` returns the exact ``k`` best labellings with
+their probabilities (:mod:`rerank.recognizers.kbest`). The result matches
+``Tagger.tag()`` and ``Tagger.probability()`` to floating-point precision (see
+``tests/test_slot_tagger.py``).
 
 Features per token (lower-cased; all binary): a bias, the words at offsets
 ``-window..+window`` (``BOS``/``EOS`` beyond the sentence), 2-3 character
@@ -35,13 +20,14 @@ emissions are one gather ``W[rows]`` and one sum.
 from __future__ import annotations
 
 import os
-import struct
 import tempfile
-import warnings
 from itertools import repeat
 from typing import Sequence
 
 import numpy as np
+
+from rerank.recognizers.crfsuite_model import read_model
+from rerank.recognizers.kbest import kbest, log_partition
 
 __all__ = ["SlotTagger"]
 
@@ -69,206 +55,6 @@ def _normalise(tokens: Sequence[str]) -> list[str]:
         out.append(w)
     return out
 
-
-# ----------------------------------------------------------------------------
-# Reading a crfsuite (crf1d) model file
-# ----------------------------------------------------------------------------
-
-class _ModelFormatError(ValueError):
-    pass
-
-
-_FEATURE_DTYPE = np.dtype([("type", "<u4"), ("src", "<u4"), ("dst", "<u4"), ("weight", "<f8")])
-_CQDB_BYTEORDER = 0x62445371
-
-
-def _read_cqdb_strings(data: bytes, begin: int, count: int) -> list[str]:
-    """The strings of ids ``0..count-1`` of the CQDB chunk at ``begin`` (via its backward array)."""
-    if data[begin:begin + 4] != b"CQDB":
-        raise _ModelFormatError("no CQDB chunk")
-    _size, _flag, byteorder, bwd_size, bwd_offset = struct.unpack_from("<IIIII", data, begin + 4)
-    if byteorder != _CQDB_BYTEORDER:
-        raise _ModelFormatError("unexpected CQDB byte order")
-    if count == 0:
-        return []
-    if bwd_offset == 0 or bwd_size < count:
-        raise _ModelFormatError("CQDB without a backward array")
-    offsets = struct.unpack_from(f"<{count}I", data, begin + bwd_offset)
-    out = []
-    for i, off in enumerate(offsets):
-        rid, ksize = struct.unpack_from("<iI", data, begin + off)
-        if rid != i or ksize == 0:
-            raise _ModelFormatError("inconsistent CQDB record")
-        start = begin + off + 8
-        out.append(data[start:start + ksize - 1].decode("utf-8"))
-    return out
-
-
-def _read_model_binary(data: bytes) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
-    """``(labels, attributes, T [L, L], W [A, L])`` from a crf1d model file's bytes."""
-    if len(data) < 48:
-        raise _ModelFormatError("truncated header")
-    (magic, size, mtype, _version, _n_feat, n_labels, n_attrs,
-     off_feat, off_labels, off_attrs, _off_lrefs, _off_arefs) = struct.unpack_from("<4sI4s9I", data, 0)
-    if magic != b"lCRF" or mtype != b"FOMC" or size != len(data):
-        raise _ModelFormatError("not a crf1d model file")
-    labels = _read_cqdb_strings(data, off_labels, n_labels)
-    attrs = _read_cqdb_strings(data, off_attrs, n_attrs)
-    # (crfsuite leaves the header's num_features at 0; the chunk has the count.)
-    chunk, csize, num = struct.unpack_from("<4sII", data, off_feat)
-    if chunk != b"FEAT" or csize != 12 + _FEATURE_DTYPE.itemsize * num or off_feat + csize > len(data):
-        raise _ModelFormatError("unexpected FEAT chunk")
-    feats = np.frombuffer(data, dtype=_FEATURE_DTYPE, count=num, offset=off_feat + 12)
-    ftype, src, dst, w = feats["type"], feats["src"].astype(np.intp), feats["dst"].astype(np.intp), feats["weight"]
-    if np.any(ftype > 1) or np.any(dst >= n_labels):
-        raise _ModelFormatError("unexpected feature record")
-    state, trans = ftype == 0, ftype == 1
-    if np.any(src[state] >= n_attrs) or np.any(src[trans] >= n_labels):
-        raise _ModelFormatError("feature refers to an unknown attribute/label")
-    T = np.zeros((n_labels, n_labels))
-    np.add.at(T, (src[trans], dst[trans]), w[trans])
-    W = np.zeros((n_attrs, n_labels))
-    np.add.at(W, (src[state], dst[state]), w[state])
-    return labels, attrs, T, W
-
-
-def _read_model_info(tagger) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
-    """Fallback: the same from ``Tagger.info()`` (weights rounded to 1e-6 by crfsuite's dump)."""
-    info = tagger.info()
-    labels = [name for name, _ in sorted(info.labels.items(), key=lambda kv: int(kv[1]))]
-    attrs = [name for name, _ in sorted(info.attributes.items(), key=lambda kv: int(kv[1]))]
-    lid = {name: i for i, name in enumerate(labels)}
-    aid = {name: i for i, name in enumerate(attrs)}
-    T = np.zeros((len(labels), len(labels)))
-    for (a, b), w in info.transitions.items():
-        T[lid[a], lid[b]] = w
-    W = np.zeros((len(attrs), len(labels)))
-    for (a, b), w in info.state_features.items():
-        W[aid[a], lid[b]] = w
-    return labels, attrs, T, W
-
-
-# ----------------------------------------------------------------------------
-# Decoding
-# ----------------------------------------------------------------------------
-
-_PAIRS: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
-
-
-def _pairs(k: int, kp: int) -> tuple[np.ndarray, np.ndarray]:
-    """Candidate (m, r) pairs of the pruned k-best step: ``m + r < k`` and ``r < kp``."""
-    key = (k, kp)
-    if key not in _PAIRS:
-        mr = [(m, r) for m in range(k) for r in range(min(kp, k - m))]
-        _PAIRS[key] = (np.array([m for m, _ in mr], dtype=np.intp), np.array([r for _, r in mr], dtype=np.intp))
-    return _PAIRS[key]
-
-
-def _kbest(E: np.ndarray, T: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Exact k-best labellings of ``B`` sentences of equal length ``n``.
-
-    ``E`` is ``[B, n, L]``, ``T`` is ``[L, L]``. Returns ``(paths [B, kf, n]`` label
-    indices, ``scores [B, kf])``, best first, ``kf = min(k, L**n)``.
-
-    Works on costs (negated scores), so that an ascending sort gives the best first.
-    ``cost[b, j, r]`` is the r-th best cost of a prefix ending in label ``j`` (sorted
-    along ``r``); its width is ``min(k, L**(t+1))``, so every entry is a real,
-    distinct prefix and no infinite padding is needed. ``backptrs[t-1][b, j, r]``
-    is the flat index ``i * width_{t-1} + r'`` of its predecessor.
-
-    A step extends the prefixes of every label ``i`` by ``j``. Only the k labels
-    ``i`` with the best heads ``cost[i, 0] - T[i, j]`` can contribute to ``j``'s
-    k best, and the m-th of them (0-based) only with ranks ``r < k - m``: any
-    other candidate has at least k candidates at least as good (the heads of the
-    better labels and its own better ranks). So a step sorts k(k+1)/2 candidates
-    per label instead of L*k. Ties are broken arbitrarily but the scores are exact.
-    """
-    B, n, L = E.shape
-    negTT = np.ascontiguousarray(-T.T)                         # [L_to, L_from]
-    cost = -E[:, 0, :, None]                                   # [B, L, 1]
-    b3 = np.arange(B)[:, None, None]
-    j3 = np.arange(L)[None, :, None]
-    backptrs, widths = [], [1]
-    for t in range(1, n):
-        kp = widths[-1]
-        kt = min(k, L * kp)
-        heads = cost[:, None, :, 0] + negTT                    # [B, L_to, L_from]
-        if kt == 1:
-            best = heads.argmin(axis=2)[:, :, None]            # kp == 1 here
-            new = heads[b3, j3, best]
-            bp = best
-        elif L <= k:
-            # No pruning possible: sort all L * kp candidates.
-            cand = (cost[:, None, :, :] + negTT[None, :, :, None]).reshape(B, L, L * kp)
-            order = np.argsort(cand, axis=2)[:, :, :kt]
-            new = cand[b3, j3, order]
-            bp = order
-        else:
-            m_idx, r_idx = _pairs(k, kp)
-            top = np.argsort(heads, axis=2)[:, :, :k]          # [B, L_to, k] labels, best head first
-            labs = top[:, :, m_idx]                            # [B, L_to, P]
-            cand = cost[b3, labs, r_idx] + negTT[j3, labs]     # [B, L_to, P]
-            order = np.argsort(cand, axis=2)[:, :, :kt]
-            new = cand[b3, j3, order]
-            bp = labs[b3, j3, order] * kp + r_idx[order]
-        new -= E[:, t, :, None]
-        cost = new
-        backptrs.append(bp)
-        widths.append(kt)
-    kp = widths[-1]
-    final = cost.reshape(B, L * kp)
-    kf = min(k, L * kp)
-    order = np.argsort(final, axis=1)[:, :kf]  # flat index j * kp + r
-    b2 = np.arange(B)[:, None]
-    scores = -final[b2, order]
-    paths = np.empty((B, kf, n), dtype=np.intp)
-    flat = order
-    for t in range(n - 1, 0, -1):
-        lab, rank = np.divmod(flat, widths[t])
-        paths[:, :, t] = lab
-        flat = backptrs[t - 1][b2, lab, rank]
-    paths[:, :, 0] = flat  # widths[0] == 1
-    return paths, scores
-
-
-def _log_partition(E: np.ndarray, T: np.ndarray) -> np.ndarray:
-    """``log Z`` of ``B`` sentences of equal length: the forward algorithm, ``[B]``.
-
-    Runs in probability space with emissions and transitions shifted by their
-    maxima (every factor is <= 1, so alpha grows by at most L per step) and
-    rescaled every few steps, as crfsuite scales its forward pass; falls back to
-    log-space if anything under/overflows (weights spanning hundreds of nats).
-    """
-    B, n, L = E.shape
-    m = E.max(axis=2, keepdims=True)
-    expE = np.exp(E - m).transpose(1, 0, 2)  # [n, B, L]
-    tmax = float(T.max())
-    expT = np.exp(T - tmax)
-    alpha = expE[0]
-    log_scale = np.zeros(B)
-    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-        for t in range(1, n):
-            alpha = (alpha @ expT) * expE[t]
-            if t % 4 == 0:
-                s = alpha.sum(axis=1)
-                log_scale += np.log(s)
-                alpha = alpha / s[:, None]
-        logZ = log_scale + np.log(alpha.sum(axis=1)) + m.sum(axis=(1, 2)) + tmax * (n - 1)
-    if np.all(np.isfinite(logZ)):
-        return logZ
-    # Log-space fallback (never needed with realistic weights).
-    la = E[:, 0, :]
-    for t in range(1, n):
-        x = la[:, :, None] + T[None, :, :]
-        mx = x.max(axis=1)
-        la = mx + np.log(np.exp(x - mx[:, None, :]).sum(axis=1)) + E[:, t, :]
-    mx = la.max(axis=1)
-    return mx + np.log(np.exp(la - mx[:, None]).sum(axis=1))
-
-
-# ----------------------------------------------------------------------------
-# The tagger
-# ----------------------------------------------------------------------------
 
 class SlotTagger:
     """A linear-chain CRF slot tagger with exact k-best decoding and P(labelling | tokens).
@@ -449,26 +235,7 @@ class SlotTagger:
         with tempfile.TemporaryDirectory(prefix="slot_tagger_") as tmp:
             path = os.path.join(tmp, "model.crfsuite")
             trainer.train(path)
-            with open(path, "rb") as fh:
-                data = fh.read()
-            tagger = pycrfsuite.Tagger()
-            tagger.open(path)
-            try:
-                api_labels = list(tagger.labels())
-                try:
-                    labels, attrs, T, W = _read_model_binary(data)
-                    if labels != api_labels:
-                        raise _ModelFormatError("labels differ from Tagger.labels()")
-                except (_ModelFormatError, struct.error, UnicodeDecodeError) as exc:
-                    warnings.warn(
-                        f"could not read the crfsuite model file ({exc}); using Tagger.info(), "
-                        "whose weights are rounded to 6 decimals",
-                        RuntimeWarning,
-                        stacklevel=2,
-                    )
-                    labels, attrs, T, W = _read_model_info(tagger)
-            finally:
-                tagger.close()
+            data, labels, attrs, T, W = read_model(path)
         del trainer
         self.crfsuite_model_ = data
         self._labels = labels
@@ -522,7 +289,7 @@ class SlotTagger:
         y = [lid[t] for t in tags]
         E = self._emissions([_normalise(tokens)], len(tokens))
         s = float(E[0, np.arange(len(y)), y].sum() + self._T[y[:-1], y[1:]].sum())
-        return s, s - float(_log_partition(E, self._T)[0])
+        return s, s - float(log_partition(E, self._T)[0])
 
     def nbest(self, tokens: list[str], k: int = 5) -> list[tuple[list[str], float]]:
         """The ``k`` most probable labellings of ``tokens`` with ``P(tags | tokens)``, best first.
@@ -583,8 +350,8 @@ class SlotTagger:
             for c in range(0, len(members), chunk):
                 part = members[c:c + chunk]
                 E = self._emissions([_normalise(token_lists[i]) for i in part], n)
-                paths, scores = _kbest(E, self._T, k)
-                logZ = _log_partition(E, self._T)
+                paths, scores = kbest(E, self._T, k)
+                logZ = log_partition(E, self._T)
                 probs = np.minimum(np.exp(scores - logZ[:, None]), 1.0).tolist()  # no 1 + 1e-16
                 tags = labels[paths].tolist()
                 for b, i in enumerate(part):
