@@ -81,3 +81,25 @@ def test_merge_and_serving_load_no_training_code(module):
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def package_graph() -> dict[str, list[str]]:
+    """Which packages each package imports (the other packages of rerank only)."""
+    edges: dict[str, set[str]] = {p: set() for p in LAYERS}
+    for name, path in modules():
+        own = package_of(name)
+        for imported, _ in imports_of(path):
+            other = package_of(imported)
+            if own is not None and other is not None and other != own:
+                edges[own].add(other)
+    return {p: sorted(edges[p], key=lambda q: (LAYERS[q], q)) for p in sorted(LAYERS, key=lambda q: (LAYERS[q], q))}
+
+
+def render_graph() -> str:
+    return "\n".join(f"    {p} (layer {LAYERS[p]}) -> {', '.join(d) if d else '-'}" for p, d in package_graph().items())
+
+
+def test_design_md_shows_the_package_graph_as_it_is():
+    text = (REPO / "docs" / "DESIGN.md").read_text()
+    want = render_graph()
+    assert want in text, "docs/DESIGN.md's package graph is out of date; it is now:\n" + want
