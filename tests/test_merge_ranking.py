@@ -346,19 +346,14 @@ def test_rank_takes_the_import_format_unqualified_intents_and_no_ranks():
 def test_many_linear_domains_scored_together_equal_one_by_one(monkeypatch):
     """With many domains, score_tables scores the linear models by lookups over one table: the same scores."""
     import rerank.merge.ranker as ranker_mod
+    from rerank.benchmark.merge_speed import linear_scorer
 
     rng = np.random.default_rng(5)
     scorers, tables = {}, {}
     for k in range(40):
         d = f"D{k:02d}"
         spec = FeatureSpec(d, tuple(f"{d.lower()}_i{j}" for j in range(3)), CONTEXT, ("a", "b", f"{d}_t"), n_ranks=int(rng.integers(1, 5)))
-        model = DomainReranker(spec)
-        with torch.no_grad():
-            model.linear.weight.copy_(torch.from_numpy(rng.normal(0, 1, (1, spec.dim)).astype(np.float32)))
-            model.linear.bias.fill_(float(rng.normal()))
-            model.mean.copy_(torch.from_numpy(rng.normal(0, 0.2, spec.dim).astype(np.float32)))
-            model.std.copy_(torch.from_numpy(rng.uniform(0.5, 2, spec.dim).astype(np.float32)))
-        scorers[d] = DomainScorer(d, "v1", spec, model.numpy_scorer(), "crossentropy")
+        scorers[d] = linear_scorer(spec, rng)
         hyps, utt = [], []
         for u in range(30):
             for r in range(int(rng.integers(1, 7))):

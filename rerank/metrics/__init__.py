@@ -3,31 +3,10 @@
 Run the doctests with ``pytest --doctest-modules rerank/metrics`` (they also run
 from tests/test_semer.py, tests/test_calibration.py, tests/test_corpus_metrics.py).
 """
-from rerank.metrics.calibration import N_BINS, brier, ece, mce, nll, reliability_bins
-from rerank.metrics.corpus import (
-    bootstrap_ci,
-    corpus_semer,
-    irer,
-    slot_counts,
-    slot_f1,
-    slot_f1_from_counts,
-)
-from rerank.metrics.semer import interpretation_error, normalize_value, semantic_errors
+from rerank.metrics import calibration, corpus, semer
+from rerank.metrics.calibration import *  # noqa: F403
+from rerank.metrics.corpus import *  # noqa: F403
+from rerank.metrics.semer import *  # noqa: F403
 
-__all__ = [
-    "normalize_value",
-    "semantic_errors",
-    "interpretation_error",
-    "N_BINS",
-    "reliability_bins",
-    "ece",
-    "mce",
-    "brier",
-    "nll",
-    "corpus_semer",
-    "irer",
-    "slot_counts",
-    "slot_f1_from_counts",
-    "slot_f1",
-    "bootstrap_ci",
-]
+# one list of names per module, gathered here (each module's __all__ says what it offers)
+__all__ = [*semer.__all__, *calibration.__all__, *corpus.__all__]
