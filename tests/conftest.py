@@ -14,8 +14,6 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import OmegaConf
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -26,9 +24,9 @@ TINY = ("data.synthetic.n_utterances=400", "recognizers.folds=2")
 
 def compose_config(name: str, overrides=()) -> dict:
     """``configs/<name>.yaml`` composed with ``overrides``, resolved to plain containers."""
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose(config_name=name, overrides=list(overrides))
-    return OmegaConf.to_container(cfg, resolve=True)
+    from rerank.config import compose_config as compose_
+
+    return compose_(name, overrides, CONFIGS)
 
 
 def prepare_config(output_dir: Path | str, *overrides: str, tiny: bool = True) -> dict:

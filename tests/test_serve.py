@@ -88,6 +88,41 @@ def test_rank_answers_as_the_offline_ranker(basic, live_world):
             assert_same_ranking(served(x), offline(registry, x["versions"], b["hypotheses"]))
 
 
+def test_the_top_confidence_is_the_merges_calibration_and_a_refit_is_followed(basic, live_world):
+    from rerank.merge.promote import recalibrate
+    from rerank.merge.top_calibration import NAME, TopCalibration
+
+    url, registry = basic
+    reg = Registry(registry)
+    hyps = utterances(live_world, 2)[1]
+    cal = recalibrate(TableSet.open(live_world.output_dir / "data" / CORPUS), reg, {"bootstrap": 0})
+
+    def confidence_and_top(client):
+        body = client.post("/rank", json={"hypotheses": hyps}).json()
+        return body["confidence"], body["hypotheses"][0]["score"]
+
+    with httpx.Client(base_url=url) as client:
+        deadline = time.monotonic() + 10
+        while (client.get("/versions").json()["top_calibration"] or {}).get("scale") != cal.scale and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert client.get("/versions").json()["top_calibration"]["stale"] == []
+        conf, top = confidence_and_top(client)
+        assert conf == pytest.approx(float(cal(top)), abs=1e-12) and conf != pytest.approx(top)
+        new = TopCalibration(2.5, -1.0, dict(cal.fitted_for), "dev", 1, fitted_at="test")
+        reg.write_merge(CORPUS, NAME, new.to_dict())
+        deadline = time.monotonic() + 10
+        while client.get("/versions").json()["top_calibration"]["scale"] != 2.5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        conf, top = confidence_and_top(client)
+        assert conf == pytest.approx(float(new(top)), abs=1e-12)
+        # a broken file is refused: the last good one keeps serving
+        reg.merge_path(CORPUS, NAME).write_text('{"scale": -1}')
+        time.sleep(0.5)
+        assert client.get("/versions").json()["top_calibration"]["scale"] == 2.5
+        assert confidence_and_top(client)[0] == pytest.approx(float(new(top)), abs=1e-12)
+        reg.write_merge(CORPUS, NAME, cal.to_dict())
+
+
 def test_the_n_best_format_and_the_request_context(basic, live_world):
     """Intents as in the gold file and no ranks (as import reads them), the device given once per request."""
     url, registry = basic

@@ -9,7 +9,7 @@ utterances with no hypothesis have no confidence and are left out of them
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -109,18 +109,22 @@ class TopHypotheses:
     gold_domain: np.ndarray
 
 
-def top_hypotheses(data: SplitData, score: np.ndarray) -> TopHypotheses:
+def top_hypotheses(data: SplitData, score: np.ndarray, top_calibration: Callable | None = None) -> TopHypotheses:
     top, _, ie_top = top_hypothesis_outcome(data.utt_index, score, data.sem_errors, data.ie, data.totals)
     has = top >= 0
-    return TopHypotheses(score[top[has]], 1.0 - ie_top[has], data.gold_domain[has])
+    conf = score[top[has]]
+    return TopHypotheses(top_calibration(conf) if top_calibration is not None else conf, 1.0 - ie_top[has], data.gold_domain[has])
 
 
-def evaluate(data: SplitData, score: np.ndarray, calibrated: bool = True, n_boot: int = 1000, seed: int = 0) -> dict:
+def evaluate(data: SplitData, score: np.ndarray, calibrated: bool = True, n_boot: int = 1000, seed: int = 0,
+             top_calibration: Callable | None = None) -> dict:
     """Figures of the ranking by ``score`` (one per hypothesis row of ``data``): flat dicts of :data:`FIGURES`.
 
     Returns ``{"overall": {...}, "per_domain": {gold domain: {...}}}``; ``calibrated=False``
     (a score that is no probability, e.g. the oracle's) leaves the calibration figures ``None``.
     :func:`top_hypotheses` gives the arrays behind the calibration figures, for diagrams.
+    ``top_calibration`` (the merge's, :mod:`rerank.merge.top_calibration`) maps the top scores to the
+    confidence the top-hypothesis figures measure; the ``*_all`` figures read the scores as they are.
     """
     top, errors, ie_top = top_hypothesis_outcome(data.utt_index, score, data.sem_errors, data.ie, data.totals)
     has = top >= 0
@@ -133,7 +137,7 @@ def evaluate(data: SplitData, score: np.ndarray, calibrated: bool = True, n_boot
     for u, slots in zip(np.flatnonzero(has), data.slots_of(top[has])):
         hyp_slots[u] = slots
     tp, nh, ng = slot_counts(gold_slots, hyp_slots)
-    conf = score[top[has]] if calibrated else None
+    conf = (top_calibration(score[top[has]]) if top_calibration is not None else score[top[has]]) if calibrated else None
     correct = 1.0 - ie_top[has]
     result = {"overall": figures(errors, data.totals, ie_top, dom_err, int_err, tp, nh, ng, conf, correct, n_boot, seed), "per_domain": {}}
     gd = data.gold_domain

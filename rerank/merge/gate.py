@@ -37,6 +37,7 @@ from rerank.hypotheses.figures import top_hypothesis_outcome
 from rerank.hypotheses.tables import TableSet
 from rerank.merge.evaluate import SplitData, load_split
 from rerank.merge.ranker import BASELINE, CrossDomainRanker, DomainScorer
+from rerank.merge.top_calibration import fit_top_calibration
 from rerank.metrics.calibration import bin_index, ece, ece_rows
 from rerank.metrics.corpus import bootstrap_ci
 from rerank.model.features import spec_from_manifest
@@ -153,12 +154,15 @@ def evaluate_candidate(tables: TableSet, registry: Registry, domain: str, versio
         if d != domain:
             checks.append(_no_harm(f"SemER of {d}", row["before"], row["after"], dci, limits.domain_max_delta))
     failed = [c["check"] for c in checks if not c["passed"]]
+    # What the merge reports as the top's confidence if this live set is accepted (the promotion stores it)
+    world = {d: s.version for d, s in now.scorers.items()} | {domain: cand.version}
+    top_cal = fit_top_calibration(conf_c[has], y_c, world, limits.split)
     return {
         "corpus": corpus, "domain": domain, "candidate": version or BASELINE, "current": now.scorers[domain].version,
         "others": {d: s.version for d, s in now.scorers.items() if d != domain}, "split": limits.split,
         "utterances": int(data.n_utterances), "changed_top": int((top_n != top_c).sum()),
         "accepted": not failed, "failed": failed, "checks": checks, "per_domain": per_domain,
-        "limits": limits.__dict__, "seconds": round(time.perf_counter() - t0, 3),
+        "limits": limits.__dict__, "top_calibration": top_cal.to_dict(), "seconds": round(time.perf_counter() - t0, 3),
     }
 
 
@@ -176,6 +180,10 @@ def render_gate_report(r: Mapping[str, Any]) -> str:
     for c in r["checks"]:
         lines.append(f"| {c['check']} | {c['before']:.4f} | {c['after']:.4f} | {_num(c['delta'])} | "
                      f"[{_num(c['ci'][0])}, {_num(c['ci'][1])}] | {c['limit']} | {'yes' if c['passed'] else '**no**'} |")
+    if (tc := r.get("top_calibration")) and tc.get("ece_before") is not None:
+        lines += ["", f"Top calibration fitted for the candidate's live set (stored when it goes live): confidence = "
+                      f"sigmoid({tc['scale']:.3f} * logit(top score) {tc['shift']:+.3f}); {r['split']} top-hypothesis ECE "
+                      f"{tc['ece_before']:.4f} -> {tc['ece_after']:.4f} over {tc['utterances']} utterances."]
     lines += ["", "## SemER per gold domain", "", "| domain | utterances | now | candidate | delta | interval | top changed |",
               "| --- | ---: | ---: | ---: | ---: | --- | ---: |"]
     for d, p in r["per_domain"].items():

@@ -19,6 +19,10 @@ from typing import Any, Mapping
 from rerank.hypotheses.tables import TableSet, open_tables
 from rerank.io import write_json, write_text
 from rerank.merge.gate import GateLimits, evaluate_candidate, render_gate_report
+from rerank.merge.evaluate import load_split, top_hypotheses
+from rerank.merge.ranker import CrossDomainRanker
+from rerank.merge.top_calibration import NAME as TOP_CALIBRATION
+from rerank.merge.top_calibration import TopCalibration, fit_top_calibration
 from rerank.model.registry import VERSION_DIR, Registry, RegistryError
 
 log = logging.getLogger(__name__)
@@ -57,6 +61,8 @@ def promote_version(tables: TableSet, registry: Registry, domain: str, version: 
         verdict = "accepted" if result["accepted"] else "refused: " + ", ".join(result["failed"])
         details = {"report": report, "gate_seconds": result["seconds"], "checks_failed": result["failed"]}
         if result["accepted"] or force:
+            # the merge's top calibration for the new live set, in place before the pointer moves
+            registry.write_merge(corpus, TOP_CALIBRATION, result["top_calibration"])
             registry.set_live(corpus, domain, resolved, action=action, verdict=verdict, forced=force and not result["accepted"],
                               report=report, expect_from=current, details={k: v for k, v in details.items() if k != "report"})
             live = resolved
@@ -76,10 +82,28 @@ def _number(version: str) -> int:
     return int(m.group(1)) if m else -1
 
 
+def recalibrate(tables: TableSet, registry: Registry, gate_cfg: Mapping[str, Any]) -> TopCalibration:
+    """Refit the merge's top calibration for the live set as it is (on the gate's split) and store it."""
+    limits = GateLimits.from_config(gate_cfg)
+    with registry.promotion_lock(tables.name):
+        data = load_split(tables, limits.split)
+        ranker = CrossDomainRanker.from_registry(registry, tables.name, tables.domains)
+        tops = top_hypotheses(data, ranker.score_tables(data.tables).score)
+        cal = fit_top_calibration(tops.conf, tops.correct, {d: s.version for d, s in ranker.scorers.items()}, limits.split)
+        path = registry.write_merge(tables.name, TOP_CALIBRATION, cal.to_dict())
+    print(f"recalibrate {tables.name}: top confidence = sigmoid({cal.scale:.3f} * logit(top) {cal.shift:+.3f}); "
+          f"{limits.split} top-hypothesis ECE {cal.ece_before:.4f} -> {cal.ece_after:.4f}; {path}")
+    return cal
+
+
 def promote(cfg: Mapping[str, Any]) -> dict:
-    """``scripts/promote.py``: the composed config names data, domain, version and force."""
+    """``scripts/promote.py``: the composed config names data, domain, version and force (or ``recalibrate``)."""
     tables = open_tables(cfg)
     registry = Registry(cfg["paths"]["registry_dir"])
+    if cfg.get("recalibrate"):
+        return recalibrate(tables, registry, cfg["gate"]).to_dict()
+    if not cfg.get("domain"):
+        raise ValueError("promote: say which domain (domain=music), or recalibrate=true")
     decision = promote_version(tables, registry, cfg["domain"], str(cfg.get("version") or "latest"), cfg["gate"],
                                force=bool(cfg.get("force", False)))
     if not decision["accepted"] and not decision.get("forced"):

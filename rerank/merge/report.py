@@ -69,6 +69,11 @@ def write_report(report_dir: Path, metrics: dict, meta: dict, tops: dict, scorer
              *main_table(metrics), "",
              "*gap closed*: share of the baseline-to-oracle SemER gap that the system closes. "
              "Calibration figures (ECE with 15 bins, MCE, Brier, NLL) are of the top hypothesis' score read as P(exactly right).", ""]
+    if (tc := meta.get("top_calibration")) is not None:
+        stale = f" It was fitted for other versions of {', '.join(tc['stale'])}: refit it with `scripts/promote.py recalibrate=true`." if tc["stale"] else ""
+        lines += [f"The first row's top-hypothesis confidence is the merge's top calibration "
+                  f"(sigmoid({tc['scale']:.3f} * logit(top score) {tc['shift']:+.3f}), fitted on {tc['split']} by the "
+                  f"promotion gate, {tc['fitted_at']}); the other rows show their raw top scores.{stale}", ""]
     flagged = {n: f for n, f in meta["fallback_domains"].items() if f}
     if flagged:
         lines += ["## Domains scored by the unweighted baseline (no live version, or none of that loss)", ""]

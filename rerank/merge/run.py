@@ -15,6 +15,7 @@ from rerank.io import atomic_path
 from rerank.merge.evaluate import evaluate, load_split, top_hypotheses
 from rerank.merge.ranker import CrossDomainRanker, ranked_table
 from rerank.merge.report import write_report
+from rerank.merge.top_calibration import read_top_calibration
 from rerank.model.features import spec_from_manifest
 from rerank.model.registry import Registry
 
@@ -51,8 +52,9 @@ def merge(cfg: Mapping[str, Any]) -> dict:
     versions: dict[str, dict[str, str]] = {}
     # The live (or pinned) models first: that is what serves traffic.
     main_name = "live" if not pins else "live+pinned"
-    tops = {main_name: top_hypotheses(data, ranked.score)}
-    systems[main_name] = evaluate(data, ranked.score, True, n_boot, seed)
+    top_cal = read_top_calibration(registry, corpus) if mcfg.get("top_calibration", True) else None
+    tops = {main_name: top_hypotheses(data, ranked.score, top_cal)}
+    systems[main_name] = evaluate(data, ranked.score, True, n_boot, seed, top_cal)
     flags[main_name] = main.fallbacks
     versions[main_name] = {d: s.version for d, s in main.scorers.items()}
     base = baseline_score(*(np.concatenate([data.tables[d][c].to_numpy() for d in data.domains]) for c in ("dc", "ic", "ner")))
@@ -73,6 +75,7 @@ def merge(cfg: Mapping[str, Any]) -> dict:
     metrics = {name: {**{k: v for k, v in r["overall"].items()}, "per_domain": r["per_domain"]} for name, r in systems.items()}
     meta = {"corpus": corpus, "split": split, "utterances": data.n_utterances, "hypotheses": int(len(data.utt_index)),
             "fallback_domains": flags, "versions": versions, "rank_seconds": rank_seconds,
+            "top_calibration": None if top_cal is None else {**top_cal.to_dict(), "stale": top_cal.stale(versions[main_name])},
             "hypotheses_per_second": len(data.utt_index) / rank_seconds if rank_seconds > 0 else None}
     weights = {d: main.scorers[d] for d in domains}
     text = write_report(report_dir, metrics, meta, tops, weights, cfg["paths"].get("log_dir"))

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["N_BINS", "bin_index", "reliability_bins", "ece", "ece_rows", "mce", "brier", "nll"]
+__all__ = ["N_BINS", "bin_index", "reliability_bins", "ece", "ece_rows", "mce", "brier", "nll", "platt"]
 
 N_BINS = 15
 
@@ -235,3 +235,47 @@ def nll(confidence, correct, eps: float = 1e-7) -> float:
     p = np.clip(c, eps, 1.0 - eps)
     ll = np.where(y == 1.0, np.log(p), np.log1p(-p))
     return float(-ll.mean())
+
+
+def platt(logits, correct, max_iter: int = 50, tol: float = 1e-10) -> tuple[float, float]:
+    r"""Platt scaling: the ``(a, b)`` that minimise the log loss of :math:`\sigma(a s + b)` against ``correct``.
+
+    .. math::
+        (a, b) = \arg\min_{a, b} -\frac{1}{n} \sum_i \big[ y_i \log \sigma(a s_i + b)
+                 + (1 - y_i) \log(1 - \sigma(a s_i + b)) \big]
+
+    Newton's method on the two parameters (the loss is convex), from ``(1, 0)``. The one Platt
+    fit of the project: a domain's output on its dev (``calibration=platt``), the merged top
+    hypothesis' score (:mod:`rerank.merge.top_calibration`), the benchmark's Platt baseline.
+    ``(1, 0)`` (the scores as they are) when there is nothing to fit: no rows, one class only,
+    or a fit that does not keep the order of the scores (``a <= 0``) or is not finite.
+
+    Example:
+        >>> a, b = platt([-2.0, -1.0, 0.0, 1.0, 2.0, 0.5], [0, 0, 1, 0, 1, 1])
+        >>> a > 0
+        True
+        >>> platt([0.3, 0.7], [1, 1])
+        (1.0, 0.0)
+    """
+    s = np.asarray(logits, dtype=np.float64).reshape(-1)
+    y = np.asarray(correct, dtype=np.float64).reshape(-1)
+    if s.shape != y.shape:
+        raise ValueError(f"logits and correct must have the same length, got {s.size} and {y.size}")
+    if s.size == 0 or y.min() == y.max() or not np.all(np.isfinite(s)):
+        return 1.0, 0.0
+    X = np.stack([s, np.ones_like(s)], axis=1)
+    theta = np.array([1.0, 0.0])
+    for _ in range(max_iter):
+        z = X @ theta
+        p = 1.0 / (1.0 + np.exp(-np.clip(z, -60.0, 60.0)))
+        grad = X.T @ (p - y) / s.size
+        w = p * (1.0 - p)
+        hess = (X * w[:, None]).T @ X / s.size + 1e-12 * np.eye(2)
+        step = np.linalg.solve(hess, grad)
+        theta = theta - step
+        if np.max(np.abs(step)) < tol:
+            break
+    a, b = float(theta[0]), float(theta[1])
+    if not (np.isfinite(a) and np.isfinite(b)) or a <= 0:
+        return 1.0, 0.0
+    return a, b

@@ -5,12 +5,14 @@ Endpoints:
 - ``POST /rank``: one utterance's hypotheses from every domain (``{"hypotheses": [...],
   "context": {...}, "utt_id": ...}``; each hypothesis in the n-best format of
   ``import``, docs/DATA.md). Returns them ranked, each with its calibrated ``score``,
-  plus ``versions`` (the version of each domain used) and ``fallback`` (domains the
-  service has no model for, scored by the baseline).
+  plus ``confidence`` (P(the top hypothesis is exactly right), through the merge's top
+  calibration), ``versions`` (the version of each domain used) and ``fallback`` (domains
+  the service has no model for, scored by the baseline).
 - ``POST /rank/batch``: ``{"utterances": [<a /rank body>, ...]}``, all scored by one snapshot;
   or, for throughput, an Arrow IPC stream (``Content-Type: application/vnd.apache.arrow.stream``)
   of one table of many utterances' hypotheses (:mod:`rerank.hypotheses.nbest_table`), answered
-  by an Arrow stream of ``row, utt, domain, rank, domain_rank, score, version`` per input row.
+  by an Arrow stream of ``row, utt, domain, rank, domain_rank, score, confidence, version`` per
+  input row (``confidence`` on each utterance's top row, null on the others).
 - ``GET /health``, ``GET /versions``, ``GET /metrics`` (Prometheus text format).
 
 Bodies are parsed with orjson and checked by :func:`rerank.hypotheses.nbest.parse_hypothesis`
@@ -97,8 +99,17 @@ def _ranked(snapshot, hyps: list[dict], utt_id: Any) -> dict:
     fallback = sorted(d for d in domains if d not in known)
     for h in ranked:
         h["slots"] = [{"type": t, "value": v} for t, v in h["slots"]]
-    return {"utt_id": utt_id, "hypotheses": ranked, "versions": {d: snapshot.versions.get(d, BASELINE) for d in sorted(domains)},
+    return {"utt_id": utt_id, "hypotheses": ranked, "confidence": snapshot.confidence(ranked[0]["score"]) if ranked else None,
+            "versions": {d: snapshot.versions.get(d, BASELINE) for d in sorted(domains)},
             "fallback": fallback, "generation": snapshot.generation}
+
+
+def _top_confidence(snapshot, score: np.ndarray, rank: np.ndarray) -> np.ndarray:
+    top = rank == 0
+    out = np.full(len(score), np.nan)
+    if top.any():
+        out[top] = snapshot.top_calibration(score[top]) if snapshot.top_calibration is not None else score[top]
+    return out
 
 
 def _json(obj: Any, status: int = 200) -> Response:
@@ -200,6 +211,7 @@ def create_app(settings: ServiceSettings, live: LiveModels | None = None) -> Fas
         names = sorted(versions)
         out = pa.table({"row": pa.array(np.arange(table.num_rows)), "utt": checked["utt"], "domain": checked["domain"],
                         "rank": pa.array(rank), "domain_rank": checked["rank"], "score": pa.array(score),
+                        "confidence": pa.array(_top_confidence(snapshot, score, rank), mask=rank != 0),
                         "version": pa.DictionaryArray.from_arrays(
                             pa.array(np.searchsorted(names, checked["domain"].to_numpy(zero_copy_only=False)).astype(np.int32)),
                             pa.array([versions[d] for d in names]))})
@@ -228,7 +240,9 @@ def create_app(settings: ServiceSettings, live: LiveModels | None = None) -> Fas
     @app.get("/versions")
     def versions() -> JSONResponse:
         snap = live.snapshot
-        return JSONResponse({"corpus": settings.corpus, "generation": snap.generation, "versions": dict(snap.versions)})
+        cal = snap.top_calibration
+        return JSONResponse({"corpus": settings.corpus, "generation": snap.generation, "versions": dict(snap.versions),
+                             "top_calibration": None if cal is None else {**cal.to_dict(), "stale": cal.stale(snap.versions)}})
 
     @app.get("/metrics")
     def metrics() -> Response:

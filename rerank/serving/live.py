@@ -21,6 +21,8 @@ import numpy as np
 
 from rerank.merge.ranker import BASELINE, CrossDomainRanker, DomainScorer
 from rerank.model.features import FeatureSpec, features_from_records
+from rerank.merge.top_calibration import NAME as TOP_CALIBRATION
+from rerank.merge.top_calibration import TopCalibration, read_top_calibration
 from rerank.model.registry import Registry, RegistryError
 
 log = logging.getLogger(__name__)
@@ -34,6 +36,12 @@ class Snapshot:
     versions: Mapping[str, str]
     generation: int
     created: float = field(default_factory=time.time)
+    #: the merge's top calibration (None: none fitted; the top's confidence is then its score)
+    top_calibration: TopCalibration | None = None
+
+    def confidence(self, top_score: float) -> float:
+        """P(the top hypothesis is exactly right): its score through the merge's top calibration."""
+        return float(self.top_calibration(top_score)) if self.top_calibration is not None else float(top_score)
 
 
 class RefusedVersion(RuntimeError):
@@ -94,7 +102,8 @@ class LiveModels:
 
     def _domains(self) -> list[str]:
         base = self.registry.root / self.corpus
-        found = {p.name for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")} if base.exists() else set()
+        # domain names start with a letter or digit: "_merge" and hidden folders are not domains
+        found = {p.name for p in base.iterdir() if p.is_dir() and p.name[:1].isalnum()} if base.exists() else set()
         return sorted(found | set(self.specs))
 
     def _stamp(self, domain: str) -> tuple | None:
@@ -130,14 +139,36 @@ class LiveModels:
                 scorers[d] = scorer
                 swapped.append(d)
                 self._refused.pop(d, None)
-            if swapped:
+            calibration, recalibrated = self._top_calibration(snap.top_calibration)
+            if swapped or recalibrated:
                 versions = {d: s.version for d, s in scorers.items()}
-                self.snapshot = Snapshot(CrossDomainRanker(scorers, self.corpus), versions, snap.generation + 1)
+                self.snapshot = Snapshot(CrossDomainRanker(scorers, self.corpus), versions, snap.generation + 1, top_calibration=calibration)
+                if recalibrated:
+                    self.on_event("calibration", "_merge", f"{calibration.scale:.4f},{calibration.shift:.4f}" if calibration else "none")
                 for d in swapped:
                     log.info("%s: now serving %s (was %s)", d, versions[d], snap.versions.get(d, BASELINE))
                     self.on_event("swap", d, versions[d])
             self.last_poll = time.time()
             return swapped
+
+    def _top_calibration(self, current: TopCalibration | None) -> tuple[TopCalibration | None, bool]:
+        """The merge's top calibration, read again when its file changed (the gate writes it before a pointer moves)."""
+        path = self.registry.merge_path(self.corpus, TOP_CALIBRATION)
+        try:
+            st = os.stat(path)
+            stamp = (st.st_mtime_ns, st.st_ino, st.st_size)
+        except FileNotFoundError:
+            stamp = None
+        if "_merge" in self._stamps and stamp == self._stamps["_merge"]:
+            return current, False
+        self._stamps["_merge"] = stamp
+        try:
+            new = read_top_calibration(self.registry, self.corpus)
+        except (RegistryError, ValueError, TypeError) as err:
+            log.error("top calibration refused, the old one stays: %s", err)
+            self.on_event("refused", "_merge", str(err))
+            return current, False
+        return new, new != current
 
     def _load(self, domain: str, version: str) -> DomainScorer:
         if version == BASELINE:

@@ -1,0 +1,106 @@
+"""The merge's top calibration: Platt scaling of the merged top score, fitted by the gate, read by merge and service."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from rerank.hypotheses.tables import TableSet
+from rerank.merge.evaluate import evaluate, load_split, top_hypotheses
+from rerank.merge.promote import promote_version, recalibrate
+from rerank.merge.ranker import CrossDomainRanker
+from rerank.merge.top_calibration import NAME, TopCalibration, fit_top_calibration, read_top_calibration
+from rerank.metrics.calibration import ece, platt
+from rerank.model.registry import Registry, RegistryError
+from rerank.model.scorer import logit, sigmoid
+
+CORPUS = "synthetic"
+
+
+def test_platt_equals_a_reference_logistic_regression():
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)
+    s = rng.normal(0, 2, 4000)
+    y = (rng.random(4000) < sigmoid(0.6 * s - 0.3)).astype(float)
+    a, b = platt(s, y)
+    ref = LogisticRegression(C=1e8, tol=1e-10, max_iter=1000).fit(s[:, None], y)
+    assert a == pytest.approx(float(ref.coef_[0, 0]), abs=1e-4) and b == pytest.approx(float(ref.intercept_[0]), abs=1e-4)
+
+
+@pytest.mark.parametrize("s,y", [([], []), ([0.1, 0.2], [1, 1]), ([0.1, 0.2], [0, 0]),
+                                 ([-1.0, 0.0, 1.0, 2.0], [1, 1, 0, 0])])  # the last: reversed order
+def test_platt_keeps_the_scores_when_there_is_nothing_to_fit(s, y):
+    assert platt(s, y) == (1.0, 0.0)
+
+
+def test_the_winners_curse_is_corrected_and_the_order_kept():
+    """The largest of many calibrated scores is too high: the fitted calibration brings its ECE down."""
+    rng = np.random.default_rng(1)
+    n, k = 6000, 20
+    p = rng.beta(0.5, 4, (n, k))  # every hypothesis' true probability of being right, and its calibrated score
+    correct = rng.random((n, k)) < p
+    noisy = sigmoid(logit(p) + rng.normal(0, 1.0, (n, k)))  # scores with noise: the maximum picks the lucky ones
+    top = noisy.argmax(1)
+    top_score, top_right = noisy[np.arange(n), top], correct[np.arange(n), top].astype(float)
+    fit, held = slice(0, n // 2), slice(n // 2, n)
+    cal = fit_top_calibration(top_score[fit], top_right[fit], {"A": "v1"})
+    before, after = ece(top_score[held], top_right[held]), ece(cal(top_score[held]), top_right[held])
+    assert before > 0.05 and after < before / 2, (before, after)
+    order = np.argsort(top_score)
+    assert np.all(np.diff(cal(top_score[order])) >= 0)  # monotone: the ranking cannot change
+    assert cal.ece_before == pytest.approx(ece(top_score[fit], top_right[fit]))
+
+
+def test_it_is_stored_as_data_and_a_bad_one_is_refused(tmp_path):
+    reg = Registry(tmp_path / "registry")
+    assert read_top_calibration(reg, CORPUS) is None
+    cal = TopCalibration(1.2, -0.3, {"A": "v1", "B": "baseline"}, "dev", 10, 0.1, 0.02, "now")
+    path = reg.write_merge(CORPUS, NAME, cal.to_dict())
+    assert path.name == "top_calibration.json" and path.parent.name == "_merge"
+    assert read_top_calibration(reg, CORPUS) == cal
+    assert reg.domains(CORPUS) == []  # "_merge" is no domain
+    assert cal.stale({"A": "v1", "B": "v2"}) == ["B"] and cal.stale({"A": "v1", "B": "baseline"}) == []
+    path.write_text(json.dumps({**cal.to_dict(), "scale": -1.0}))
+    with pytest.raises(ValueError, match="top_calibration.json.*scale"):
+        read_top_calibration(reg, CORPUS)
+    path.write_text("{not json")
+    with pytest.raises(RegistryError, match="top_calibration.json"):
+        read_top_calibration(reg, CORPUS)
+
+
+def test_the_gate_stores_it_when_a_version_goes_live_and_not_when_refused(live_world, tmp_path):
+    from test_gate import biggest, gate_cfg, publish_biased
+
+    reg = Registry(live_world.registry_copy(tmp_path / "registry"))
+    tables = TableSet.open(live_world.output_dir / "data" / CORPUS)
+    domain = biggest(live_world)
+    path = reg.merge_path(CORPUS, NAME)
+    path.unlink(missing_ok=True)
+    reg.set_live(CORPUS, domain, None, action="rollback", verdict="test: back to the baseline", forced=True)
+    decision = promote_version(tables, reg, domain, "v1", gate_cfg())
+    assert decision["accepted"]
+    cal = read_top_calibration(reg, CORPUS)
+    live = {d: reg.live(CORPUS, d) or "baseline" for d in live_world.manifest["domains"]}
+    assert cal is not None and cal.fitted_for == live and cal.stale(live) == []
+    # the same fit as the merge of the live set on dev
+    data = load_split(tables, "dev")
+    tops = top_hypotheses(data, CrossDomainRanker.from_registry(reg, CORPUS, tables.domains).score_tables(data.tables).score)
+    assert (cal.scale, cal.shift) == pytest.approx(platt(logit(tops.conf), tops.correct))
+    assert cal.ece_after < cal.ece_before
+    # a refused version leaves it as it was
+    stamp = path.stat().st_mtime_ns
+    bad = publish_biased(reg, domain, 8.0)
+    assert not promote_version(tables, reg, domain, bad, gate_cfg())["accepted"]
+    assert path.stat().st_mtime_ns == stamp and read_top_calibration(reg, CORPUS) == cal
+    # the merge's evaluation reports the calibrated confidence of the top hypothesis
+    score = CrossDomainRanker.from_registry(reg, CORPUS, tables.domains).score_tables(data.tables).score
+    raw, calibrated = evaluate(data, score, n_boot=0)["overall"], evaluate(data, score, n_boot=0, top_calibration=cal)["overall"]
+    assert calibrated["semer"] == raw["semer"] and calibrated["ece_all"] == raw["ece_all"]
+    assert calibrated["ece_top"] == pytest.approx(cal.ece_after) and calibrated["ece_top"] != raw["ece_top"]
+    # recalibrate refits for the live set as it is (after a forced promotion, say)
+    reg.set_live(CORPUS, domain, bad, action="promote", verdict="test: forced", forced=True)
+    assert read_top_calibration(reg, CORPUS).stale({**live, domain: bad}) == [domain]
+    again = recalibrate(tables, reg, gate_cfg())
+    assert again.fitted_for[domain] == bad and read_top_calibration(reg, CORPUS) == again
