@@ -72,21 +72,6 @@ def takes_competitors(loss: Callable) -> bool:
     return "other_logsumexp" in inspect.signature(loss_function(loss)).parameters
 
 
-def check_arguments(loss: Callable) -> None:
-    """Raise ``TypeError`` unless the arguments a partial binds are parameters of its function.
-
-    A partial is only checked when it is called; this checks when it is made,
-    so that a misspelt key of a loss config fails before any data is read.
-    """
-    bound: dict[str, Any] = {}
-    args: list[Any] = []
-    while isinstance(loss, functools.partial):
-        bound = {**loss.keywords, **bound}
-        args = [*loss.args, *args]
-        loss = loss.func
-    inspect.signature(loss).bind_partial(*args, **bound)
-
-
 def bound_argument(loss: Callable, name: str) -> Any:
     """The value ``loss`` passes as ``name``: what its partial binds, else the function's default."""
     bound: dict[str, Any] = {}
@@ -109,7 +94,6 @@ __all__ = [
     "loss_function",
     "loss_name",
     "takes_competitors",
-    "check_arguments",
     "bound_argument",
     "semer_loss",
     "crossentropy_loss",

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from hydra.utils import instantiate
 
-from rerank.losses import TARGETS, check_arguments, loss_name, takes_competitors
+from rerank.losses import TARGETS, loss_name, takes_competitors
 from rerank.metrics.calibration import brier, ece, nll
 from rerank.model.scorer import sigmoid
 from rerank.training.data import PADDED_Y_VALUE
@@ -20,24 +20,47 @@ from rerank.training.model import DomainReranker
 DEV_METRICS = ("semer", "irer", "ece_top", "ece_all", "brier_all", "nll_all")
 
 
-def build_loss(cfg: Mapping[str, Any]) -> Callable:
-    """The loss a ``configs/loss`` node makes: its ``_target_`` with its keyword arguments bound.
+def check_partial(make: Callable, *runtime: Any) -> Callable:
+    """``make`` if it is a partial whose bound arguments (and ``runtime``, the arguments it
+    will get at run time) fit its target's signature; ``TypeError`` otherwise.
 
-    Raises ``TypeError`` at once for an argument the function does not take.
+    Hydra's ``_partial_: true`` binds the keys of a node without looking at them; this
+    looks, so that a misspelt key (``+loss.alpah=0.3``) fails before any data is read.
     """
-    loss = instantiate(cfg)
-    check_arguments(loss)
-    loss_name(loss)  # a registered loss, or a ValueError naming the known ones
+    if not isinstance(make, functools.partial):
+        raise TypeError(f"expected a partial (_partial_: true in its config), got {type(make).__name__}")
+    args: list[Any] = list(runtime)
+    kwargs: dict[str, Any] = {}
+    target: Callable = make
+    while isinstance(target, functools.partial):
+        args, kwargs = [*target.args, *args], {**target.keywords, **kwargs}
+        target = target.func
+    try:
+        inspect.signature(target).bind_partial(*args, **kwargs)
+    except TypeError as err:
+        raise TypeError(f"{getattr(target, '__module__', '')}.{getattr(target, '__qualname__', target)}: {err}") from None
+    return make
+
+
+def build_loss(cfg: Mapping[str, Any]) -> Callable:
+    """The loss of a ``configs/loss`` node: its ``_target_`` with its keyword arguments bound.
+
+    ``TypeError`` for an argument the function does not take; ``ValueError`` for a
+    function that is not a registered loss (``rerank.losses.LOSSES``).
+    """
+    loss = check_partial(instantiate(cfg))
+    loss_name(loss)
     return loss
 
 
 def build_optimizer(cfg: Mapping[str, Any]) -> Callable[..., torch.optim.Optimizer]:
     """The optimizer factory (parameters -> optimizer) of a ``configs/optimizer`` node's ``torch`` part."""
-    make = instantiate(cfg["torch"])
-    if not isinstance(make, functools.partial):
-        raise TypeError("optimizer.torch must be a partial (_partial_: true): the module gives it the parameters")
-    inspect.signature(make.func).bind_partial(None, *make.args, **make.keywords)  # TypeError on an unknown argument
-    return make
+    return check_partial(instantiate(cfg["torch"]), [])
+
+
+def build_model(cfg: Mapping[str, Any]) -> Callable[..., DomainReranker]:
+    """The model factory (feature spec -> ``DomainReranker``) of a ``configs/model`` node."""
+    return check_partial(instantiate(cfg), None)
 
 
 class RerankerModule(L.LightningModule):

@@ -26,7 +26,7 @@ from rerank.training.competitors import other_domains
 from rerank.training.data import SlateTensors, competitor_numbers, to_slates
 from rerank.training.datamodule import SlateDataModule
 from rerank.training.model import DomainReranker
-from rerank.training.module import RerankerModule, build_loss, slate_metrics
+from rerank.training.module import RerankerModule, build_loss, build_model, build_optimizer, slate_metrics
 
 log = logging.getLogger(__name__)
 #: slates.candidates: the domain's own n-best, or the utterance's whole cross-domain list
@@ -70,23 +70,26 @@ def train(cfg: Mapping[str, Any]) -> dict:
     quiet_lightning()
     torch.set_num_threads(torch_threads(cfg))
     L.seed_everything(int(cfg["seed"]), workers=True, verbose=False)
+    loss_cfg, optim_cfg, model_cfg, slates_cfg = dict(cfg["loss"]), dict(cfg["optimizer"]), dict(cfg["model"]), dict(cfg["slates"])
+    # built (and their arguments checked) before any data is read: a misspelt key fails at once
+    loss_fn = build_loss(loss_cfg)
+    loss = loss_name(loss_fn)  # the short name: registry metadata, folders, printed lines
+    make_model = build_model(model_cfg)
+    build_optimizer(optim_cfg)
+    if slates_cfg["candidates"] not in CANDIDATES:
+        raise ValueError(f"slates.candidates must be one of {CANDIDATES}, not {slates_cfg['candidates']!r}")
     tables = open_tables(cfg)
     manifest = tables.manifest
     domain = cfg["domain"]
     if domain not in manifest["domains"]:
         raise UnknownDomain(f"unknown domain {domain!r} for corpus {manifest['corpus']!r}; its domains: {', '.join(manifest['domains'])}")
     corpus = manifest["corpus"]
-    loss_cfg, optim_cfg, model_cfg, slates_cfg = dict(cfg["loss"]), dict(cfg["optimizer"]), dict(cfg["model"]), dict(cfg["slates"])
-    loss_fn = build_loss(loss_cfg)
-    loss = loss_name(loss_fn)  # the short name: registry metadata, folders, printed lines
     registry = Registry(cfg["paths"]["registry_dir"])
 
     timing = {"setup": time.perf_counter() - t_start}
     t = time.perf_counter()
     spec = spec_from_manifest(manifest, domain)
     slates = {}
-    if slates_cfg["candidates"] not in CANDIDATES:
-        raise ValueError(f"slates.candidates must be one of {CANDIDATES}, not {slates_cfg['candidates']!r}")
     # the whole cross-domain list: for the losses that see it (semer, combined; crossentropy is pointwise)
     utterance = slates_cfg["candidates"] == "utterance" and takes_competitors(loss_fn)
     for split in ("train", "dev"):
@@ -96,7 +99,7 @@ def train(cfg: Mapping[str, Any]) -> dict:
         slates[split] = s
     check_trainable(slates["train"], domain)
 
-    model: DomainReranker = instantiate(model_cfg)(spec)
+    model: DomainReranker = make_model(spec)
     valid = slates["train"].semer != -1
     model.fit_standardisation(slates["train"].x[valid])
     module = RerankerModule(model, loss_cfg, optim_cfg, slates["dev"].errors, slates["dev"].total)
