@@ -16,9 +16,13 @@ CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 @hydra.main(version_base="1.3", config_path="../configs", config_name="train")
 def main(cfg: DictConfig) -> float:
+    from rerank.training.module import DEV_METRICS
     from rerank.training.train import train
 
     container = OmegaConf.to_container(cfg, resolve=True)
+    metric = container["optimized_metric"]
+    if metric not in DEV_METRICS:
+        raise SystemExit(f"optimized_metric must be one of {', '.join(DEV_METRICS)}, not {metric!r}")
     if container.get("parallel_jobs") is None:
         container["parallel_jobs"] = parallel_jobs()
     if container.get("pictures") == "auto":
@@ -37,7 +41,7 @@ def main(cfg: DictConfig) -> float:
     if "ray" in sys.modules and sys.modules["ray"].is_initialized():  # a job of the Ray launcher: on which node
         where = f" node={sys.modules['ray'].get_runtime_context().get_node_id()[:12]}"
     print("timing " + " ".join(f"{k}={v}" for k, v in result["timing"].items()) + where, flush=True)
-    return result["dev"].get("semer", float("nan"))
+    return result["dev"].get(metric, float("nan"))  # the dev figure a sweeper minimises (optimized_metric)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ from rerank.training.module import RerankerModule
 from rerank.training.train import NoPositives, UnknownDomain, train
 
 SHORT = ("optimizer=lbfgs", "trainer.max_epochs=3")
+#: configs/loss/crossentropy.yaml, composed
+CROSSENTROPY = {"_target_": "rerank.losses.crossentropy.crossentropy_loss", "_partial_": True}
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +54,7 @@ def test_fast_dev_run_publishes_nothing(train_config, domains, tmp_path, monkeyp
 def test_short_train_publishes_v1_with_spec_metrics_and_a_safe_checkpoint(train_config, prepared, domains):
     domain = domains[2]
     cfg = train_config(domain, "crossentropy", *SHORT)
-    assert cfg["optimizer"]["name"] == "lbfgs" and cfg["loss"] == {"name": "crossentropy"}
+    assert cfg["optimizer"]["torch"]["_target_"] == "torch.optim.LBFGS" and cfg["loss"] == CROSSENTROPY
     result = train(cfg)
     assert result["version"] == "v1" and result["loss"] == "crossentropy" and result["domain"] == domain
     assert 1 <= result["epochs"] <= 3
@@ -74,7 +76,7 @@ def test_short_train_publishes_v1_with_spec_metrics_and_a_safe_checkpoint(train_
     ckpts = sorted(Path(cfg["paths"]["log_dir"]).rglob("*.ckpt"))
     assert ckpts, "ModelCheckpoint wrote no checkpoint"
     state = torch.load(ckpts[0], map_location="cpu", weights_only=True)
-    assert state["hyper_parameters"]["loss"] == {"name": "crossentropy"}
+    assert state["hyper_parameters"]["loss"] == CROSSENTROPY
     # the published weights are those of the best dev checkpoint
     for k, v in published.tensors.items():
         assert np.array_equal(state["state_dict"][f"model.{k}"].numpy(), v), k
@@ -85,8 +87,8 @@ def test_short_train_publishes_v1_with_spec_metrics_and_a_safe_checkpoint(train_
 
 
 @pytest.mark.parametrize("extra", [
-    ("loss.candidates=utterance",),
-    ("loss.candidates=domain", "loss.temperature=0.5"),
+    ("slates=utterance",),
+    ("slates=domain", "loss.temperature=0.5"),
 ])
 def test_semer_loss_runs(train_config, domains, extra):
     cfg = train_config(domains[1], "semer", *SHORT, *extra)
@@ -123,7 +125,7 @@ def test_live_competitors_are_the_other_domains_live_models(train_config, prepar
     np.testing.assert_array_equal(logits[rest], base_logits[rest])
     np.testing.assert_array_equal(base_logits[start:start + len(table)],
                                   baseline_logit(table["dc"].to_numpy(), table["ic"].to_numpy(), table["ner"].to_numpy()))
-    cfg = train_config(domain, "semer", *SHORT, "loss.candidates=utterance", "loss.competitors=live")
+    cfg = train_config(domain, "semer", *SHORT, "slates=utterance_live")
     assert cfg["paths"]["registry_dir"] == first["paths"]["registry_dir"]
     assert train(cfg)["version"] == "v1"
 
@@ -280,7 +282,9 @@ def test_R2_recovers_a_known_calibration_on_a_toy_problem(one_thread):
     train_s, dev_s = toy_slates(6000, 4, spec, rng, a, b), toy_slates(500, 4, spec, rng, a, b)
     model = DomainReranker(spec)
     model.fit_standardisation(train_s.x[train_s.semer != -1])
-    module = RerankerModule(model, {"name": "crossentropy"}, {"name": "lbfgs", "lr": 1.0, "max_iter": 100, "l2": 0.0})
+    lbfgs = {"_target_": "torch.optim.LBFGS", "_partial_": True, "lr": 1.0, "max_iter": 100, "history_size": 20,
+             "line_search_fn": "strong_wolfe"}
+    module = RerankerModule(model, CROSSENTROPY, {"torch": lbfgs, "batch_size": None, "l2": 0.0})
     trainer = L.Trainer(max_epochs=5, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0)
     trainer.fit(module, datamodule=SlateDataModule(train_s, dev_s, batch_size=None))

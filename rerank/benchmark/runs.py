@@ -1,6 +1,7 @@
 """Per-domain training runs of the benchmark: composed 'train' configs, one registry per variant.
 
-Each variant (a loss with its settings) publishes into its own registry
+Each variant (an experiment, ``configs/experiment/<name>.yaml``, with the
+settings the suite chose on top) publishes into its own registry
 (``<bench>/registry/<variant>``), so variants of one loss never mix. Models
 are then read back per domain, possibly from different registries (the
 ``live``-competitor variant trains every domain against a frozen copy of
@@ -59,7 +60,7 @@ class Trainer:
         """Train every domain of ``variant``; returns per-domain train() results and the wall time.
 
         ``competitors_from``: a registry copied (frozen) per domain, its newest version of
-        every domain made live, so that ``loss.competitors=live`` sees the same competitors
+        every domain made live, so that ``slates.competitors=live`` sees the same competitors
         for every domain.
         """
         from rerank.training.train import train

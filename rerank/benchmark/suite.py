@@ -3,6 +3,12 @@
 :class:`Suite` holds what the rows share (the splits, the trainer, the rows so far);
 each result row, or family of rows, is one method. Every setting is chosen on dev;
 test is evaluated once per configuration.
+
+A per-domain row family is an experiment, ``configs/experiment/<name>.yaml``
+(loss, slates, model, calibration); the suite trains it with ``experiment=<name>``
+and the alpha/T it searches or chose as overrides on top, so that one row can be
+rerun alone: ``python scripts/train.py experiment=<name> loss.temperature=... domain=...``
+(a row's ``settings.overrides`` in results.json).
 """
 from __future__ import annotations
 
@@ -35,6 +41,11 @@ ROW_FIGURES = ("semer", "semer_ci", "irer", "irer_ci", "domain_error", "intent_e
 
 def _g(x: float) -> str:
     return f"{x:g}"
+
+
+def experiment(name: str) -> str:
+    """The override selecting ``configs/experiment/<name>.yaml`` (``experiment: null`` is a default of train.yaml)."""
+    return f"experiment={name}"
 
 
 def make_row(name: str, kind: str, result: Mapping | None, *, train_seconds: float | None, retrain_alone: str,
@@ -94,10 +105,12 @@ class Suite:
 
     def per_domain_row(self, name: str, run: dict, settings: Mapping) -> dict:
         return self.evaluate_row(name, "per-domain", run["ranker"].score_tables(self.test.tables).score, True,
-                                 train_seconds=run["seconds"], retrain_alone="yes", settings=settings)
+                                 train_seconds=run["seconds"], retrain_alone="yes",
+                                 settings={**settings, "overrides": list(run["overrides"])})
 
-    def utterance_rows(self, label: str, tag: str, base: list[str], settings: dict, domain_variant: str) -> None:
-        """The two candidates=utterance rows of a loss: competitors from the baseline, then live models."""
+    def utterance_rows(self, label: str, tag: str, chosen: list[str], settings: dict, domain_variant: str) -> None:
+        """The two candidates=utterance rows of a loss (experiments ``<tag>_utterance_baseline|live``, ``chosen``
+        overrides on top): competitors from the baseline, then live models."""
         if not self.b.get("utterance_candidates", True):
             for comp in ("baseline", "live"):
                 self.rows.append(make_row(f"{label}, candidates=utterance, competitors={comp}", "per-domain", None,
@@ -107,7 +120,7 @@ class Suite:
         for comp, kw, shown in (("baseline", {}, "baseline"),
                                 ("live", {"competitors_from": self.trainer.registry_dir(domain_variant)},
                                  f"live ({tag} candidates=domain)")):
-            run = self.train_variant(f"{tag}_utterance_{comp}", [*base, "loss.candidates=utterance", f"loss.competitors={comp}"], **kw)
+            run = self.train_variant(f"{tag}_utterance_{comp}", [experiment(f"{tag.lower()}_utterance_{comp}"), *chosen], **kw)
             self.per_domain_row(f"{label}, candidates=utterance, competitors={comp}", run,
                                 {**settings, "candidates": "utterance", "competitors": shown})
 
@@ -121,26 +134,24 @@ class Suite:
 
     def r1_rows(self) -> None:
         temps = [float(t) for t in self.b["temperatures"]]
-        r1 = {t: self.train_variant(f"R1_domain_T{_g(t)}", ["loss=semer", f"loss.temperature={t}", "loss.candidates=domain"])
-              for t in temps}
+        r1 = {t: self.train_variant(f"R1_domain_T{_g(t)}", [experiment("r1_domain"), f"loss.temperature={t}"]) for t in temps}
         t_r1 = min(temps, key=lambda t: (r1[t]["dev_semer"], temps.index(t)))
         self.selection["R1"] = {"temperature": t_r1, "dev_semer": {_g(t): r1[t]["dev_semer"] for t in temps},
                                 "grid_seconds": sum(r["seconds"] for r in r1.values())}
         self.per_domain_row(f"R1 semer, candidates=domain (T={_g(t_r1)})", r1[t_r1],
                             {"loss": "semer", "candidates": "domain", "temperature": t_r1})
-        self.utterance_rows("R1 semer", "R1", ["loss=semer", f"loss.temperature={t_r1}"], {"loss": "semer", "temperature": t_r1},
+        self.utterance_rows("R1 semer", "R1", [f"loss.temperature={t_r1}"], {"loss": "semer", "temperature": t_r1},
                             f"R1_domain_T{_g(t_r1)}")
 
     def r2_row(self) -> dict:
-        r2 = self.train_variant("R2", ["loss=crossentropy"])
+        r2 = self.train_variant("R2", [experiment("r2")])
         self.per_domain_row("R2 crossentropy", r2, {"loss": "crossentropy"})
         return r2
 
     def r3_rows(self) -> tuple[dict, dict]:
         """R3 over the alpha x temperature grid, chosen on dev; its candidates=utterance rows. Returns (run, test result)."""
         temps, alphas = [float(t) for t in self.b["temperatures"]], [float(a) for a in self.b["alphas"]]
-        grid = {(a, t): self.train_variant(f"R3_domain_a{_g(a)}_T{_g(t)}", ["loss=combined", f"loss.alpha={a}",
-                                                                             f"loss.temperature={t}", "loss.candidates=domain"])
+        grid = {(a, t): self.train_variant(f"R3_domain_a{_g(a)}_T{_g(t)}", [experiment("r3_domain"), f"loss.alpha={a}", f"loss.temperature={t}"])
                 for a in alphas for t in temps}
         keys = list(grid)
         self.a_r3, self.t_r3 = min(keys, key=lambda k: (grid[k]["dev_semer"], keys.index(k)))
@@ -151,28 +162,29 @@ class Suite:
         settings = {"loss": "combined", "alpha": self.a_r3, "temperature": self.t_r3}
         res = self.per_domain_row(f"R3 combined, candidates=domain (alpha={_g(self.a_r3)}, T={_g(self.t_r3)})", best,
                                   {**settings, "candidates": "domain"})
-        self.utterance_rows("R3 combined", "R3", self.r3_overrides, settings, f"R3_domain_a{_g(self.a_r3)}_T{_g(self.t_r3)}")
+        self.utterance_rows("R3 combined", "R3", self.r3_chosen, settings, f"R3_domain_a{_g(self.a_r3)}_T{_g(self.t_r3)}")
         return best, res
 
     @property
-    def r3_overrides(self) -> list[str]:
-        return ["loss=combined", f"loss.alpha={self.a_r3}", f"loss.temperature={self.t_r3}"]
+    def r3_chosen(self) -> list[str]:
+        """R3's alpha and T chosen on dev, as overrides on top of an r3_* experiment."""
+        return [f"loss.alpha={self.a_r3}", f"loss.temperature={self.t_r3}"]
 
     def platt_rows(self) -> None:
         """R2 and the chosen R3 again, Platt-scaled on each domain's own dev."""
-        run = self.train_variant("R2_platt", ["loss=crossentropy", "calibration=platt"])
+        run = self.train_variant("R2_platt", [experiment("r2_platt")])
         self.per_domain_row("R2 crossentropy + Platt on dev", run, {"loss": "crossentropy", "calibration": "platt"})
         utterance = self.b.get("utterance_candidates", True)
-        slate = ["loss.candidates=utterance", "loss.competitors=baseline"] if utterance else ["loss.candidates=domain"]
-        run = self.train_variant("R3_platt", [*self.r3_overrides, *slate, "calibration=platt"])
+        # r3_platt trains on slates=utterance (competitors: baseline); without the utterance rows, on slates=domain
+        run = self.train_variant("R3_platt", [experiment("r3_platt"), *self.r3_chosen, *([] if utterance else ["slates=domain"])])
         self.per_domain_row("R3 combined" + (", candidates=utterance, competitors=baseline" if utterance else "") + " + Platt on dev",
                             run, {"loss": "combined", "alpha": self.a_r3, "temperature": self.t_r3, "calibration": "platt"})
 
     def mlp_rows(self) -> None:
         """R2 and the chosen R3 with the MLP re-ranker."""
-        run = self.train_variant("R2_mlp", ["loss=crossentropy", "model=mlp"])
+        run = self.train_variant("R2_mlp", [experiment("r2_mlp")])
         self.per_domain_row("R2 crossentropy, MLP", run, {"loss": "crossentropy", "model": "mlp"})
-        run = self.train_variant("R3_mlp", [*self.r3_overrides, "loss.candidates=domain", "model=mlp"])
+        run = self.train_variant("R3_mlp", [experiment("r3_mlp"), *self.r3_chosen])
         self.per_domain_row(f"R3 combined, candidates=domain, MLP (alpha={_g(self.a_r3)}, T={_g(self.t_r3)})", run,
                             {"loss": "combined", "candidates": "domain", "alpha": self.a_r3, "temperature": self.t_r3, "model": "mlp"})
 
@@ -243,7 +255,7 @@ def run_benchmark(cfg: Mapping[str, Any], cli_overrides: Sequence[str] = ()) -> 
     async_update = None
     if (b.get("async_update") or {}).get("enabled", True):
         async_update = asynchronous_update(b["async_update"], s.trainer, r3, r3_res, s.test, s.corpus, s.domains, s.specs,
-                                           [*s.r3_overrides, "loss.candidates=domain"], s.n_boot, s.seed,
+                                           [experiment("r3_domain"), *s.r3_chosen], s.n_boot, s.seed,
                                            tables=s.tables, gate_cfg=cfg["gate"])
     speed = speed_figures(b.get("speed") or {}, s.manifest, r2, r3, s.test, s.dir, cfg, cli_overrides)
     plots = make_plots(s.dir, s.tops, r3["ranker"], joint, s.corpus)

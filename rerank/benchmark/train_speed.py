@@ -42,12 +42,14 @@ def throughput(out: Path, rows_target: int) -> list[tuple]:
     # One thread per job, as in a sweep; on 2 cores, threaded kernels on these small tensors only add contention.
     torch.set_num_threads(1)
     rows = []
-    for name, optim, epochs in (("adam, 8192 utterances/batch", {"name": "adam", "lr": 0.01, "l2": 1e-4, "batch_size": 8192}, 3),
-                                ("lbfgs, full batch", {"name": "lbfgs", "lr": 1.0, "max_iter": 20, "history_size": 20, "l2": 1e-4}, 2)):
+    for name, optimizer, epochs in (("adam, 8192 utterances/batch", ["optimizer=adam", "optimizer.batch_size=8192"], 3),
+                                    ("lbfgs, full batch", ["optimizer=lbfgs"], 2)):
+        # the loss and optimizer nodes of configs/ (R3 at alpha 0.5, T 1)
+        train_cfg = compose("train", ["domain=Music", "loss=combined", "loss.alpha=0.5", "loss.temperature=1.0", *optimizer])
         model = DomainReranker(spec)
         model.fit_standardisation(slates.x[slates.semer != -1])
-        module = RerankerModule(model, {"name": "combined", "alpha": 0.5, "temperature": 1.0}, optim)
-        dm = SlateDataModule(slates, slates, batch_size=None if optim["name"] == "lbfgs" else optim["batch_size"])
+        module = RerankerModule(model, train_cfg["loss"], train_cfg["optimizer"])
+        dm = SlateDataModule(slates, slates, batch_size=train_cfg["optimizer"]["batch_size"])
         trainer = L.Trainer(max_epochs=epochs, limit_val_batches=0, logger=False, enable_checkpointing=False,
                             enable_progress_bar=False, enable_model_summary=False, accelerator="cpu", devices=1)
         t = time.perf_counter()

@@ -9,84 +9,33 @@ the per-hypothesis target of the same shape, padded entries marked by
 - ``semer``: R1, expected SemER under ``softmax(s / T)`` (``y_true`` = SemER);
 - ``crossentropy``: R2, BCE on logits against ``1 - IE`` (``y_true`` = 1 - IE);
 - ``combined``: R3, ``alpha * R1 + (1 - alpha) * R2`` (``y_true`` = SemER).
+
+A loss is chosen by its config, ``configs/loss/<name>.yaml``: ``_target_`` is
+the function, ``_partial_: true``, and the keys beside them are its keyword
+arguments (``temperature``, ``alpha``), whose values there are the ones the
+toolkit uses. The short name of a loss (the registry's ``meta.json`` "loss",
+checkpoint folders, printed lines) is read from the function through
+:data:`LOSSES`, the one mapping between the two.
 """
 from __future__ import annotations
 
-import math
-from typing import Callable, Dict
+import functools
+import inspect
+from typing import Any, Callable, Dict
 
-import torch
-from torch import Tensor
+from rerank.losses.combined import combined_loss
+from rerank.losses.crossentropy import crossentropy_loss
+from rerank.losses.semer import semer_loss
+from rerank.training.data import PADDED_Y_VALUE
 
-#: value of ``y_true`` marking a padded slate entry (as allRank's ``PADDED_Y_VALUE``)
-PADDED_Y_VALUE = -1.0
-
-# Shared argument checks; defined before the loss modules are imported, since
-# they import them (and PADDED_Y_VALUE) from this package, as allRank does.
-
-
-def _check_pair(y_pred: Tensor, y_true: Tensor, name: str = "y_true") -> None:
-    """Raise unless ``y_pred`` and ``y_true`` are 2-D tensors of the same shape."""
-    if not isinstance(y_pred, Tensor) or not isinstance(y_true, Tensor):
-        raise TypeError(
-            f"y_pred and {name} must be torch tensors, got "
-            f"{type(y_pred).__name__} and {type(y_true).__name__}"
-        )
-    if y_pred.dim() != 2:
-        raise ValueError(
-            f"y_pred must be 2-D [batch, slate], got shape {tuple(y_pred.shape)}"
-        )
-    if y_true.shape != y_pred.shape:
-        raise ValueError(
-            f"y_pred and {name} must have the same shape [batch, slate], got "
-            f"{tuple(y_pred.shape)} and {tuple(y_true.shape)}"
-        )
-
-
-def _check_row_vector(x: Tensor, batch: int, name: str) -> None:
-    """Raise unless ``x`` is a tensor of shape [batch]."""
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch tensor, got {type(x).__name__}")
-    if tuple(x.shape) != (batch,):
-        raise ValueError(
-            f"{name} must have shape [batch] = ({batch},), got {tuple(x.shape)}"
-        )
-
-
-def _check_temperature(temperature: float) -> float:
-    """Return ``temperature`` as a float, raising unless it is finite and > 0."""
-    try:
-        t = float(temperature)
-    except (TypeError, ValueError):
-        raise ValueError(f"temperature must be a number > 0, got {temperature!r}") from None
-    if not (t > 0 and math.isfinite(t)):
-        raise ValueError(f"temperature must be finite and > 0, got {temperature!r}")
-    return t
-
-
-def _masked_mean(values: Tensor, keep: Tensor) -> Tensor:
-    """Mean of ``values`` over the entries where ``keep`` holds; 0 if there are none.
-
-    The unkept entries are *selected out* (``torch.where``), not multiplied by
-    zero, so a non-finite value there can leak into neither the result nor the
-    gradient. The result always carries ``values``' graph, so an all-padding
-    batch still gives a 0 with a ``grad_fn`` whose gradient is all zeros.
-    """
-    total = torch.where(keep, values, torch.zeros_like(values)).sum()
-    count = keep.sum().clamp(min=1).to(values.dtype)
-    return total / count
-
-
-# The loss modules import the names above from this package: keep them below.
-from rerank.losses.semer import semer_loss  # noqa: E402
-from rerank.losses.crossentropy import crossentropy_loss  # noqa: E402
-from rerank.losses.combined import combined_loss  # noqa: E402
-
+#: every loss by its short name
 LOSSES: Dict[str, Callable] = {
     "semer": semer_loss,
     "crossentropy": crossentropy_loss,
     "combined": combined_loss,
 }
+#: the ``y_true`` each loss takes: "semer" (the hypothesis's SemER) or "correct" (``1 - IE``)
+TARGETS: Dict[str, str] = {"semer": "semer", "crossentropy": "correct", "combined": "semer"}
 
 
 def get_loss(name: str) -> Callable:
@@ -99,10 +48,53 @@ def get_loss(name: str) -> Callable:
         ) from None
 
 
+def loss_function(loss: Callable) -> Callable:
+    """The function behind ``loss``: itself, or what a (nested) ``functools.partial`` wraps."""
+    while isinstance(loss, functools.partial):
+        loss = loss.func
+    return loss
+
+
+def loss_name(loss: Callable) -> str:
+    """The short name of ``loss`` (a loss function or a partial of one), e.g. ``"combined"``."""
+    fn = loss_function(loss)
+    for name, registered in LOSSES.items():
+        if fn is registered:
+            return name
+    raise ValueError(
+        f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', fn)!s} is not a registered loss; "
+        f"known losses: {', '.join(f'{n} ({f.__module__}.{f.__name__})' for n, f in LOSSES.items())}"
+    )
+
+
+def takes_competitors(loss: Callable) -> bool:
+    """Whether ``loss`` sees the whole cross-domain list (``other_logsumexp``, ``other_expected_semer``)."""
+    return "other_logsumexp" in inspect.signature(loss_function(loss)).parameters
+
+
+def bound_argument(loss: Callable, name: str) -> Any:
+    """The value ``loss`` passes as ``name``: what its partial binds, else the function's default."""
+    bound: dict[str, Any] = {}
+    while isinstance(loss, functools.partial):
+        bound = {**loss.keywords, **bound}
+        loss = loss.func
+    if name in bound:
+        return bound[name]
+    param = inspect.signature(loss).parameters.get(name)
+    if param is None or param.default is inspect.Parameter.empty:
+        raise TypeError(f"{loss.__name__} has no value for {name!r}: set it in the loss config (loss.{name}=...)")
+    return param.default
+
+
 __all__ = [
     "PADDED_Y_VALUE",
     "LOSSES",
+    "TARGETS",
     "get_loss",
+    "loss_function",
+    "loss_name",
+    "takes_competitors",
+    "bound_argument",
     "semer_loss",
     "crossentropy_loss",
     "combined_loss",

@@ -6,17 +6,19 @@ from typing import Optional
 
 from torch import Tensor
 
-from rerank.losses import PADDED_Y_VALUE, _check_pair
+from rerank.losses._helpers import _check_pair
 from rerank.losses.crossentropy import _masked_crossentropy
 from rerank.losses.semer import semer_loss
+from rerank.training.data import PADDED_Y_VALUE
 
 
 def combined_loss(
     y_pred: Tensor,
     y_true: Tensor,
     padded_value_indicator: float = PADDED_Y_VALUE,
-    alpha: float = 0.5,
-    temperature: float = 1.0,
+    *,
+    alpha: float,
+    temperature: float,
     other_logsumexp: Optional[Tensor] = None,
     other_expected_semer: Optional[Tensor] = None,
     y_correct: Optional[Tensor] = None,
@@ -40,8 +42,9 @@ def combined_loss(
     :param y_true: SemER of each hypothesis (>= 0), padded entries equal to
         ``padded_value_indicator``, shape [batch_size, slate_length]
     :param padded_value_indicator: value of ``y_true`` marking a padded entry
-    :param alpha: weight of R1 in [0, 1]; 1 gives pure R1, 0 pure R2
-    :param temperature: softmax temperature of R1, ``T > 0``
+    :param alpha: weight of R1 in [0, 1]; 1 gives pure R1, 0 pure R2 (no default:
+        the toolkit's value is the one in ``configs/loss/combined.yaml``)
+    :param temperature: softmax temperature of R1, ``T > 0`` (no default, as ``alpha``)
     :param other_logsumexp: R1 ``candidates=utterance`` input, shape [batch_size]
     :param other_expected_semer: R1 ``candidates=utterance`` input, shape [batch_size]
     :param y_correct: CE target ``1 - IE`` in {0, 1}, shape [batch_size, slate_length];

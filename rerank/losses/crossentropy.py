@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rerank.losses import PADDED_Y_VALUE, _check_pair, _masked_mean
+from rerank.losses._helpers import _check_pair, _masked_mean
+from rerank.training.data import PADDED_Y_VALUE
 
 
 def _masked_crossentropy(y_pred: Tensor, target: Tensor, valid: Tensor) -> Tensor:

@@ -6,13 +6,13 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from rerank.losses import (
-    PADDED_Y_VALUE,
+from rerank.losses._helpers import (
     _check_pair,
     _check_row_vector,
     _check_temperature,
     _masked_mean,
 )
+from rerank.training.data import PADDED_Y_VALUE
 
 
 def semer_loss(
@@ -69,7 +69,8 @@ def semer_loss(
     :param y_true: SemER of each hypothesis (>= 0, may exceed 1), padded entries
         equal to ``padded_value_indicator``, shape [batch_size, slate_length]
     :param padded_value_indicator: value of ``y_true`` marking a padded entry
-    :param temperature: softmax temperature ``T > 0``
+    :param temperature: softmax temperature ``T > 0``; 1 is the plain softmax (the value the
+        toolkit uses is ``configs/loss/semer.yaml``'s)
     :param other_logsumexp: ``log sum exp(s'/T)`` over the other domains'
         candidates of the row's utterance, ``-inf`` when there are none, shape [batch_size]
     :param other_expected_semer: ``sum softmax(s'/T) * SemER`` over those

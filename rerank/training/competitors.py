@@ -1,6 +1,6 @@
-"""Logits of the other domains, held fixed for ``loss.candidates=utterance``.
+"""Logits of the other domains, held fixed for ``slates.candidates=utterance`` (``slates=utterance|utterance_live``).
 
-``loss.competitors=baseline``: the unweighted baseline read as a probability,
+``slates.competitors=baseline``: the unweighted baseline read as a probability,
 ``logit(dc*ic*ner)``. ``live``: the other domains' live re-rankers, the ones that
 serve traffic (calibrated: a version goes live only through the promotion gate);
 a domain without a live version competes with its baseline.

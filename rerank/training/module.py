@@ -1,21 +1,76 @@
 """The LightningModule: one domain's re-ranker, its loss and its dev figures."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+import functools
+import inspect
+from typing import Any, Callable, Mapping
 
 import lightning.pytorch as L
 import numpy as np
 import torch
+from hydra.utils import instantiate
 
-from rerank.losses import PADDED_Y_VALUE, get_loss
+from rerank.losses import TARGETS, loss_name, takes_competitors
 from rerank.metrics.calibration import brier, ece, nll
 from rerank.model.scorer import sigmoid
+from rerank.training.data import PADDED_Y_VALUE
 from rerank.training.model import DomainReranker
 
-OPTIMIZERS = ("lbfgs", "adam")
+#: the dev figures of :func:`slate_metrics` (``optimized_metric`` names one of them)
+DEV_METRICS = ("semer", "irer", "ece_top", "ece_all", "brier_all", "nll_all")
+
+
+def check_partial(make: Callable, *runtime: Any) -> Callable:
+    """``make`` if it is a partial whose bound arguments (and ``runtime``, the arguments it
+    will get at run time) fit its target's signature; ``TypeError`` otherwise.
+
+    Hydra's ``_partial_: true`` binds the keys of a node without looking at them; this
+    looks, so that a misspelt key (``+loss.alpah=0.3``) fails before any data is read.
+    """
+    if not isinstance(make, functools.partial):
+        raise TypeError(f"expected a partial (_partial_: true in its config), got {type(make).__name__}")
+    args: list[Any] = list(runtime)
+    kwargs: dict[str, Any] = {}
+    target: Callable = make
+    while isinstance(target, functools.partial):
+        args, kwargs = [*target.args, *args], {**target.keywords, **kwargs}
+        target = target.func
+    try:
+        inspect.signature(target).bind_partial(*args, **kwargs)
+    except TypeError as err:
+        raise TypeError(f"{getattr(target, '__module__', '')}.{getattr(target, '__qualname__', target)}: {err}") from None
+    return make
+
+
+def build_loss(cfg: Mapping[str, Any]) -> Callable:
+    """The loss of a ``configs/loss`` node: its ``_target_`` with its keyword arguments bound.
+
+    ``TypeError`` for an argument the function does not take; ``ValueError`` for a
+    function that is not a registered loss (``rerank.losses.LOSSES``).
+    """
+    loss = check_partial(instantiate(cfg))
+    loss_name(loss)
+    return loss
+
+
+def build_optimizer(cfg: Mapping[str, Any]) -> Callable[..., torch.optim.Optimizer]:
+    """The optimizer factory (parameters -> optimizer) of a ``configs/optimizer`` node's ``torch`` part."""
+    return check_partial(instantiate(cfg["torch"]), [])
+
+
+def build_model(cfg: Mapping[str, Any]) -> Callable[..., DomainReranker]:
+    """The model factory (feature spec -> ``DomainReranker``) of a ``configs/model`` node."""
+    return check_partial(instantiate(cfg), None)
 
 
 class RerankerModule(L.LightningModule):
+    """``loss``: a ``configs/loss`` node (``_target_`` and keyword arguments); ``optimizer``: a
+    ``configs/optimizer`` node (``torch``: the torch optimizer's node; ``l2``: the weight penalty).
+
+    Both stay plain containers here (a checkpoint must load with ``weights_only=True``);
+    the callables are built from them.
+    """
+
     def __init__(self, model: DomainReranker, loss: Mapping[str, Any], optimizer: Mapping[str, Any], dev_errors: np.ndarray | None = None, dev_total: np.ndarray | None = None):
         super().__init__()
         # Plain containers only: a checkpoint must load with weights_only=True.
@@ -23,9 +78,12 @@ class RerankerModule(L.LightningModule):
         self.model = model
         self.loss_cfg = dict(loss)
         self.optim_cfg = dict(optimizer)
-        if self.optim_cfg["name"] not in OPTIMIZERS:
-            raise ValueError(f"optimizer.name must be one of {OPTIMIZERS}, not {self.optim_cfg['name']!r}")
-        self.loss_fn = get_loss(self.loss_cfg["name"])
+        self.loss_fn = build_loss(self.loss_cfg)
+        self.loss_name = loss_name(self.loss_fn)
+        self.target = TARGETS[self.loss_name]
+        self.listwise = takes_competitors(self.loss_fn)
+        self.make_optimizer = build_optimizer(self.optim_cfg)
+        self.l2 = float(self.optim_cfg["l2"])
         self.dev_errors, self.dev_total = dev_errors, dev_total
         self._val_logits: list[torch.Tensor] = []
         self._val_semer: list[torch.Tensor] = []
@@ -36,28 +94,24 @@ class RerankerModule(L.LightningModule):
         return self.model(x)
 
     def _loss(self, batch: Mapping[str, torch.Tensor], logits: torch.Tensor) -> torch.Tensor:
-        name = self.loss_cfg["name"]
-        kwargs: dict[str, Any] = {}
-        if name in ("semer", "combined"):
-            kwargs["temperature"] = float(self.loss_cfg.get("temperature", 1.0))
-            if self.loss_cfg.get("candidates", "domain") == "utterance" and "other_logsumexp" in batch:
-                kwargs["other_logsumexp"] = batch["other_logsumexp"]
-                kwargs["other_expected_semer"] = batch["other_expected_semer"]
-        if name == "combined":
-            kwargs["alpha"] = float(self.loss_cfg.get("alpha", 0.5))
-        if name == "crossentropy":
-            target = torch.where(batch["semer"] == PADDED_Y_VALUE, batch["semer"], (batch["semer"] == 0).float())
+        semer = batch["semer"]
+        if self.target == "correct":
+            target = torch.where(semer == PADDED_Y_VALUE, semer, (semer == 0).float())
             return self.loss_fn(logits, target)
-        return self.loss_fn(logits, batch["semer"], **kwargs)
+        kwargs: dict[str, Any] = {}
+        if self.listwise and "other_logsumexp" in batch:
+            # slates.candidates=utterance: train() added the other domains' two numbers per utterance
+            kwargs["other_logsumexp"] = batch["other_logsumexp"]
+            kwargs["other_expected_semer"] = batch["other_expected_semer"]
+        return self.loss_fn(logits, semer, **kwargs)
 
     def training_step(self, batch, batch_idx):
         logits = self.model(batch["x"])
         loss = self._loss(batch, logits)
         self.rows_seen += int((batch["semer"] != PADDED_Y_VALUE).sum())
-        l2 = float(self.optim_cfg.get("l2", 0.0))
-        if l2 > 0:
+        if self.l2 > 0:
             # L-BFGS has no weight decay; the penalty keeps one-hot columns of rare intents bounded.
-            loss = loss + l2 * sum((p**2).sum() for n, p in self.model.named_parameters() if "weight" in n)
+            loss = loss + self.l2 * sum((p**2).sum() for n, p in self.model.named_parameters() if "weight" in n)
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=batch["x"].shape[0])
         return loss
 
@@ -80,12 +134,7 @@ class RerankerModule(L.LightningModule):
             self.log(f"val/{k}", v, on_step=False, on_epoch=True)
 
     def configure_optimizers(self):
-        cfg = self.optim_cfg
-        if cfg["name"] == "lbfgs":
-            return torch.optim.LBFGS(self.model.parameters(), lr=float(cfg.get("lr", 1.0)), max_iter=int(cfg.get("max_iter", 20)),
-                                     history_size=int(cfg.get("history_size", 20)), line_search_fn="strong_wolfe",
-                                     tolerance_grad=float(cfg.get("tolerance_grad", 1e-7)), tolerance_change=float(cfg.get("tolerance_change", 1e-9)))
-        return torch.optim.Adam(self.model.parameters(), lr=float(cfg.get("lr", 0.01)))
+        return self.make_optimizer(self.model.parameters())
 
 
 def slate_metrics(logits: np.ndarray, semer: np.ndarray, errors: np.ndarray | None = None, total: np.ndarray | None = None) -> dict[str, float]:

@@ -21,13 +21,16 @@ from rerank.hypotheses.tables import TableSet, open_tables
 from rerank.model.features import spec_from_manifest
 from rerank.model.registry import Registry
 from rerank.model.scorer import sigmoid
+from rerank.losses import bound_argument, loss_name, takes_competitors
 from rerank.training.competitors import other_domains
 from rerank.training.data import SlateTensors, competitor_numbers, to_slates
 from rerank.training.datamodule import SlateDataModule
 from rerank.training.model import DomainReranker
-from rerank.training.module import RerankerModule, slate_metrics
+from rerank.training.module import RerankerModule, build_loss, build_model, build_optimizer, slate_metrics
 
 log = logging.getLogger(__name__)
+#: slates.candidates: the domain's own n-best, or the utterance's whole cross-domain list
+CANDIDATES = ("domain", "utterance")
 
 
 class UnknownDomain(ValueError):
@@ -57,45 +60,63 @@ def quiet_lightning() -> None:
 
 
 def train(cfg: Mapping[str, Any]) -> dict:
-    """Train, select on dev, publish. ``cfg`` is a plain dict composed from ``configs/train.yaml``."""
+    """Train, select on dev, publish. ``cfg`` is a plain dict composed from ``configs/train.yaml``.
+
+    ``cfg["model"]``, ``cfg["loss"]`` and ``cfg["optimizer"]["torch"]`` are Hydra nodes
+    (``_target_``) that build the model (given the domain's feature spec), the loss and
+    the optimizer; ``cfg["slates"]`` says which candidate list a listwise loss sees.
+    """
     t_start = time.perf_counter()
     quiet_lightning()
     torch.set_num_threads(torch_threads(cfg))
     L.seed_everything(int(cfg["seed"]), workers=True, verbose=False)
+    loss_cfg, optim_cfg, model_cfg, slates_cfg = dict(cfg["loss"]), dict(cfg["optimizer"]), dict(cfg["model"]), dict(cfg["slates"])
+    # built (and their arguments checked) before any data is read: a misspelt key fails at once
+    loss_fn = build_loss(loss_cfg)
+    loss = loss_name(loss_fn)  # the short name: registry metadata, folders, printed lines
+    make_model = build_model(model_cfg)
+    build_optimizer(optim_cfg)
+    if slates_cfg["candidates"] not in CANDIDATES:
+        raise ValueError(f"slates.candidates must be one of {CANDIDATES}, not {slates_cfg['candidates']!r}")
     tables = open_tables(cfg)
     manifest = tables.manifest
     domain = cfg["domain"]
     if domain not in manifest["domains"]:
         raise UnknownDomain(f"unknown domain {domain!r} for corpus {manifest['corpus']!r}; its domains: {', '.join(manifest['domains'])}")
     corpus = manifest["corpus"]
-    loss_cfg, optim_cfg, model_cfg = dict(cfg["loss"]), dict(cfg["optimizer"]), dict(cfg["model"])
     registry = Registry(cfg["paths"]["registry_dir"])
 
     timing = {"setup": time.perf_counter() - t_start}
     t = time.perf_counter()
     spec = spec_from_manifest(manifest, domain)
     slates = {}
+    # the whole cross-domain list: for the losses that see it (semer, combined; crossentropy is pointwise)
+    utterance = slates_cfg["candidates"] == "utterance" and takes_competitors(loss_fn)
     for split in ("train", "dev"):
         s = to_slates(tables.read(domain, split), spec)
-        if loss_cfg.get("candidates", "domain") == "utterance" and loss_cfg["name"] in ("semer", "combined"):
-            add_competitors(s, tables, domain, split, loss_cfg, registry)
+        if utterance:
+            add_competitors(s, tables, domain, split, float(bound_argument(loss_fn, "temperature")), slates_cfg["competitors"], registry)
         slates[split] = s
     check_trainable(slates["train"], domain)
 
-    model = DomainReranker(spec, kind=model_cfg.get("kind", "linear"), hidden=int(model_cfg.get("hidden", 32)))
+    model: DomainReranker = make_model(spec)
     valid = slates["train"].semer != -1
     model.fit_standardisation(slates["train"].x[valid])
     module = RerankerModule(model, loss_cfg, optim_cfg, slates["dev"].errors, slates["dev"].total)
-    full_batch = optim_cfg["name"] == "lbfgs"
-    dm = SlateDataModule(slates["train"], slates["dev"], batch_size=None if full_batch else int(optim_cfg.get("batch_size", 4096)), seed=int(cfg["seed"]))
+    batch_size = optim_cfg["batch_size"]  # null: the full batch (L-BFGS)
+    dm = SlateDataModule(slates["train"], slates["dev"], batch_size=None if batch_size is None else int(batch_size), seed=int(cfg["seed"]))
 
     # A name of its own per run: jobs of one sweep start together and must not share
     # a TensorBoard version folder or a checkpoint file.
     run_name = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{time.time_ns() % 10**6:06d}"
     logger_cfg = cfg.get("logger")
-    logger = instantiate(logger_cfg, **({} if logger_cfg.get("version") else {"version": run_name})) if logger_cfg else False
+    if logger_cfg:
+        named = {} if logger_cfg.get("name") else {"name": f"{cfg['data']['name']}/{domain}/{loss}"}
+        logger = instantiate(logger_cfg, **named, **({} if logger_cfg.get("version") else {"version": run_name}))
+    else:
+        logger = False
     callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
-    root = Path(cfg["paths"]["log_dir"]) / "checkpoints" / corpus / domain / f"{loss_cfg['name']}-{run_name}"
+    root = Path(cfg["paths"]["log_dir"]) / "checkpoints" / corpus / domain / f"{loss}-{run_name}"
     trainer: L.Trainer = instantiate(cfg["trainer"], logger=logger, callbacks=callbacks, default_root_dir=str(root))
     timing["data"] = time.perf_counter() - t
     t_fit = time.perf_counter()
@@ -119,34 +140,34 @@ def train(cfg: Mapping[str, Any]) -> dict:
         dev_logits = model(slates["dev"].x).numpy()
     dev = slate_metrics(dev_logits, slates["dev"].semer.numpy(), slates["dev"].errors, slates["dev"].total)
     result = {
-        "corpus": corpus, "domain": domain, "loss": loss_cfg["name"], "dev": dev,
+        "corpus": corpus, "domain": domain, "loss": loss, "dev": dev,
         "train_hypotheses": slates["train"].n_hypotheses, "epochs": trainer.current_epoch,
         "fit_seconds": round(fit_seconds, 3),
         "hypotheses_per_second": module.rows_seen / fit_seconds if fit_seconds > 0 else float("nan"),
     }
     t = time.perf_counter()
     if logger and cfg.get("pictures", "auto") in (True, "auto"):
-        log_pictures(logger, model, dev_logits, slates["dev"], domain, loss_cfg["name"], dev)
+        log_pictures(logger, model, dev_logits, slates["dev"], domain, loss, dev)
     timing["pictures"] = time.perf_counter() - t
     t = time.perf_counter()
     if cfg.get("publish", True) and not cfg["trainer"].get("fast_dev_run"):
         result["version"] = registry.publish(
-            corpus, domain, model, loss=loss_cfg["name"], config=cfg, metrics=dev,
+            corpus, domain, model, loss=loss, config=cfg, metrics=dev,
             data_hash=f"{manifest['corpus_hash']}:{manifest['settings_hash']}",
         )
     timing["publish"] = time.perf_counter() - t
     result["seconds"] = round(time.perf_counter() - t_start, 3)
     result["timing"] = {k: round(v, 4) for k, v in timing.items()}
-    print(f"train {corpus}/{domain} loss={loss_cfg['name']}: dev SemER {dev.get('semer', float('nan')):.4f} "
+    print(f"train {corpus}/{domain} loss={loss}: dev SemER {dev.get('semer', float('nan')):.4f} "
           f"IRER {dev.get('irer', float('nan')):.4f} ECE(top) {dev.get('ece_top', float('nan')):.4f}"
           + (f" -> published {result['version']}" if "version" in result else ""))
     return result
 
 
-def add_competitors(s: SlateTensors, tables: TableSet, domain, split, loss_cfg, registry) -> None:
-    t = float(loss_cfg.get("temperature", 1.0))
-    ou, ol, os_ = other_domains(tables, domain, split, loss_cfg.get("competitors", "baseline"), registry)
-    lse, expected = competitor_numbers(s.utt_index, ou, ol, os_, t)
+def add_competitors(s: SlateTensors, tables: TableSet, domain, split, temperature: float, competitors: str, registry) -> None:
+    """The other domains' two numbers per utterance (``slates.candidates=utterance``), at the loss's temperature."""
+    ou, ol, os_ = other_domains(tables, domain, split, competitors, registry)
+    lse, expected = competitor_numbers(s.utt_index, ou, ol, os_, temperature)
     s.other_logsumexp = torch.from_numpy(lse.astype(np.float32))
     s.other_expected_semer = torch.from_numpy(expected.astype(np.float32))
 
