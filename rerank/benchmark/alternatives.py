@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from rerank.metrics.calibration import platt
 from rerank.model.features import FeatureSpec, features_from_table
 from rerank.model.scorer import sigmoid as _sigmoid
 from rerank.training.competitors import baseline_logit
@@ -27,20 +28,10 @@ def _base_logit(table: pa.Table) -> np.ndarray:
 
 
 # ---------------------------------------------------------------- Platt scaling
-def fit_platt(dev_tables: Mapping[str, pa.Table], seed: int = 0) -> tuple[dict[str, tuple[float, float]], float]:
+def fit_platt(dev_tables: Mapping[str, pa.Table]) -> tuple[dict[str, tuple[float, float]], float]:
     """Per domain ``(a, b)`` with ``p = sigmoid(a * logit(dc*ic*ner) + b)``, fitted on its dev hypotheses (target 1 - IE)."""
-    from sklearn.linear_model import LogisticRegression
-
     t0 = time.perf_counter()
-    params = {}
-    for d, t in dev_tables.items():
-        x = _base_logit(t).reshape(-1, 1)
-        y = 1 - t["ie"].to_numpy().astype(int)
-        if len(y) == 0 or y.min() == y.max():
-            params[d] = (1.0, 0.0)  # nothing to fit: the baseline stands
-            continue
-        lr = LogisticRegression(C=1e4, random_state=seed).fit(x, y)
-        params[d] = (float(lr.coef_[0, 0]), float(lr.intercept_[0]))
+    params = {d: platt(_base_logit(t), 1 - t["ie"].to_numpy().astype(np.float64)) for d, t in dev_tables.items()}
     return params, time.perf_counter() - t0
 
 

@@ -189,7 +189,7 @@ class Suite:
                             {"loss": "combined", "candidates": "domain", "alpha": self.a_r3, "temperature": self.t_r3, "model": "mlp"})
 
     def platt_baseline_row(self) -> None:
-        params, seconds = alt.fit_platt(self.dev.tables, self.seed)
+        params, seconds = alt.fit_platt(self.dev.tables)
         self.evaluate_row("Platt-scaled baseline (per domain, fit on dev)", "post-hoc", alt.platt_scores(self.test.tables, params),
                           True, train_seconds=seconds, retrain_alone="yes",
                           settings={"params": {d: list(p) for d, p in params.items()}})

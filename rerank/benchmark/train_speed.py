@@ -45,7 +45,7 @@ def throughput(out: Path, rows_target: int) -> list[tuple]:
     for name, optimizer, epochs in (("adam, 8192 utterances/batch", ["optimizer=adam", "optimizer.batch_size=8192"], 3),
                                     ("lbfgs, full batch", ["optimizer=lbfgs"], 2)):
         # the loss and optimizer nodes of configs/ (R3 at alpha 0.5, T 1)
-        train_cfg = compose("train", ["domain=Music", "loss=combined", "loss.alpha=0.5", "loss.temperature=1.0", *optimizer])
+        train_cfg = compose_config("train", ["domain=Music", "loss=combined", "loss.alpha=0.5", "loss.temperature=1.0", *optimizer])
         model = DomainReranker(spec)
         model.fit_standardisation(slates.x[slates.semer != -1])
         module = RerankerModule(model, train_cfg["loss"], train_cfg["optimizer"])

@@ -5,6 +5,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from rerank.metrics.calibration import platt
 from rerank.model.features import FeatureSpec
 from rerank.model.scorer import KINDS, LogitScorer
 
@@ -52,26 +53,15 @@ class DomainReranker(nn.Module):
             out = out + self.mlp(z).squeeze(-1)
         return out * self.calibration[0] + self.calibration[1]
 
-    def fit_calibration(self, x: torch.Tensor, correct: torch.Tensor, max_iter: int = 100) -> tuple[float, float]:
-        """Platt scaling of the output on held-out rows: the two numbers that minimise their log loss."""
+    def fit_calibration(self, x: torch.Tensor, correct: torch.Tensor) -> tuple[float, float]:
+        """Platt scaling of the output on held-out rows (:func:`rerank.metrics.calibration.platt`).
+
+        ``(1, 0)`` keeps the model as trained, e.g. when the fit would reverse the ranking inside the domain.
+        """
         self.calibration.copy_(torch.tensor([1.0, 0.0]))
         with torch.no_grad():
-            logits = self.forward(x).double()
-        params = torch.tensor([1.0, 0.0], dtype=torch.float64, requires_grad=True)
-        opt = torch.optim.LBFGS([params], lr=1.0, max_iter=max_iter, line_search_fn="strong_wolfe")
-        target = correct.double()
-
-        def closure():
-            opt.zero_grad()
-            loss = nn.functional.binary_cross_entropy_with_logits(logits * params[0] + params[1], target)
-            loss.backward()
-            return loss
-
-        opt.step(closure)
-        scale, shift = (float(v) for v in params.detach())
-        if not (np.isfinite(scale) and np.isfinite(shift)) or scale <= 0:
-            # A non-positive scale would reverse the ranking inside the domain: keep the model as trained.
-            scale, shift = 1.0, 0.0
+            logits = self.forward(x).double().numpy()
+        scale, shift = platt(logits, correct.double().numpy())
         self.calibration.copy_(torch.tensor([scale, shift]))
         return scale, shift
 
