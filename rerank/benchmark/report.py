@@ -5,8 +5,8 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
-QUALITY_COLUMNS = ["system", "SemER [95% CI]", "IRER [95% CI]", "domain err", "ECE", "MCE", "Brier", "gap closed",
-                   "train wall (s)", "one domain retrains alone"]
+QUALITY_COLUMNS = ["system", "SemER [95% CI]", "IRER [95% CI]", "domain err", "ECE", "ECE, merge top calibration [95% CI]",
+                   "MCE", "Brier", "gap closed", "train wall (s)", "one domain retrains alone"]
 
 
 def _f(x, digits=4) -> str:
@@ -31,7 +31,7 @@ def quality_table(rows) -> list[str]:
             lines.append(f"| {r['name']} | {r['status']} |" + " - |" * (len(QUALITY_COLUMNS) - 3) + f" {r.get('retrain_alone', '-')} |")
             continue
         secs = r.get("train_seconds")
-        lines.append(f"| {r['name']} | {_ci(r, 'semer')} | {_ci(r, 'irer')} | {_f(r.get('domain_error'))} | {_f(r.get('ece_top'))} | "
+        lines.append(f"| {r['name']} | {_ci(r, 'semer')} | {_ci(r, 'irer')} | {_f(r.get('domain_error'))} | {_f(r.get('ece_top'))} | {_ci(r, 'ece_top_merge')} | "
                      f"{_f(r.get('mce_top'))} | {_f(r.get('brier_top'))} | {_pct(r.get('gap_closed'))} | "
                      f"{'-' if secs is None else f'{secs:.1f}'} | {r.get('retrain_alone', '-')} |")
     return lines

@@ -29,7 +29,9 @@ from rerank.hypotheses.figures import baseline_score, oracle_score, top_hypothes
 from rerank.hypotheses.prepare import prepare
 from rerank.hypotheses.tables import open_tables
 from rerank.io import write_json, write_text
-from rerank.merge.evaluate import SplitData, evaluate, load_split, top_hypotheses
+from rerank.merge.evaluate import SplitData, ece_interval, evaluate, load_split, top_hypotheses
+from rerank.merge.top_calibration import fit_top_calibration
+from rerank.metrics.calibration import ece
 from rerank.model.features import spec_from_manifest
 
 log = logging.getLogger(__name__)
@@ -85,27 +87,40 @@ class Suite:
 
     # ------------------------------------------------------------------ plumbing
 
-    def evaluate_row(self, name, kind, score, calibrated, **kw) -> dict:
+    def evaluate_row(self, name, kind, score, calibrated, dev_score: np.ndarray | None = None, **kw) -> dict:
+        """A row on test; with ``dev_score`` (its models on dev), also its top ECE through the merge's top calibration."""
         res = evaluate(self.test, score, calibrated, self.n_boot, self.seed)
         if calibrated:
             t = top_hypotheses(self.test, score)
             self.tops[name] = (t.conf, t.correct)
         row = make_row(name, kind, res, calibrated=calibrated, **kw)
+        if calibrated and dev_score is not None:
+            row.update(self.merge_calibrated(dev_score, score))
         self.rows.append(row)
         print(f"benchmark: {name:<46} test SemER {row['semer']:.4f} IRER {row['irer']:.4f}"
               + (f" ECE {row['ece_top']:.4f}" if row.get("ece_top") is not None else ""), flush=True)
         return res
 
+    def merge_calibrated(self, dev_score: np.ndarray, score: np.ndarray) -> dict:
+        """The merge's top calibration fitted on the row's dev lists, applied to its test tops (what the service reports)."""
+        d = top_hypotheses(self.dev, dev_score)
+        cal = fit_top_calibration(d.conf, d.correct, {})
+        t = top_hypotheses(self.test, score, cal)
+        return {"ece_top_merge": ece(t.conf, t.correct) if len(t.conf) else None,
+                "ece_top_merge_ci": ece_interval(t.conf, t.correct, self.n_boot, self.seed) if len(t.conf) and self.n_boot else None,
+                "top_calibration": [cal.scale, cal.shift]}
+
     def train_variant(self, variant: str, overrides: Sequence[str], **kw) -> dict:
         run = self.trainer.run(variant, overrides, **kw)
         run["ranker"] = ranker_from(run, self.corpus, self.domains, self.specs)
-        run["dev_semer"] = dev_semer(self.dev, run["ranker"].score_tables(self.dev.tables).score)
+        run["dev_score"] = run["ranker"].score_tables(self.dev.tables).score
+        run["dev_semer"] = dev_semer(self.dev, run["dev_score"])
         print(f"benchmark: trained {variant} ({run['seconds']:.1f} s): dev SemER {run['dev_semer']:.4f}", flush=True)
         return run
 
     def per_domain_row(self, name: str, run: dict, settings: Mapping) -> dict:
         return self.evaluate_row(name, "per-domain", run["ranker"].score_tables(self.test.tables).score, True,
-                                 train_seconds=run["seconds"], retrain_alone="yes",
+                                 dev_score=run["dev_score"], train_seconds=run["seconds"], retrain_alone="yes",
                                  settings={**settings, "overrides": list(run["overrides"])})
 
     def utterance_rows(self, label: str, tag: str, chosen: list[str], settings: dict, domain_variant: str) -> None:

@@ -77,6 +77,11 @@ def load_split(tables_set: TableSet, split: str, domains: Sequence[str] | None =
     )
 
 
+def ece_interval(conf: np.ndarray, correct: np.ndarray, n_boot: int, seed: int) -> list[float]:
+    """The bootstrap interval of the ECE (over utterances)."""
+    return list(bootstrap_ci(ece_rows, conf, correct.astype(float), bin_index(conf), n_resamples=n_boot, seed=seed, vectorized=True))
+
+
 def figures(errors, totals, ie_top, dom_err, int_err, tp, nh, ng, conf, correct, n_boot: int, seed: int) -> dict:
     """The flat dict of one system on one set of utterances; ``conf`` None when not calibrated."""
     out: dict = {
@@ -93,8 +98,7 @@ def figures(errors, totals, ie_top, dom_err, int_err, tp, nh, ng, conf, correct,
     if conf is not None and len(conf):
         out.update(ece_top=ece(conf, correct), mce_top=mce(conf, correct), brier_top=brier(conf, correct), nll_top=nll(conf, correct))
         if n_boot:
-            out["ece_top_ci"] = list(bootstrap_ci(ece_rows, conf, correct.astype(float), bin_index(conf), n_resamples=n_boot,
-                                                  seed=seed, vectorized=True))
+            out["ece_top_ci"] = ece_interval(conf, correct, n_boot, seed)
     else:
         out.update(ece_top=None, mce_top=None, brier_top=None, nll_top=None)
     return out
