@@ -134,7 +134,7 @@ class Suite:
             return
         for comp, kw, shown in (("baseline", {}, "baseline"),
                                 ("live", {"competitors_from": self.trainer.registry_dir(domain_variant)},
-                                 f"live ({tag} candidates=domain)")):
+                                 f"live ({domain_variant.split('_')[0]} candidates=domain)")):
             run = self.train_variant(f"{tag}_utterance_{comp}", [experiment(f"{tag.lower()}_utterance_{comp}"), *chosen], **kw)
             self.per_domain_row(f"{label}, candidates=utterance, competitors={comp}", run,
                                 {**settings, "candidates": "utterance", "competitors": shown})
@@ -147,7 +147,9 @@ class Suite:
         self.evaluate_row("unweighted baseline (dc*ic*ner)", "baseline", score, True, train_seconds=0.0,
                           retrain_alone="yes (nothing to train)")
 
-    def r1_rows(self) -> None:
+    def r1_rows(self, live_from: str) -> None:
+        """R1 over the temperatures, chosen on dev; its candidates=utterance rows, whose live competitors are the
+        calibrated models of the variant ``live_from`` (R3's): R1's own are not on a probability scale."""
         temps = [float(t) for t in self.b["temperatures"]]
         r1 = {t: self.train_variant(f"R1_domain_T{_g(t)}", [experiment("r1_domain"), f"loss.temperature={t}"]) for t in temps}
         t_r1 = min(temps, key=lambda t: (r1[t]["dev_semer"], temps.index(t)))
@@ -155,8 +157,7 @@ class Suite:
                                 "grid_seconds": sum(r["seconds"] for r in r1.values())}
         self.per_domain_row(f"R1 semer, candidates=domain (T={_g(t_r1)})", r1[t_r1],
                             {"loss": "semer", "candidates": "domain", "temperature": t_r1})
-        self.utterance_rows("R1 semer", "R1", [f"loss.temperature={t_r1}"], {"loss": "semer", "temperature": t_r1},
-                            f"R1_domain_T{_g(t_r1)}")
+        self.utterance_rows("R1 semer", "R1", [f"loss.temperature={t_r1}"], {"loss": "semer", "temperature": t_r1}, live_from)
 
     def r2_row(self) -> dict:
         r2 = self.train_variant("R2", [experiment("r2")])
@@ -177,7 +178,8 @@ class Suite:
         settings = {"loss": "combined", "alpha": self.a_r3, "temperature": self.t_r3}
         res = self.per_domain_row(f"R3 combined, candidates=domain (alpha={_g(self.a_r3)}, T={_g(self.t_r3)})", best,
                                   {**settings, "candidates": "domain"})
-        self.utterance_rows("R3 combined", "R3", self.r3_chosen, settings, f"R3_domain_a{_g(self.a_r3)}_T{_g(self.t_r3)}")
+        self.r3_variant = f"R3_domain_a{_g(self.a_r3)}_T{_g(self.t_r3)}"
+        self.utterance_rows("R3 combined", "R3", self.r3_chosen, settings, self.r3_variant)
         return best, res
 
     @property
@@ -256,9 +258,9 @@ def run_benchmark(cfg: Mapping[str, Any], cli_overrides: Sequence[str] = ()) -> 
         prepare(cfg, force=bool(cfg.get("force", True)))
     s = Suite(cfg)
     s.baseline_row()
-    s.r1_rows()
     r2 = s.r2_row()
     r3, r3_res = s.r3_rows()
+    s.r1_rows(live_from=s.r3_variant)
     if b.get("platt_rows", True):
         s.platt_rows()
     if b.get("mlp_rows", True):
