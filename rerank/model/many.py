@@ -71,19 +71,35 @@ class LinearDomains:
         self._intents, self._context, self._slots = intents, context, slots
 
     def _weights(self, keyed: dict, codes: pa.DictionaryArray, domain_code: np.ndarray) -> np.ndarray:
-        """The weight of every row's (domain, value): a [domains, distinct values] table, gathered.
+        """The weight of every row's (domain, value), 0 where that domain has none.
 
         The values are dictionary codes (a string is hashed once per distinct value, not per row).
+        Most values have a weight in one domain only (domain-qualified intents, a domain's own slot
+        types): those are two gathers over the values. The few that several domains weigh
+        (devices, shared slot types) go through a [domains, those values] table.
         """
         values = codes.dictionary.to_pylist()
-        table = np.zeros((len(self.domains), len(values) + 1))
+        width = len(values) + 1  # the last: a missing value
+        owner = np.full(width, -1, dtype=np.int64)
+        single = np.zeros(width)
+        shared: dict[int, list[tuple[int, float]]] = {}
         for j, v in enumerate(values):
-            for i in self._owners(v):
-                w = keyed.get(f"{self.domains[i]}{SEP}{v}")
-                if w is not None:
-                    table[i, j] = w
+            weighed = [(i, w) for i in self._owners(v) if (w := keyed.get(f"{self.domains[i]}{SEP}{v}")) is not None]
+            if len(weighed) == 1:
+                owner[j], single[j] = weighed[0]
+            elif weighed:
+                shared[j] = weighed
         idx = np.asarray(codes.indices.fill_null(len(values)).to_numpy(zero_copy_only=False), dtype=np.int64)
-        return table[domain_code, idx]
+        out = np.where(owner[idx] == domain_code, single[idx], 0.0)
+        if shared:
+            column = np.full(width, len(shared), dtype=np.int64)
+            table = np.zeros((len(self.domains), len(shared) + 1))
+            for c, (j, weighed) in enumerate(shared.items()):
+                column[j] = c
+                for i, w in weighed:
+                    table[i, c] = w
+            out += table[domain_code, column[idx]]
+        return out
 
     def _owners(self, value: str):
         # A value's weight can belong to any domain that lists it: domain-qualified intents belong to one,
@@ -97,17 +113,34 @@ class LinearDomains:
             self._owner_index = {v: sorted(set(i)) for v, i in owners.items()}
         return self._owner_index.get(value, ())
 
+    def _dense_part(self, dense: np.ndarray, domain_code: np.ndarray) -> np.ndarray:
+        """Every row's dense features times its domain's dense weights.
+
+        Rows usually come in runs of one domain (a table per domain, concatenated): then one
+        matrix-vector product per run, instead of gathering a weight row for every row.
+        """
+        n = len(domain_code)
+        starts = np.flatnonzero(np.diff(domain_code)) + 1 if n else np.zeros(0, np.int64)
+        if len(starts) + 1 > 4 * len(self.domains):
+            return np.einsum("ij,ij->i", dense, self.dense[domain_code])
+        out = np.empty(n)
+        bounds = np.concatenate([[0], starts, [n]])
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            np.dot(dense[a:b], self.dense[domain_code[a]], out=out[a:b])
+        return out
+
     def logits(self, table: pa.Table, domain_code: np.ndarray) -> np.ndarray:
         """Logits of the rows of ``table`` (hypotheses of these domains; ``domain_code`` per row, from :attr:`code`)."""
         n = table.num_rows
-        scores = np.stack([table[c].to_numpy(zero_copy_only=False).astype(np.float64) for c in ("dc", "ic", "ner")], axis=1)
+        scores = np.stack([np.asarray(table[c].to_numpy(zero_copy_only=False), dtype=np.float64) for c in ("dc", "ic", "ner")], axis=1)
         check_finite(scores, table)
-        dense = np.empty((n, DENSE), dtype=np.float32)  # as the per-domain feature matrix rounds them
-        dense[:, 0:3] = scores
-        dense[:, 3:6] = log_scores(scores)
-        dense[:, 6] = table["n_slots"].to_numpy(zero_copy_only=False)
-        out = np.einsum("ij,ij->i", dense.astype(np.float64), self.dense[domain_code])
-        rank = table["rank"].to_numpy(zero_copy_only=False).astype(np.int64)
+        # rounded through float32, as the per-domain feature matrix rounds them, then summed in float64
+        dense = np.empty((n, DENSE))
+        dense[:, 0:3] = scores.astype(np.float32)
+        dense[:, 3:6] = log_scores(scores).astype(np.float32)
+        dense[:, 6] = table["n_slots"].to_numpy(zero_copy_only=False).astype(np.float32)
+        out = self._dense_part(dense, domain_code)
+        rank = table["rank"].to_numpy(zero_copy_only=False)
         if n and rank.min() < 0:
             raise BadFeatures(f"{int((rank < 0).sum())} hypotheses have a negative rank; ranks are 0-based")
         out += self.rank[domain_code, np.minimum(rank, self.rank.shape[1] - 1)]
