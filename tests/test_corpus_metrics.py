@@ -120,6 +120,25 @@ def test_bootstrap_contains_point_estimate():
     assert lo < corpus_semer(errors, totals) < hi
 
 
+def test_bias_corrected_interval_of_an_ece_contains_it():
+    """A calibrated sample: the resampled ECEs all lie above the estimate; the corrected interval does not."""
+    from rerank.metrics.calibration import bin_index, ece, ece_rows
+
+    # exactly calibrated: in each bin, the share of correct ones equals the confidence (ECE 0)
+    conf = np.repeat([0.1, 0.3, 0.5, 0.7, 0.9], 100)
+    correct = np.concatenate([np.arange(100) < 100 * p for p in (0.1, 0.3, 0.5, 0.7, 0.9)]).astype(float)
+    args = (conf, correct, bin_index(conf))
+    lo, hi = bootstrap_ci(ece_rows, *args, n_resamples=300, vectorized=True)
+    blo, bhi = bootstrap_ci(ece_rows, *args, n_resamples=300, vectorized=True, bias_corrected=True)
+    assert ece(conf, correct) == pytest.approx(0.0, abs=1e-12)
+    assert ece(conf, correct) < lo  # the plain percentile interval misses its own estimate
+    assert blo < ece(conf, correct) < bhi
+    assert bhi - blo == pytest.approx(hi - lo)
+    # a statistic without bias (a mean) moves by about nothing
+    ie = _irer_data(500)
+    assert bootstrap_ci(irer, ie, bias_corrected=True) == pytest.approx(bootstrap_ci(irer, ie), abs=2e-3)
+
+
 def test_bootstrap_narrows_with_n():
     widths = []
     for n in (100, 1000, 10000):

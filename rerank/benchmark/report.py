@@ -5,8 +5,11 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
-QUALITY_COLUMNS = ["system", "SemER [95% CI]", "IRER [95% CI]", "domain err", "ECE", "ECE, merge top calibration [95% CI]",
-                   "MCE", "Brier", "gap closed", "train wall (s)", "one domain retrains alone"]
+# ECE, MCE and Brier are of the top hypothesis of each utterance (ece_top, ...); the second ECE is after
+# the merge's top calibration (ece_top_merge), fitted on the row's dev lists
+QUALITY_COLUMNS = ["system", "SemER [95% CI]", "IRER [95% CI]", "domain err", "top ECE [95% CI]",
+                   "top ECE, merge top calibration [95% CI]", "top MCE", "top Brier", "gap closed", "train wall (s)",
+                   "one domain retrains alone"]
 
 
 def _f(x, digits=4) -> str:
@@ -31,7 +34,7 @@ def quality_table(rows) -> list[str]:
             lines.append(f"| {r['name']} | {r['status']} |" + " - |" * (len(QUALITY_COLUMNS) - 3) + f" {r.get('retrain_alone', '-')} |")
             continue
         secs = r.get("train_seconds")
-        lines.append(f"| {r['name']} | {_ci(r, 'semer')} | {_ci(r, 'irer')} | {_f(r.get('domain_error'))} | {_f(r.get('ece_top'))} | {_ci(r, 'ece_top_merge')} | "
+        lines.append(f"| {r['name']} | {_ci(r, 'semer')} | {_ci(r, 'irer')} | {_f(r.get('domain_error'))} | {_ci(r, 'ece_top')} | {_ci(r, 'ece_top_merge')} | "
                      f"{_f(r.get('mce_top'))} | {_f(r.get('brier_top'))} | {_pct(r.get('gap_closed'))} | "
                      f"{'-' if secs is None else f'{secs:.1f}'} | {r.get('retrain_alone', '-')} |")
     return lines
@@ -61,12 +64,12 @@ def findings(rows) -> list[str]:
         return f"**{r['name']}** loses to **{other['name']}** on {label}: {a:.4f} vs {b:.4f}{note}."
 
     for r in by_kind.get("per-domain", []):
-        for other, key, label in ((base, "semer", "SemER"), (base, "ece_top", "ECE"), (platt, "semer", "SemER"), (platt, "ece_top", "ECE"),
+        for other, key, label in ((base, "semer", "SemER"), (base, "ece_top", "top ECE"), (platt, "semer", "SemER"), (platt, "ece_top", "top ECE"),
                                   *((j, "semer", "SemER") for j in joints)):
             if other is not None and (s := cmp(r, other, key, label)):
                 out.append(s)
     if platt and base:
-        for key, label in (("semer", "SemER"), ("ece_top", "ECE")):
+        for key, label in (("semer", "SemER"), ("ece_top", "top ECE")):
             if s := cmp(platt, base, key, label):
                 out.append(s)
     for j in joints:

@@ -78,8 +78,9 @@ def load_split(tables_set: TableSet, split: str, domains: Sequence[str] | None =
 
 
 def ece_interval(conf: np.ndarray, correct: np.ndarray, n_boot: int, seed: int) -> list[float]:
-    """The bootstrap interval of the ECE (over utterances)."""
-    return list(bootstrap_ci(ece_rows, conf, correct.astype(float), bin_index(conf), n_resamples=n_boot, seed=seed, vectorized=True))
+    """The bootstrap interval of the ECE (over utterances), corrected for the ECE's upward bias under resampling."""
+    return list(bootstrap_ci(ece_rows, conf, correct.astype(float), bin_index(conf), n_resamples=n_boot, seed=seed,
+                             vectorized=True, bias_corrected=True))
 
 
 def figures(errors, totals, ie_top, dom_err, int_err, tp, nh, ng, conf, correct, n_boot: int, seed: int) -> dict:

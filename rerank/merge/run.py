@@ -96,10 +96,10 @@ def _pins_of_loss(registry: Registry, corpus: str, pins: Mapping[str, str], loss
 
 def _terminal_table(metrics: dict) -> str:
     base, oracle = metrics["baseline"]["semer"], metrics["oracle"]["semer"]
-    lines = [f"{'system':<22}{'SemER':>8}{'IRER':>8}{'ECE':>8}{'Brier':>8}{'gap closed':>12}"]
+    lines = [f"{'system':<22}{'SemER':>8}{'IRER':>8}{'top ECE':>9}{'Brier':>8}{'gap closed':>12}"]
     for name, m in metrics.items():
         ece = f"{m['ece_top']:.4f}" if m.get("ece_top") is not None else "-"
         brier = f"{m['brier_top']:.4f}" if m.get("brier_top") is not None else "-"
         gap = (base - m["semer"]) / (base - oracle) if base > oracle else float("nan")
-        lines.append(f"{name:<22}{m['semer']:>8.4f}{m['irer']:>8.4f}{ece:>8}{brier:>8}{gap:>12.1%}")
+        lines.append(f"{name:<22}{m['semer']:>8.4f}{m['irer']:>8.4f}{ece:>9}{brier:>8}{gap:>12.1%}")
     return "\n".join(lines)

@@ -163,6 +163,7 @@ def bootstrap_ci(
     confidence: float = 0.95,
     seed: int = 0,
     vectorized: bool = False,
+    bias_corrected: bool = False,
 ) -> tuple[float, float]:
     r"""Percentile bootstrap confidence interval over utterances.
 
@@ -179,6 +180,16 @@ def bootstrap_ci(
     which yields exactly the same matrix as one ``rng.integers(0, n, (B, n))``
     draw, so the result depends only on ``seed`` (not on the block size).
 
+    With ``bias_corrected=True`` both ends move by the bootstrap's estimate of
+    the statistic's bias, :math:`\hat b = \overline{\theta^*} - \hat\theta`:
+
+    .. math::
+        \text{CI} = \big[q_{\alpha/2}(\theta^*) - \hat b, \ q_{1 - \alpha/2}(\theta^*) - \hat b\big]
+
+    For a statistic that is biased upwards, such as a binned ECE (a resample
+    repeats utterances, which makes every bin look less calibrated), the plain
+    percentile interval can lie entirely above the estimate itself.
+
     Args:
         statistic: called as ``statistic(*resampled_arrays)``, returning a float.
             With ``vectorized=True`` it receives arrays of shape
@@ -189,6 +200,7 @@ def bootstrap_ci(
         n_resamples: number of resamples ``B``.
         confidence: coverage of the interval, in (0, 1).
         seed: seed of the generator.
+        bias_corrected: shift the interval by the estimated bias (above).
 
     Example:
         >>> ie = [0] * 80 + [1] * 20
@@ -230,4 +242,8 @@ def bootstrap_ci(
         done += b
     alpha = 1.0 - confidence
     lo, hi = np.quantile(stats, [alpha / 2.0, 1.0 - alpha / 2.0])
+    if bias_corrected:
+        whole = statistic(*(a[None] for a in arrs)) if vectorized else statistic(*arrs)
+        bias = float(stats.mean()) - float(np.asarray(whole, dtype=np.float64).reshape(-1)[0])
+        lo, hi = lo - bias, hi - bias
     return float(lo), float(hi)
