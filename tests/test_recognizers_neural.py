@@ -25,7 +25,7 @@ from rerank.recognizers.mixed import MixedRecognizers
 from rerank.recognizers.neural import NeuralRecognizers
 
 # small and quick: the tests check the plumbing and the maths, not the accuracy
-SMALL = {"encoder.hidden": 32, "encoder.word_dim": 32, "dc.epochs": 2, "dc.negatives_per_epoch": 100, "interpreter.epochs": 8}
+SMALL = {"encoder.hidden": 32, "encoder.word_dim": 32, "dc.epochs": 4, "dc.lr": 0.01, "dc.negatives_per_epoch": 200, "interpreter.epochs": 8}
 NEURAL = ("recognizers=neural", *(f"recognizers.family.{k}={v}" for k, v in SMALL.items()))
 
 
@@ -166,8 +166,8 @@ def test_settings_hold_every_hyper_parameter():
 
 def test_mixed_gives_pinned_domains_neural_and_the_others_maxent(tmp_path):
     small = [f"recognizers.family.families.neural.{k}={v}" for k, v in SMALL.items()]
-    cfg = prepare_config(tmp_path, "recognizers=mixed", "recognizers.family.shares={}",
-                         "recognizers.family.domains={Music: neural, Video: neural}", *small)
+    cfg = prepare_config(tmp_path, "recognizers=mixed", "recognizers.family.shares.neural=0",
+                         "++recognizers.family.domains.Music=neural", "++recognizers.family.domains.Video=neural", *small)
     manifest = prepare(cfg)
     per_domain = json.loads((set_dir(cfg) / "summary.json").read_text())["recognizers_dev"]["per_domain"]
     assert {"Music", "Video"} <= set(per_domain) and len(per_domain) >= 4

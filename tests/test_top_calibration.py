@@ -29,6 +29,19 @@ def test_platt_equals_a_reference_logistic_regression():
     assert a == pytest.approx(float(ref.coef_[0, 0]), abs=1e-4) and b == pytest.approx(float(ref.intercept_[0]), abs=1e-4)
 
 
+def test_platt_on_large_saturated_scores_equals_the_reference():
+    """Scores of +-50 (an R1 model's logits): a full Newton step from (1, 0) overshoots; the fit must still converge."""
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(3)
+    s = rng.normal(0, 20, 300)
+    y = (rng.random(300) < sigmoid(0.08 * s - 2.5)).astype(float)
+    a, b = platt(s, y)
+    ref = LogisticRegression(C=1e8, tol=1e-12, max_iter=10000).fit(s[:, None], y)
+    assert (a, b) != (1.0, 0.0)
+    assert a == pytest.approx(float(ref.coef_[0, 0]), abs=1e-3) and b == pytest.approx(float(ref.intercept_[0]), abs=1e-3)
+
+
 @pytest.mark.parametrize("s,y", [([], []), ([0.1, 0.2], [1, 1]), ([0.1, 0.2], [0, 0]),
                                  ([-1.0, 0.0, 1.0, 2.0], [1, 1, 0, 0])])  # the last: reversed order
 def test_platt_keeps_the_scores_when_there_is_nothing_to_fit(s, y):

@@ -78,9 +78,13 @@ def load_split(tables_set: TableSet, split: str, domains: Sequence[str] | None =
 
 
 def ece_interval(conf: np.ndarray, correct: np.ndarray, n_boot: int, seed: int) -> list[float]:
-    """The bootstrap interval of the ECE (over utterances), corrected for the ECE's upward bias under resampling."""
-    return list(bootstrap_ci(ece_rows, conf, correct.astype(float), bin_index(conf), n_resamples=n_boot, seed=seed,
-                             vectorized=True, bias_corrected=True))
+    """The bootstrap interval of the ECE (over utterances), corrected for the ECE's upward bias under resampling.
+
+    The correction can take the lower end below 0, which an ECE cannot be: it is clipped there.
+    """
+    lo, hi = bootstrap_ci(ece_rows, conf, correct.astype(float), bin_index(conf), n_resamples=n_boot, seed=seed,
+                          vectorized=True, bias_corrected=True)
+    return [max(lo, 0.0), max(hi, 0.0)]
 
 
 def figures(errors, totals, ie_top, dom_err, int_err, tp, nh, ng, conf, correct, n_boot: int, seed: int) -> dict:

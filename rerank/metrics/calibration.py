@@ -264,7 +264,13 @@ def platt(logits, correct, max_iter: int = 50, tol: float = 1e-10) -> tuple[floa
     if s.size == 0 or y.min() == y.max() or not np.all(np.isfinite(s)):
         return 1.0, 0.0
     X = np.stack([s, np.ones_like(s)], axis=1)
+
+    def loss(t: np.ndarray) -> float:
+        z = X @ t
+        return float(np.mean(np.logaddexp(0.0, z) - y * z))
+
     theta = np.array([1.0, 0.0])
+    current = loss(theta)
     for _ in range(max_iter):
         z = X @ theta
         p = 1.0 / (1.0 + np.exp(-np.clip(z, -60.0, 60.0)))
@@ -272,7 +278,16 @@ def platt(logits, correct, max_iter: int = 50, tol: float = 1e-10) -> tuple[floa
         w = p * (1.0 - p)
         hess = (X * w[:, None]).T @ X / s.size + 1e-12 * np.eye(2)
         step = np.linalg.solve(hess, grad)
-        theta = theta - step
+        # Halve the Newton step until the loss goes down: far from the optimum (large, saturated
+        # logits) the full step overshoots.
+        for _ in range(60):
+            trial = theta - step
+            if (value := loss(trial)) <= current:
+                break
+            step = step / 2
+        else:
+            break
+        theta, current = trial, value
         if np.max(np.abs(step)) < tol:
             break
     a, b = float(theta[0]), float(theta[1])
