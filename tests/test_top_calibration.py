@@ -18,24 +18,17 @@ from rerank.model.scorer import logit, sigmoid
 CORPUS = "synthetic"
 
 
-def test_platt_equals_a_reference_logistic_regression():
+@pytest.mark.parametrize("seed,n,spread,a_true,b_true", [
+    (0, 4000, 2.0, 0.6, -0.3),
+    # scores of +-50 (an R1 model's logits): a full Newton step from (1, 0) overshoots there
+    (3, 300, 20.0, 0.08, -2.5),
+])
+def test_platt_equals_a_reference_logistic_regression(seed, n, spread, a_true, b_true):
     from sklearn.linear_model import LogisticRegression
 
-    rng = np.random.default_rng(0)
-    s = rng.normal(0, 2, 4000)
-    y = (rng.random(4000) < sigmoid(0.6 * s - 0.3)).astype(float)
-    a, b = platt(s, y)
-    ref = LogisticRegression(C=1e8, tol=1e-10, max_iter=1000).fit(s[:, None], y)
-    assert a == pytest.approx(float(ref.coef_[0, 0]), abs=1e-4) and b == pytest.approx(float(ref.intercept_[0]), abs=1e-4)
-
-
-def test_platt_on_large_saturated_scores_equals_the_reference():
-    """Scores of +-50 (an R1 model's logits): a full Newton step from (1, 0) overshoots; the fit must still converge."""
-    from sklearn.linear_model import LogisticRegression
-
-    rng = np.random.default_rng(3)
-    s = rng.normal(0, 20, 300)
-    y = (rng.random(300) < sigmoid(0.08 * s - 2.5)).astype(float)
+    rng = np.random.default_rng(seed)
+    s = rng.normal(0, spread, n)
+    y = (rng.random(n) < sigmoid(a_true * s + b_true)).astype(float)
     a, b = platt(s, y)
     ref = LogisticRegression(C=1e8, tol=1e-12, max_iter=10000).fit(s[:, None], y)
     assert (a, b) != (1.0, 0.0)
