@@ -177,7 +177,7 @@ def render_report(results: Mapping[str, Any]) -> str:
              "## Quality (test split)", "", *quality_table(results["rows"]), "",
              "*gap closed*: share of the baseline-to-oracle SemER gap closed. *train wall*: sequential wall time of "
              "training every domain of that row once (the selection grids are extra, below); per-domain rows go through "
-             "`train()` (Lightning, checkpoints, publish), the joint model is a bare torch L-BFGS loop and Platt a few sklearn fits, "
+             "`train()` (Lightning, checkpoints, publish), the joint model is a bare torch L-BFGS loop and Platt a few two-parameter Newton fits, "
              "so those times are not like for like. ECE/MCE/Brier: the top "
              "hypothesis' score read as P(exactly right); \"-\" where scores are not probabilities.", "",
              "## Where a row loses", "", *[f"- {s}" for s in findings(results["rows"])], "",
