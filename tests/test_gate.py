@@ -100,12 +100,29 @@ def test_an_over_confident_version_is_refused_and_the_live_one_stays(live_world,
 
 def test_the_gate_compares_only_what_changes(live_world, tmp_path):
     """Gating the live version itself: nothing changes, every delta is 0, and it passes."""
+    from rerank.merge.promote import recalibrate
+
+    reg = Registry(live_world.registry_copy(tmp_path / "registry"))
+    tables = TableSet.open(live_world.output_dir / "data" / CORPUS)
+    domain = biggest(live_world)
+    recalibrate(tables, reg, {"bootstrap": 0})  # the live set's top calibration, as a promotion stores it
+    report = evaluate_candidate(tables, reg, domain, "v1", GateLimits(bootstrap=100))
+    assert report["accepted"] and report["changed_top"] == 0
+    assert all(c["delta"] == pytest.approx(0.0, abs=1e-12) for c in report["checks"])
+
+
+def test_the_ece_check_is_of_the_served_confidence(live_world, tmp_path):
+    """Without a stored top calibration the service reports the raw top score: the check compares it
+    with the candidate's confidence through the calibration that its promotion would store."""
     reg = Registry(live_world.registry_copy(tmp_path / "registry"))
     tables = TableSet.open(live_world.output_dir / "data" / CORPUS)
     domain = biggest(live_world)
     report = evaluate_candidate(tables, reg, domain, "v1", GateLimits(bootstrap=100))
-    assert report["accepted"] and report["changed_top"] == 0
-    assert all(c["delta"] == 0 for c in report["checks"])
+    check = next(c for c in report["checks"] if c["check"].startswith("top-hypothesis ECE"))
+    assert report["served_top_calibration"]["scale"] == 1.0 and report["served_top_calibration"]["shift"] == 0.0
+    assert check["before"] == pytest.approx(report["top_calibration"]["ece_before"])  # the same world, raw
+    assert check["after"] == pytest.approx(report["top_calibration"]["ece_after"])  # the same world, calibrated
+    assert check["after"] < check["before"]
 
 
 def test_promote_refuses_with_a_message_naming_the_report(live_world, tmp_path):

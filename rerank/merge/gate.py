@@ -19,7 +19,11 @@ The candidate is promoted only when all checks pass (limits in ``configs/gate/``
   (non-inferiority: the candidate must show it does no harm);
 - top-hypothesis ECE is not worse beyond a tolerance: it fails when it rises by more
   than ``ece_max_delta`` with an interval above 0 (ECE of a few hundred utterances is
-  noisy; an improvement in SemER is not refused over noise in ECE);
+  noisy; an improvement in SemER is not refused over noise in ECE). It is the ECE of the
+  confidence the service reports: the top score through the merge's top calibration
+  (:mod:`rerank.merge.top_calibration`), the stored one for what serves now and the one
+  the gate fits for the candidate's live set (which the promotion stores) for the candidate;
+  before any calibration was stored, what serves now is the raw top score;
 - no *other* gold domain gets worse: a domain whose SemER rises by more than
   ``domain_max_delta`` with an interval above 0 fails the gate. A domain that turns
   over-confident steals the others' utterances, and this is the check that catches it.
@@ -37,7 +41,7 @@ from rerank.hypotheses.figures import top_hypothesis_outcome
 from rerank.hypotheses.tables import TableSet
 from rerank.merge.evaluate import SplitData, load_split
 from rerank.merge.ranker import BASELINE, CrossDomainRanker, DomainScorer
-from rerank.merge.top_calibration import fit_top_calibration
+from rerank.merge.top_calibration import TopCalibration, fit_top_calibration, read_top_calibration
 from rerank.metrics.calibration import bin_index, ece, ece_rows
 from rerank.metrics.corpus import bootstrap_ci
 from rerank.model.features import spec_from_manifest
@@ -135,14 +139,18 @@ def evaluate_candidate(tables: TableSet, registry: Registry, domain: str, versio
     diff = e_c - e_n
     ratio = lambda d, tt: d.sum(1) / tt.sum(1)  # noqa: E731 (one line, used thrice)
     y_n, y_c = 1.0 - ie_n[has], 1.0 - ie_c[has]
-    c_n, c_c = np.clip(conf_n[has], 0, 1), np.clip(conf_c[has], 0, 1)
+    # What the merge reports as the top's confidence if this live set is accepted (the promotion stores it)
+    world = {d: s.version for d, s in now.scorers.items()} | {domain: cand.version}
+    top_cal = fit_top_calibration(conf_c[has], y_c, world, limits.split)
+    served = read_top_calibration(registry, corpus) or TopCalibration()
+    c_n, c_c = np.clip(served(conf_n[has]), 0, 1), np.clip(top_cal(conf_c[has]), 0, 1)
     checks = []
     checks.append(_no_worse("overall SemER", float(e_n.sum() / t.sum()), float(e_c.sum() / t.sum()),
                             _ci(ratio, diff, t, limits=limits), limits.semer_max_delta, limits.semer_max_upper))
     if has.any():
         b_n, b_c = bin_index(c_n), bin_index(c_c)
         ci = _ci(lambda a, b, c, d, e, f: ece_rows(d, e, f) - ece_rows(a, b, c), c_n, y_n, b_n, c_c, y_c, b_c, limits=limits)
-        checks.append(_no_harm("top-hypothesis ECE", ece(c_n, y_n), ece(c_c, y_c), ci, limits.ece_max_delta))
+        checks.append(_no_harm("top-hypothesis ECE (served confidence)", ece(c_n, y_n), ece(c_c, y_c), ci, limits.ece_max_delta))
     per_domain = {}
     for d in sorted(set(data.gold_domain)):
         m = data.gold_domain == d
@@ -154,15 +162,13 @@ def evaluate_candidate(tables: TableSet, registry: Registry, domain: str, versio
         if d != domain:
             checks.append(_no_harm(f"SemER of {d}", row["before"], row["after"], dci, limits.domain_max_delta))
     failed = [c["check"] for c in checks if not c["passed"]]
-    # What the merge reports as the top's confidence if this live set is accepted (the promotion stores it)
-    world = {d: s.version for d, s in now.scorers.items()} | {domain: cand.version}
-    top_cal = fit_top_calibration(conf_c[has], y_c, world, limits.split)
     return {
         "corpus": corpus, "domain": domain, "candidate": version or BASELINE, "current": now.scorers[domain].version,
         "others": {d: s.version for d, s in now.scorers.items() if d != domain}, "split": limits.split,
         "utterances": int(data.n_utterances), "changed_top": int((top_n != top_c).sum()),
         "accepted": not failed, "failed": failed, "checks": checks, "per_domain": per_domain,
-        "limits": limits.__dict__, "top_calibration": top_cal.to_dict(), "seconds": round(time.perf_counter() - t0, 3),
+        "limits": limits.__dict__, "top_calibration": top_cal.to_dict(),
+        "served_top_calibration": served.to_dict(), "seconds": round(time.perf_counter() - t0, 3),
     }
 
 
