@@ -96,14 +96,50 @@ def recalibrate(tables: TableSet, registry: Registry, gate_cfg: Mapping[str, Any
     return cal
 
 
+def refused_candidates(registry: Registry, corpus: str, domains) -> dict[str, str]:
+    """Every domain's newest version when the gate refused it the last time it was gated and it is not live."""
+    out = {}
+    for d in domains:
+        newest = registry.resolve(corpus, d, "latest")
+        if newest is None or newest == registry.live(corpus, d):
+            continue
+        gated = [h for h in registry.history(corpus, d) if h.get("to") == newest and "verdict" in h]
+        if gated and str(gated[-1]["verdict"]).startswith("refused") and not gated[-1].get("forced"):
+            out[d] = newest
+    return out
+
+
+def promote_refused(tables: TableSet, registry: Registry, gate_cfg: Mapping[str, Any]) -> list[dict]:
+    """Gate again the newest versions that were refused, against the live set as it is now.
+
+    Gates run one at a time, each against the live set of its moment: early in a sweep most
+    other domains are still at the baseline, and a version refused then can pass once they
+    are live. Passes repeat while one of them is accepted (each acceptance changes the live set).
+    """
+    decisions: list[dict] = []
+    while True:
+        accepted = False
+        for d, v in refused_candidates(registry, tables.name, tables.domains).items():
+            decision = promote_version(tables, registry, d, v, gate_cfg)
+            decisions.append(decision)
+            accepted = accepted or decision["accepted"]
+        if not accepted:  # every acceptance makes a version live, so this ends within one pass per domain
+            return decisions
+
+
 def promote(cfg: Mapping[str, Any]) -> dict:
     """``scripts/promote.py``: the composed config names data, domain, version and force (or ``recalibrate``)."""
     tables = open_tables(cfg)
     registry = Registry(cfg["paths"]["registry_dir"])
     if cfg.get("recalibrate"):
         return recalibrate(tables, registry, cfg["gate"]).to_dict()
+    if cfg.get("refused"):
+        decisions = promote_refused(tables, registry, cfg["gate"])
+        print(f"promote {tables.name}: {sum(d['accepted'] for d in decisions)} of {len(decisions)} gates of refused "
+              "versions accepted")
+        return {"decisions": decisions}
     if not cfg.get("domain"):
-        raise ValueError("promote: say which domain (domain=music), or recalibrate=true")
+        raise ValueError("promote: say which domain (domain=music), or recalibrate=true, or refused=true")
     decision = promote_version(tables, registry, cfg["domain"], str(cfg.get("version") or "latest"), cfg["gate"],
                                force=bool(cfg.get("force", False)))
     if not decision["accepted"] and not decision.get("forced"):
