@@ -285,3 +285,6 @@ def test_emission_cap_and_negative_cap():
     mask = emit_mask(dc, {"mode": "floor", "dc_floor": 0.01, "top_domains": 2, "max_domains": 3})
     assert mask.tolist() == [[True, True, True, False, False], [False, False, False, True, True]]
     assert emit_mask(dc, {"mode": "floor", "dc_floor": 0.01, "top_domains": 2})[0].sum() == 5
+    # the cap holds in either mode
+    assert emit_mask(dc, {"mode": "all", "max_domains": 2}).sum(axis=1).tolist() == [2, 2]
+    assert emit_mask(dc, {"mode": "all"}).all()

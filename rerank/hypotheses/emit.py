@@ -38,14 +38,15 @@ def emit_mask(dc: np.ndarray, emit_cfg: Mapping[str, Any]) -> np.ndarray:
     """``[utterances, domains]``: which domain emits for which utterance, from every domain's ``dc``."""
     mode = emit_cfg["mode"]
     if mode == "all":
-        return np.ones_like(dc, dtype=bool)
-    if mode != "floor":
+        mask = np.ones_like(dc, dtype=bool)
+    elif mode == "floor":
+        mask = dc >= emit_cfg["dc_floor"]
+        k = min(int(emit_cfg["top_domains"]), dc.shape[1])
+        if k > 0:
+            top = np.argpartition(-dc, k - 1, axis=1)[:, :k]
+            np.put_along_axis(mask, top, True, axis=1)
+    else:
         raise ValueError(f"hypotheses.emit.mode must be 'all' or 'floor', not {mode!r}")
-    mask = dc >= emit_cfg["dc_floor"]
-    k = min(int(emit_cfg["top_domains"]), dc.shape[1])
-    if k > 0:
-        top = np.argpartition(-dc, k - 1, axis=1)[:, :k]
-        np.put_along_axis(mask, top, True, axis=1)
     cap = emit_cfg.get("max_domains")
     if cap and int(cap) < dc.shape[1]:
         best = np.zeros_like(mask)

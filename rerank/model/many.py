@@ -21,11 +21,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rerank.model.features import BadFeatures, FeatureSpec, check_finite, log_scores
+from rerank.model.features import SCORES, FeatureSpec, _check_ranks, _record_layout, check_finite, log_scores
 from rerank.model.scorer import LogitScorer
-
-SEP = "\x1f"
-
 
 def _codes(column) -> pa.DictionaryArray:
     column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
@@ -44,8 +41,11 @@ class LinearDomains:
         self.dense = np.zeros((n, DENSE))
         self.rank = np.zeros((n, max_ranks))
         self.bias = np.zeros(n)
-        intents, context, slots = {}, {}, {}
-        self.context_fields: tuple[str, ...] = ()
+        # value -> [(domain code, weight)]: the domains that weigh it (domain-qualified intents and a
+        # domain's own slot types have one; devices and shared slot types have many)
+        self._intents: dict[str, list] = {}
+        self._context: dict[str, dict[str, list]] = {}
+        self._slots: dict[str, list] = {}
         for i, d in enumerate(self.domains):
             spec, scorer = models[d]
             if scorer.kind != "linear":
@@ -56,62 +56,42 @@ class LinearDomains:
             self.rank[i, :r] = w[DENSE:DENSE + r]
             self.rank[i, r:] = w[DENSE + r - 1]  # deeper ranks share the last one-hot
             self.bias[i] = scorer.b
-            col = DENSE + r
-            for intent in spec.intents:
-                intents[f"{d}{SEP}{intent}"] = w[col]
-                col += 1
-            for c, values in spec.context:
-                for v in values:
-                    context.setdefault(c, {})[f"{d}{SEP}{v}"] = w[col]
-                    col += 1
-            for t in spec.slot_types:
-                slots[f"{d}{SEP}{t}"] = w[col]
-                col += 1
-            self.context_fields = tuple(dict.fromkeys((*self.context_fields, *(c for c, _ in spec.context))))
-        self._intents, self._context, self._slots = intents, context, slots
+            _, intents, context, slot_types = _record_layout(spec)
+            for group, columns in ((self._intents, intents), (self._slots, slot_types),
+                                   *((self._context.setdefault(c, {}), cols) for c, cols in context)):
+                for value, col in columns.items():
+                    group.setdefault(value, []).append((i, float(w[col])))
+        self.context_fields = tuple(self._context)
 
-    def _weights(self, keyed: dict, codes: pa.DictionaryArray, domain_code: np.ndarray) -> np.ndarray:
+    def _weights(self, weighed: dict[str, list], codes: pa.DictionaryArray, domain_code: np.ndarray) -> np.ndarray:
         """The weight of every row's (domain, value), 0 where that domain has none.
 
-        The values are dictionary codes (a string is hashed once per distinct value, not per row).
-        Most values have a weight in one domain only (domain-qualified intents, a domain's own slot
-        types): those are two gathers over the values. The few that several domains weigh
-        (devices, shared slot types) go through a [domains, those values] table.
+        The values are dictionary codes (a value is looked up once per distinct value, not per row).
+        Values weighed by one domain only are two gathers over the values; the few that several
+        domains weigh go through a [domains, those values] table.
         """
         values = codes.dictionary.to_pylist()
         width = len(values) + 1  # the last: a missing value
         owner = np.full(width, -1, dtype=np.int64)
         single = np.zeros(width)
-        shared: dict[int, list[tuple[int, float]]] = {}
+        shared: dict[int, list] = {}
         for j, v in enumerate(values):
-            weighed = [(i, w) for i in self._owners(v) if (w := keyed.get(f"{self.domains[i]}{SEP}{v}")) is not None]
-            if len(weighed) == 1:
-                owner[j], single[j] = weighed[0]
-            elif weighed:
-                shared[j] = weighed
+            pairs = weighed.get(v, ())
+            if len(pairs) == 1:
+                owner[j], single[j] = pairs[0]
+            elif pairs:
+                shared[j] = pairs
         idx = np.asarray(codes.indices.fill_null(len(values)).to_numpy(zero_copy_only=False), dtype=np.int64)
         out = np.where(owner[idx] == domain_code, single[idx], 0.0)
         if shared:
             column = np.full(width, len(shared), dtype=np.int64)
             table = np.zeros((len(self.domains), len(shared) + 1))
-            for c, (j, weighed) in enumerate(shared.items()):
+            for c, (j, pairs) in enumerate(shared.items()):
                 column[j] = c
-                for i, w in weighed:
+                for i, w in pairs:
                     table[i, c] = w
             out += table[domain_code, column[idx]]
         return out
-
-    def _owners(self, value: str):
-        # A value's weight can belong to any domain that lists it: domain-qualified intents belong to one,
-        # devices and shared slot types to many. The owners of each value are found once per domain set.
-        if not hasattr(self, "_owner_index"):
-            owners: dict[str, list[int]] = {}
-            for keyed in (self._intents, self._slots, *self._context.values()):
-                for key in keyed:
-                    d, v = key.split(SEP, 1)
-                    owners.setdefault(v, []).append(self.code[d])
-            self._owner_index = {v: sorted(set(i)) for v, i in owners.items()}
-        return self._owner_index.get(value, ())
 
     def _dense_part(self, dense: np.ndarray, domain_code: np.ndarray) -> np.ndarray:
         """Every row's dense features times its domain's dense weights.
@@ -132,7 +112,7 @@ class LinearDomains:
     def logits(self, table: pa.Table, domain_code: np.ndarray) -> np.ndarray:
         """Logits of the rows of ``table`` (hypotheses of these domains; ``domain_code`` per row, from :attr:`code`)."""
         n = table.num_rows
-        scores = np.stack([np.asarray(table[c].to_numpy(zero_copy_only=False), dtype=np.float64) for c in ("dc", "ic", "ner")], axis=1)
+        scores = np.stack([np.asarray(table[c].to_numpy(zero_copy_only=False), dtype=np.float64) for c in SCORES], axis=1)
         check_finite(scores, table)
         # rounded through float32, as the per-domain feature matrix rounds them, then summed in float64
         dense = np.empty((n, DENSE))
@@ -141,8 +121,7 @@ class LinearDomains:
         dense[:, 6] = table["n_slots"].to_numpy(zero_copy_only=False).astype(np.float32)
         out = self._dense_part(dense, domain_code)
         rank = table["rank"].to_numpy(zero_copy_only=False)
-        if n and rank.min() < 0:
-            raise BadFeatures(f"{int((rank < 0).sum())} hypotheses have a negative rank; ranks are 0-based")
+        _check_ranks(rank)
         out += self.rank[domain_code, np.minimum(rank, self.rank.shape[1] - 1)]
         out += self._weights(self._intents, _codes(table["intent"]), domain_code)
         for c, keyed in self._context.items():

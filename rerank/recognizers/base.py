@@ -22,6 +22,7 @@ must not depend on one another.
 """
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from typing import Sequence
 
@@ -60,6 +61,11 @@ class Interpreter(ABC):
         """
 
 
+def domain_seed(seed: int, domain: str) -> int:
+    """A seed of the domain's own, stable across runs and machines."""
+    return seed + int(hashlib.sha256(domain.encode()).hexdigest()[:6], 16)
+
+
 class Recognizers(ABC):
     """A family of per-domain recognizers: builds each domain's DC, IC and NER independently."""
 
@@ -78,6 +84,20 @@ class Recognizers(ABC):
     def is_domain(self, rows: np.ndarray, domain: str) -> np.ndarray:
         """Which of the utterances ``rows`` are of ``domain`` (a vector test, not a loop over utterances)."""
         return self.domain_codes[rows] == self.domain_names.index(domain)
+
+    def dc_rows(self, domain: str, rows: np.ndarray, seed: int, max_negatives: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """The rows a DC of ``domain`` trains on and which are its own: every positive, and at most
+        ``max_negatives`` other-domain rows (a seeded sample; None: all of them)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        is_mine = self.is_domain(rows, domain)
+        if not is_mine.any():
+            raise ValueError(f"domain {domain!r} has no training utterance in this fold")
+        negatives = np.flatnonzero(~is_mine)
+        if max_negatives and len(negatives) > max_negatives:
+            rng = np.random.default_rng(domain_seed(seed, domain) + len(rows))
+            keep = np.sort(np.concatenate([np.flatnonzero(is_mine), rng.choice(negatives, max_negatives, replace=False)]))
+            rows, is_mine = rows[keep], is_mine[keep]
+        return rows, is_mine
 
     @abstractmethod
     def fit_domain_classifier(self, domain: str, rows: np.ndarray, seed: int) -> DomainClassifier:

@@ -15,14 +15,10 @@ import numpy as np
 from rerank.corpus.annotation import tags_to_slots
 from rerank.corpus.utterance import Utterance
 from rerank.recognizers import domain_classifier, intent_classifier
-from rerank.recognizers.base import DomainClassifier, Interpreter, Labelling, Recognizers
+from rerank.recognizers.base import DomainClassifier, Interpreter, Labelling, Recognizers, domain_seed
 from rerank.recognizers.slot_tagger import SlotTagger
 from rerank.recognizers.text_features import TextFeatures
 
-
-def domain_seed(seed: int, domain: str) -> int:
-    """A seed of the domain's own, stable across runs and machines."""
-    return seed + int(hashlib.sha256(domain.encode()).hexdigest()[:6], 16)
 
 
 class MaxentDomainClassifier(DomainClassifier):
@@ -85,21 +81,14 @@ class MaxentCrfRecognizers(Recognizers):
         super().setup(utterances)
         self.features = TextFeatures([u.text for u in utterances])
         # Every order any domain uses, built once here rather than in each job.
-        for d in sorted({u.domain for u in utterances}):
+        for d in self.domain_names:
             p = self.profile(d)
             self.features.matrix(p["dc"]["ngram_max"])
             self.features.matrix(p["ic"]["ngram_max"])
 
     def fit_domain_classifier(self, domain: str, rows: np.ndarray, seed: int) -> DomainClassifier:
         cfg = self.profile(domain)["dc"]
-        is_mine = self.is_domain(rows, domain)
-        if not is_mine.any():
-            raise ValueError(f"domain {domain!r} has no training utterance in this fold")
-        negatives = np.flatnonzero(~is_mine)
-        if self.dc_max_negatives and len(negatives) > self.dc_max_negatives:
-            rng = np.random.default_rng(domain_seed(seed, domain) + len(rows))
-            keep = np.sort(np.concatenate([np.flatnonzero(is_mine), rng.choice(negatives, self.dc_max_negatives, replace=False)]))
-            rows, is_mine = rows[keep], is_mine[keep]
+        rows, is_mine = self.dc_rows(domain, rows, seed, self.dc_max_negatives)
         model = domain_classifier.DomainClassifier(C=cfg["C"], negative_rate=cfg["negative_rate"],
                                                    class_weight=cfg.get("class_weight"), seed=domain_seed(seed, domain))
         model.fit(self.features.matrix(cfg["ngram_max"])[rows], is_mine)

@@ -27,8 +27,7 @@ import torch
 
 from rerank.corpus.annotation import tags_to_slots
 from rerank.corpus.utterance import Utterance
-from rerank.recognizers.base import DomainClassifier, Interpreter, Labelling, Recognizers
-from rerank.recognizers.builtin import domain_seed
+from rerank.recognizers.base import DomainClassifier, Interpreter, Labelling, Recognizers, domain_seed
 from rerank.recognizers.kbest import kbest, log_partition
 from rerank.recognizers.neural_models import DomainModel, EncoderConfig, InterpreterModel
 from rerank.recognizers.neural_text import UNK, TokenTable
@@ -210,16 +209,8 @@ class NeuralRecognizers(Recognizers):
         self.table = TokenTable([u.tokens for u in utterances], self.encoder.max_chars, self.encoder.char_buckets)
 
     def fit_domain_classifier(self, domain: str, rows: np.ndarray, seed: int) -> DomainClassifier:
-        rows = np.asarray(rows, dtype=np.int64)
-        is_mine = self.is_domain(rows, domain)
-        if not is_mine.any():
-            raise ValueError(f"domain {domain!r} has no training utterance in this fold")
+        rows, is_mine = self.dc_rows(domain, rows, seed, self.dc_max_negatives)
         dom_seed = domain_seed(seed, domain)
-        negatives = np.flatnonzero(~is_mine)
-        if self.dc_max_negatives and len(negatives) > self.dc_max_negatives:
-            rng = np.random.default_rng(dom_seed + len(rows))
-            keep = np.sort(np.concatenate([np.flatnonzero(is_mine), rng.choice(negatives, self.dc_max_negatives, replace=False)]))
-            rows, is_mine = rows[keep], is_mine[keep]
         if is_mine.all():  # a corpus of one domain
             return NeuralDomainClassifier(None, self.table, None, constant=1.0)
         vocab = self.table.vocabulary(rows, self.encoder.min_count)
