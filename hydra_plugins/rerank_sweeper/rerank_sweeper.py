@@ -11,7 +11,6 @@ from typing import Any, Optional, Sequence
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
-from hydra.core.override_parser.types import Override
 
 
 @dataclass
@@ -29,4 +28,4 @@ class RerankSweeper(BasicSweeper):
         super().validate_batch_is_legal(list(batch)[:1])
 
 
-__all__ = ["RerankSweeper", "Override"]
+__all__ = ["RerankSweeper"]

@@ -94,6 +94,18 @@ def utterance_pool(tables: Mapping[str, Any], context_fields: Iterable[str], lim
     return [by_utt[u] for u in sorted(by_utt)]
 
 
+def timed_sweep(launcher: Sequence[str], *overrides: str, python: str | None = None) -> dict:
+    """Wall time of ``scripts/train.py -m domain=all loss=crossentropy`` with a launcher's overrides (a subprocess:
+    interpreter start and imports included); the return code, and the tail of the output when it failed."""
+    cmd = script("train", "-m", "domain=all", "loss=crossentropy", *launcher, *overrides, python=python)
+    t = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    out = {"seconds": time.perf_counter() - t, "returncode": proc.returncode, "command": " ".join(cmd[1:])}
+    if proc.returncode != 0:
+        out["stderr_tail"] = (proc.stdout + proc.stderr)[-2000:]
+    return out
+
+
 def tree_rss_kib(root: int) -> int:
     """Sum of VmRSS (KiB) of ``root`` and all its descendants (shared pages count once per process)."""
     parent: dict[int, int] = {}

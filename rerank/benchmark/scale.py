@@ -15,6 +15,7 @@ Results go to ``<work>/scale.json`` and the plots to ``<work>/*.png``.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -24,7 +25,8 @@ from typing import Sequence
 
 import numpy as np
 
-from rerank.benchmark.measure import REPO, latency, machine, run_measured, script, throughput, utterance_pool
+from rerank.benchmark.measure import REPO, machine, run_measured, script, throughput
+from rerank.io import read_json, write_json
 
 #: settings of the large synthetic assistants (README: Many domains)
 MANY = ["recognizers.family.dc_max_negatives=5000", "hypotheses.emit.max_domains=5"]
@@ -42,15 +44,14 @@ def utterances_for(n_domains: int, min_train: int = 100, seed: int = 0) -> int:
         n = int(n * 1.1)
 
 
-def probe(work: Path, data: list[str], rank_calls: int) -> dict:
+def probe(work: Path, name: str, rank_calls: int) -> dict:
     """Registry load, merge throughput and rank() latency, in this process."""
+    from rerank.benchmark.speed import rank_latency
     from rerank.hypotheses.tables import open_tables
     from rerank.merge.evaluate import load_split
     from rerank.merge.ranker import CrossDomainRanker
     from rerank.model.registry import Registry
 
-    name = next(a.split("=", 1)[1] for a in data if a.startswith("data.name=")) if any(
-        a.startswith("data.name=") for a in data) else next(a.split("=", 1)[1] for a in data if a.startswith("data="))
     cfg = {"paths": {"data_dir": str(work / "data")}, "data": {"name": name, "format": "massive"}}
     tables = open_tables(cfg)
     t = time.perf_counter()
@@ -58,13 +59,13 @@ def probe(work: Path, data: list[str], rank_calls: int) -> dict:
     load_s = time.perf_counter() - t
     test = load_split(tables, "test")
     merge = throughput(lambda: ranker.score_tables(test.tables), len(test.utt_index), min_seconds=2.0)
-    pool = utterance_pool(test.tables, tables.manifest["context_fields"], rank_calls)
-    lat = latency(ranker.rank, pool, warmup=200)
+    lat = rank_latency(ranker, test, rank_calls, tables.manifest["context_fields"], warmup=200)
     return {"domains": len(tables.domains), "test_hypotheses": int(len(test.utt_index)),
             "registry_load_seconds": load_s, "live_models": len(tables.domains) - len(ranker.fallbacks),
             "merge_hypotheses_per_second": merge["median_per_second"], "rank_p50_ms": lat["p50_ms"],
-            "rank_p99_ms": lat["p99_ms"], "rank_calls": lat["calls"],
-            "hypotheses_per_utterance": float(np.mean([len(h) for h in pool]))}
+            "rank_p99_ms": lat["p99_ms"], "rank_calls": lat["utterances"], "hypotheses_per_utterance": lat["mean_hypotheses"],
+            "utterances": sum(tables.manifest["splits"].values()),
+            "hypotheses": sum(n for r in tables.manifest["rows"].values() for n in r.values())}
 
 
 def holder_rss(work: Path, name: str) -> float:
@@ -78,30 +79,23 @@ def holder_rss(work: Path, name: str) -> float:
 def run_size(label: str, data: list[str], work: Path, extra_prepare: list[str], sweep: bool, rank_calls: int,
              previous: dict | None = None) -> dict:
     """One size; with ``previous`` (the row of an earlier run on the same folder), only the serving-side figures again."""
+    name = next((a.split("=", 1)[1] for a in data if a.startswith("data.name=")), None) or \
+        next(a.split("=", 1)[1] for a in data if a.startswith("data="))
     if previous is not None:
-        row = {**previous, **probe(work, data, rank_calls)}
-        row["holder_rss_mb"] = holder_rss(work, row["data_name"])
-        return row
+        return {**previous, **probe(work, name, rank_calls), "holder_rss_mb": holder_rss(work, name)}
     work.mkdir(parents=True, exist_ok=True)
     row = {"label": label, "data": data}
     m = run_measured(script("prepare", *data, *extra_prepare, f"paths.output_dir={work}", "force=true"), work / "prepare.log", cwd=REPO)
     row.update(prepare_seconds=m["wall"], prepare_peak_mb=m["rss_tree_mib"], prepare_cpu_seconds=m["cpu"])
     print(f"scale {label}: prepare {m['wall']:.0f} s, peak {m['rss_tree_mib']:.0f} MB", flush=True)
     if sweep:
-        s = run_measured(script("train", "-m", *[a for a in data if not a.startswith(("data.synthetic", "data.path"))],
-                          *[a for a in data if a.startswith("data.synthetic")], "domain=all", f"paths.output_dir={work}",
-                          "hydra.launcher.n_jobs=2", "promote=force", "~logger"), work / "train.log", cwd=REPO)
-        fits = [float(x) for x in __import__("re").findall(r"timing .*?fit=([0-9.]+)", (work / "train.log").read_text())]
+        s = run_measured(script("train", "-m", *[a for a in data if not a.startswith("data.path")], "domain=all",
+                                f"paths.output_dir={work}", "hydra.launcher.n_jobs=2", "promote=force", "~logger"),
+                         work / "train.log", cwd=REPO)
+        fits = [float(x) for x in re.findall(r"timing .*?fit=([0-9.]+)", (work / "train.log").read_text())]
         row.update(sweep_seconds=s["wall"], sweep_peak_mb=s["rss_tree_mib"], fit_seconds_sum=sum(fits), jobs=len(fits))
         print(f"scale {label}: sweep {s['wall']:.0f} s ({len(fits)} jobs, fits {sum(fits):.0f} s)", flush=True)
-    name = next((a.split("=", 1)[1] for a in data if a.startswith("data.name=")), None) or \
-        next(a.split("=", 1)[1] for a in data if a.startswith("data="))
-    row.update(probe(work, data, rank_calls))
-    row["data_name"] = name
-    row["holder_rss_mb"] = holder_rss(work, name)
-    manifest = json.loads((work / "data" / name / "manifest.json").read_text())
-    row["utterances"] = sum(manifest["splits"].values())
-    row["hypotheses"] = sum(n for r in manifest["rows"].values() for n in r.values())
+    row.update(probe(work, name, rank_calls), data_name=name, holder_rss_mb=holder_rss(work, name))
     print(f"scale {label}: {json.dumps({k: v for k, v in row.items() if k != 'data'})}", flush=True)
     return row
 
@@ -149,7 +143,7 @@ def run(work: str, hwu64: str, sizes: Sequence = ("hwu64", 100, 1000), utterance
     """Every size in ``sizes`` (``hwu64`` or a number of synthetic domains), then every ``domains:utterances`` corpus."""
     work = Path(work).resolve()
     out = work / "scale.json"
-    results = json.loads(out.read_text()) if out.exists() else {"domains": [], "utterances": []}
+    results = read_json(out) if out.exists() else {"domains": [], "utterances": []}
     print(f"# scale benchmark, {time.strftime('%Y-%m-%d %H:%M %Z')}\n# machine: {machine()}", flush=True)
     for size in sizes:
         earlier = {r["label"]: r for r in results["domains"]} if probe_only else {}
@@ -165,14 +159,14 @@ def run(work: str, hwu64: str, sizes: Sequence = ("hwu64", 100, 1000), utterance
             row = run_size(label, data, work / f"d{n_domains}", MANY, sweep, rank_calls, earlier.get(label))
         results["domains"] = [r for r in results["domains"] if r["label"] != row["label"]] + [row]
         results["domains"].sort(key=lambda r: r["domains"])
-        out.write_text(json.dumps(results, indent=2))
+        write_json(out, results)
     for spec in utterances:
         d, n = (int(x) for x in str(spec).split(":"))
         data = ["data=synthetic", f"data.name=synthetic_{n}u", f"data.synthetic.n_domains={d}", f"data.synthetic.n_utterances={n}"]
         row = run_size(f"synthetic, {d} domains, {n} utterances", data, work / f"u{n}", [], sweep, rank_calls)
         results["utterances"] = [r for r in results["utterances"] if r["label"] != row["label"]] + [row]
         results["utterances"].sort(key=lambda r: r["utterances"])
-        out.write_text(json.dumps(results, indent=2))
+        write_json(out, results)
     plots(results["domains"], results["utterances"], work)
     print("\n| corpus | domains | utterances | hypotheses | prepare s | prepare peak MB | sweep s | registry load s | "
           "merge M hyps/s | rank() p50 / p99 ms | RSS with every model MB |")

@@ -2,25 +2,23 @@
 from __future__ import annotations
 
 import resource
-import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from rerank.benchmark.measure import REPO, latency, script, throughput, utterance_pool
+from rerank.benchmark.measure import latency, throughput, timed_sweep, utterance_pool
 from rerank.merge.evaluate import SplitData
 from rerank.merge.ranker import CrossDomainRanker
 #: the overrides a training sweep takes from the benchmark's command line: which tables, where
 TABLE_KEYS = ("data", "paths")
 
 
-def rank_latency(ranker: CrossDomainRanker, test: SplitData, n: int, context_fields) -> dict:
-    """``rank()`` on the first ``n`` test utterances, one call each."""
+def rank_latency(ranker: CrossDomainRanker, test: SplitData, n: int, context_fields, warmup: int = 0) -> dict:
+    """``rank()`` on the first ``n`` test utterances, one call each (after ``warmup`` calls)."""
     pool = utterance_pool(test.tables, context_fields, n)
-    lat = latency(ranker.rank, pool)
+    lat = latency(ranker.rank, pool, warmup=warmup)
     if not lat["calls"]:
         return {"utterances": 0}
     return {"utterances": lat["calls"], "p50_ms": lat["p50_ms"], "p99_ms": lat["p99_ms"],
@@ -64,17 +62,11 @@ def speed_figures(scfg, manifest, r2, r3, test: SplitData, bench_dir: Path, cfg,
     keep = [o for o in cli_overrides if o.lstrip("+~").split("=", 1)[0].split(".")[0].split("/")[0] in TABLE_KEYS
             and not o.startswith(("paths.registry_dir", "paths.log_dir"))]
     for key, python, launcher, extra in sweeps:
-        cmd = [*script("train", "-m", "domain=all", "loss=crossentropy", *launcher, *keep, python=python),
-               f"paths.registry_dir={bench_dir / 'registry' / key}", f"paths.log_dir={bench_dir / 'logs' / key}"]
+        where = [f"paths.registry_dir={bench_dir / 'registry' / key}", f"paths.log_dir={bench_dir / 'logs' / key}"]
         if not any(o.startswith("paths.output_dir") for o in keep):
-            cmd.append(f"paths.output_dir={cfg['paths']['output_dir']}")
-        t = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
-        secs = time.perf_counter() - t
-        out[key] = {**extra, "seconds": secs, "returncode": proc.returncode, "command": " ".join(cmd[1:]),
+            where.append(f"paths.output_dir={cfg['paths']['output_dir']}")
+        out[key] = {**extra, **timed_sweep(launcher, *keep, *where, python=python),
                     "note": "subprocess: includes interpreter start, imports, the prepare cache check and the TensorBoard logger"}
-        if proc.returncode != 0:
-            out[key]["stderr_tail"] = proc.stderr[-2000:]
     ranker = r3["ranker"]
     merge = throughput(lambda: ranker.score_tables(test.tables), len(test.utt_index))
     out["merge_hypotheses_per_second"] = merge["median_per_second"]

@@ -12,14 +12,15 @@ import subprocess
 import time
 from pathlib import Path
 
-from rerank.benchmark.measure import REPO, machine, script
+from rerank.benchmark.measure import machine, script, timed_sweep
 from rerank.config import compose_config
 
 
 def throughput(out: Path, rows_target: int) -> list[tuple]:
     import lightning as L
-    import pyarrow as pa
     import torch
+
+    from rerank.benchmark.merge_speed import replicate
 
     from rerank.hypotheses.prepare import prepare
     from rerank.hypotheses.tables import open_tables
@@ -34,10 +35,7 @@ def throughput(out: Path, rows_target: int) -> list[tuple]:
     tables = open_tables(cfg)
     spec = spec_from_manifest(manifest, "Music")
     table = tables.read("Music", "train")
-    reps = max(1, rows_target // table.num_rows)
-    utt = table["utt_index"].to_numpy()
-    big = pa.concat_tables([table.set_column(table.schema.get_field_index("utt_index"), "utt_index",
-                                             pa.array(utt + i * (utt.max() + 1), pa.int32())) for i in range(reps)])
+    big = replicate({"Music": table}, int(table["utt_index"].to_numpy().max()) + 1, rows_target)[0]["Music"]
     slates = to_slates(big, spec)
     # One thread per job, as in a sweep; on 2 cores, threaded kernels on these small tensors only add contention.
     torch.set_num_threads(1)
@@ -68,11 +66,10 @@ def sweeps(out: Path, hwu64: str, ray_python: str | None = None) -> list[tuple]:
         launchers.append(("ray (local cluster)", ray_python, ["hydra/launcher=ray"]))
     rows = []
     for name, python, launcher in launchers:
-        cmd = script("train", "-m", *data, "domain=all", "loss=crossentropy", f"paths.output_dir={out}", "~logger", *launcher,
-                     python=python)
-        t = time.perf_counter()
-        subprocess.run(cmd, cwd=REPO, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        rows.append((name, time.perf_counter() - t))
+        sweep = timed_sweep(launcher, *data, f"paths.output_dir={out}", "~logger", python=python)
+        if sweep["returncode"] != 0:
+            raise RuntimeError(f"{sweep['command']} failed:\n{sweep['stderr_tail']}")
+        rows.append((name, sweep["seconds"]))
     return rows
 
 

@@ -105,10 +105,11 @@ def _ranked(snapshot, hyps: list[dict], utt_id: Any) -> dict:
 
 
 def _top_confidence(snapshot, score: np.ndarray, rank: np.ndarray) -> np.ndarray:
+    """The confidence column of a batch answer: on each utterance's top row, NaN on the others."""
     top = rank == 0
     out = np.full(len(score), np.nan)
     if top.any():
-        out[top] = snapshot.top_calibration(score[top]) if snapshot.top_calibration is not None else score[top]
+        out[top] = snapshot.confidence(score[top])
     return out
 
 

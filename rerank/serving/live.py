@@ -39,9 +39,21 @@ class Snapshot:
     #: the merge's top calibration (None: none fitted; the top's confidence is then its score)
     top_calibration: TopCalibration | None = None
 
-    def confidence(self, top_score: float) -> float:
-        """P(the top hypothesis is exactly right): its score through the merge's top calibration."""
+    def confidence(self, top_score):
+        """P(the top hypothesis is exactly right): its score (a float or an array of them) through the merge's
+        top calibration."""
+        if isinstance(top_score, np.ndarray):
+            return self.top_calibration(top_score) if self.top_calibration is not None else top_score
         return float(self.top_calibration(top_score)) if self.top_calibration is not None else float(top_score)
+
+
+def _file_stamp(path) -> tuple | None:
+    """What tells that a file was replaced (an atomic rename changes the inode): None when it is absent."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_mtime_ns, st.st_ino, st.st_size
 
 
 class RefusedVersion(RuntimeError):
@@ -107,11 +119,7 @@ class LiveModels:
         return sorted(found | set(self.specs))
 
     def _stamp(self, domain: str) -> tuple | None:
-        try:
-            st = os.stat(self.registry.domain_dir(self.corpus, domain) / "live")
-        except FileNotFoundError:
-            return None
-        return st.st_mtime_ns, st.st_ino, st.st_size
+        return _file_stamp(self.registry.domain_dir(self.corpus, domain) / "live")
 
     def refresh(self) -> list[str]:
         """Look at every live pointer once; swap in what moved. Returns the domains swapped."""
@@ -154,11 +162,7 @@ class LiveModels:
     def _top_calibration(self, current: TopCalibration | None) -> tuple[TopCalibration | None, bool]:
         """The merge's top calibration, read again when its file changed (the gate writes it before a pointer moves)."""
         path = self.registry.merge_path(self.corpus, TOP_CALIBRATION)
-        try:
-            st = os.stat(path)
-            stamp = (st.st_mtime_ns, st.st_ino, st.st_size)
-        except FileNotFoundError:
-            stamp = None
+        stamp = _file_stamp(path)
         if "_merge" in self._stamps and stamp == self._stamps["_merge"]:
             return current, False
         self._stamps["_merge"] = stamp

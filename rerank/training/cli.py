@@ -55,15 +55,13 @@ def in_multirun() -> bool:
 
 def parallel_jobs() -> int:
     """How many jobs of this sweep run at once (1 outside a Hydra multirun)."""
-    try:
-        from hydra.core.hydra_config import HydraConfig
-        from hydra.types import RunMode
-
-        hc = HydraConfig.get()
-        if hc.mode != RunMode.MULTIRUN:
-            return 1
-        n = int(hc.launcher.get("n_jobs") or 1)
-        # joblib: -1 is every core, -2 all but one, ...
-        return max(1, (os.cpu_count() or 1) + 1 + n) if n < 0 else n
-    except (ValueError, AttributeError, TypeError):
+    if not in_multirun():
         return 1
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        n = int(HydraConfig.get().launcher.get("n_jobs") or 1)
+    except (AttributeError, TypeError):
+        return 1
+    # joblib: -1 is every core, -2 all but one, ...
+    return max(1, (os.cpu_count() or 1) + 1 + n) if n < 0 else n
