@@ -7,16 +7,11 @@ report.md, results.json and the plots.
 """
 import logging
 import sys
-from pathlib import Path
-
-CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
 
 def main(argv: list[str]) -> None:
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
     from rerank.benchmark.suite import run_benchmark
+    from rerank.config import compose_config
 
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__)
@@ -24,12 +19,11 @@ def main(argv: list[str]) -> None:
     overrides = [a for a in argv if "=" in a]
     if bad := [a for a in argv if "=" not in a]:
         raise SystemExit(f"arguments must be Hydra overrides key=value, not {bad}")
-    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
-        cfg = compose(config_name="benchmark", overrides=overrides)
+    cfg = compose_config("benchmark", overrides)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
-    run_benchmark(OmegaConf.to_container(cfg, resolve=True), cli_overrides=overrides)
+    run_benchmark(cfg, cli_overrides=overrides)
 
 
 if __name__ == "__main__":

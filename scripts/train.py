@@ -9,7 +9,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from rerank.training.cli import expand_all_domains, in_multirun, parallel_jobs
+from rerank.training.cli import expand_all_domains, parallel_jobs
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -25,9 +25,6 @@ def main(cfg: DictConfig) -> float:
         raise SystemExit(f"optimized_metric must be one of {', '.join(DEV_METRICS)}, not {metric!r}")
     if container.get("parallel_jobs") is None:
         container["parallel_jobs"] = parallel_jobs()
-    if container.get("pictures") == "auto":
-        # 0.3-0.6 s of matplotlib a job, as much as a small domain's fit: pictures in single runs only
-        container["pictures"] = not in_multirun()
     result = train(container)
     if "version" in result and container.get("promote", "gate") != "none":
         import time

@@ -20,7 +20,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from rerank.benchmark import alternatives as alt
-from rerank.benchmark.measure import machine
+from rerank.benchmark.measure import REPO, machine
 from rerank.benchmark.report import render_report, update_benchmarks_md
 from rerank.benchmark.runs import Trainer, ranker_from
 from rerank.benchmark.speed import make_plots, peak_memory, speed_figures
@@ -35,7 +35,6 @@ from rerank.metrics.calibration import ece
 from rerank.model.features import spec_from_manifest
 
 log = logging.getLogger(__name__)
-REPO = Path(__file__).resolve().parents[2]
 #: figures of a row, from evaluate()'s overall dict
 ROW_FIGURES = ("semer", "semer_ci", "irer", "irer_ci", "domain_error", "intent_error", "slot_f1",
                "ece_top", "ece_top_ci", "mce_top", "brier_top", "nll_top")
@@ -95,19 +94,20 @@ class Suite:
             self.tops[name] = (t.conf, t.correct)
         row = make_row(name, kind, res, calibrated=calibrated, **kw)
         if calibrated and dev_score is not None:
-            row.update(self.merge_calibrated(dev_score, score))
+            row.update(self.merge_calibrated(dev_score, *self.tops[name]))
         self.rows.append(row)
         print(f"benchmark: {name:<46} test SemER {row['semer']:.4f} IRER {row['irer']:.4f}"
               + (f" ECE {row['ece_top']:.4f}" if row.get("ece_top") is not None else ""), flush=True)
         return res
 
-    def merge_calibrated(self, dev_score: np.ndarray, score: np.ndarray) -> dict:
-        """The merge's top calibration fitted on the row's dev lists, applied to its test tops (what the service reports)."""
+    def merge_calibrated(self, dev_score: np.ndarray, conf: np.ndarray, correct: np.ndarray) -> dict:
+        """The merge's top calibration fitted on the row's dev lists, applied to its test tops ``conf`` (what the
+        service reports)."""
         d = top_hypotheses(self.dev, dev_score)
         cal = fit_top_calibration(d.conf, d.correct, {})
-        t = top_hypotheses(self.test, score, cal)
-        return {"ece_top_merge": ece(t.conf, t.correct) if len(t.conf) else None,
-                "ece_top_merge_ci": ece_interval(t.conf, t.correct, self.n_boot, self.seed) if len(t.conf) and self.n_boot else None,
+        served = cal(conf)
+        return {"ece_top_merge": ece(served, correct) if len(served) else None,
+                "ece_top_merge_ci": ece_interval(served, correct, self.n_boot, self.seed) if len(served) and self.n_boot else None,
                 "top_calibration": [cal.scale, cal.shift]}
 
     def train_variant(self, variant: str, overrides: Sequence[str], **kw) -> dict:

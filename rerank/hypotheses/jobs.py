@@ -105,11 +105,10 @@ class JobRunner:
         if self._tmp is not None:
             self._tmp.cleanup()
 
-    def map(self, fn: Callable, jobs: list[tuple], bar, take: Callable[[tuple, Any], None] | None = None) -> dict[tuple, Any]:
-        """``fn(ctx, *job)`` for every job (a tuple of arguments); ``{job[:2]: result}``, or each handed to ``take``
-        as it completes (then nothing is kept: a thousand domains' tables need not be in memory at once)."""
-        out: dict[tuple, Any] = {}
-        done_with = take or out.__setitem__
+    def map(self, fn: Callable, jobs: list[tuple], bar, take: Callable[[tuple, Any], None]) -> None:
+        """``fn(ctx, *job)`` for every job (a tuple of arguments), each result handed to ``take(job[:2], result)``
+        as it completes (nothing is kept here: a thousand domains' tables need not be in memory at once)."""
+        done_with = take
         if self._ray is not None:
             ray, ctx_ref, remote = self._ray
             pending = {remote.remote([ctx_ref], fn, *job): job[:2] for job in jobs}
@@ -129,4 +128,3 @@ class JobRunner:
             for fut in as_completed(futures):
                 done_with(futures[fut], fut.result())
                 bar.update()
-        return out

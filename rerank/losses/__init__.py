@@ -48,11 +48,19 @@ def get_loss(name: str) -> Callable:
         ) from None
 
 
+def unwrap_partial(f: Callable) -> tuple[Callable, list, dict[str, Any]]:
+    """The function behind ``f`` (a function or a nested ``functools.partial``) and what the partials bind."""
+    args: list = []
+    kwargs: dict[str, Any] = {}
+    while isinstance(f, functools.partial):
+        args, kwargs = [*f.args, *args], {**f.keywords, **kwargs}
+        f = f.func
+    return f, args, kwargs
+
+
 def loss_function(loss: Callable) -> Callable:
     """The function behind ``loss``: itself, or what a (nested) ``functools.partial`` wraps."""
-    while isinstance(loss, functools.partial):
-        loss = loss.func
-    return loss
+    return unwrap_partial(loss)[0]
 
 
 def loss_name(loss: Callable) -> str:
@@ -74,10 +82,7 @@ def takes_competitors(loss: Callable) -> bool:
 
 def bound_argument(loss: Callable, name: str) -> Any:
     """The value ``loss`` passes as ``name``: what its partial binds, else the function's default."""
-    bound: dict[str, Any] = {}
-    while isinstance(loss, functools.partial):
-        bound = {**loss.keywords, **bound}
-        loss = loss.func
+    loss, _, bound = unwrap_partial(loss)
     if name in bound:
         return bound[name]
     param = inspect.signature(loss).parameters.get(name)
@@ -92,6 +97,7 @@ __all__ = [
     "TARGETS",
     "get_loss",
     "loss_function",
+    "unwrap_partial",
     "loss_name",
     "takes_competitors",
     "bound_argument",

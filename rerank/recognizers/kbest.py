@@ -126,3 +126,12 @@ def log_partition(E: np.ndarray, T: np.ndarray) -> np.ndarray:
         la = mx + np.log(np.exp(x - mx[:, None, :]).sum(axis=1)) + E[:, t, :]
     mx = la.max(axis=1)
     return mx + np.log(np.exp(la - mx[:, None]).sum(axis=1))
+
+
+def kbest_probabilities(E: np.ndarray, T: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best labellings (:func:`kbest`) and their probabilities ``exp(score - log Z)``, ``[B, k]``.
+
+    Capped at 1: rounding can take the best of a peaked distribution to 1 + 1e-16.
+    """
+    paths, scores = kbest(E, T, k)
+    return paths, np.minimum(np.exp(scores - log_partition(E, T)[:, None]), 1.0)

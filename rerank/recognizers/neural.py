@@ -28,7 +28,7 @@ import torch
 from rerank.corpus.annotation import tags_to_slots
 from rerank.corpus.utterance import Utterance
 from rerank.recognizers.base import DomainClassifier, Interpreter, Labelling, Recognizers, domain_seed
-from rerank.recognizers.kbest import kbest, log_partition
+from rerank.recognizers.kbest import kbest_probabilities
 from rerank.recognizers.neural_models import DomainModel, EncoderConfig, InterpreterModel
 from rerank.recognizers.neural_text import UNK, TokenTable
 
@@ -171,10 +171,8 @@ class NeuralInterpreter(Interpreter):
         out: list[list[Labelling]] = [None] * len(rows)  # type: ignore[list-item]
         for n in np.unique(lengths):
             pos = np.flatnonzero(lengths == n)
-            E, T = self.model.crf_matrices(np.stack([emissions[p] for p in pos]), np.full(len(pos), n))
-            paths, scores = kbest(E, T, k)
-            probs = np.minimum(np.exp(scores - log_partition(E, T)[:, None]), 1.0).tolist()
-            tags = self.tag_names[paths].tolist()
+            paths, probs = kbest_probabilities(*self.model.crf_matrices(np.stack([emissions[p] for p in pos])), k)
+            probs, tags = probs.tolist(), self.tag_names[paths].tolist()
             for b, p in enumerate(pos):
                 toks = self.utterances[rows[p]].tokens
                 out[p] = [(tags_to_slots(toks, t), q) for t, q in zip(tags[b], probs[b])]

@@ -148,10 +148,10 @@ class InterpreterModel(nn.Module):
         log_z = torch.logsumexp(alpha + self.end[None, :], dim=1)
         return log_z - gold
 
-    def crf_matrices(self, emissions: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """float64 ``(E [B, n, L], T [L, L])`` for :mod:`~rerank.recognizers.kbest`: start and end scores folded
-        into each utterance's first and last emission (``E`` beyond an utterance's length is left as it is)."""
+    def crf_matrices(self, emissions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """float64 ``(E [B, n, L], T [L, L])`` of utterances of one length ``n``, for :mod:`~rerank.recognizers.kbest`:
+        start and end scores folded into the first and last emission."""
         E = np.array(emissions, dtype=np.float64)
         E[:, 0] += self.start.detach().double().numpy()
-        E[np.arange(len(E)), np.asarray(lengths) - 1] += self.end.detach().double().numpy()
+        E[:, -1] += self.end.detach().double().numpy()
         return E, self.transitions.detach().double().numpy()

@@ -27,7 +27,7 @@ from typing import Sequence
 import numpy as np
 
 from rerank.recognizers.crfsuite_model import read_model
-from rerank.recognizers.kbest import kbest, log_partition
+from rerank.recognizers.kbest import kbest_probabilities, log_partition
 
 __all__ = ["SlotTagger"]
 
@@ -350,10 +350,8 @@ class SlotTagger:
             for c in range(0, len(members), chunk):
                 part = members[c:c + chunk]
                 E = self._emissions([_normalise(token_lists[i]) for i in part], n)
-                paths, scores = kbest(E, self._T, k)
-                logZ = log_partition(E, self._T)
-                probs = np.minimum(np.exp(scores - logZ[:, None]), 1.0).tolist()  # no 1 + 1e-16
-                tags = labels[paths].tolist()
+                paths, probs = kbest_probabilities(E, self._T, k)
+                probs, tags = probs.tolist(), labels[paths].tolist()
                 for b, i in enumerate(part):
                     out[i] = list(zip(tags[b], probs[b]))
         return out

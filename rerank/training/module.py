@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from hydra.utils import instantiate
 
-from rerank.losses import TARGETS, loss_name, takes_competitors
+from rerank.losses import TARGETS, loss_name, takes_competitors, unwrap_partial
 from rerank.metrics.calibration import brier, ece, nll
 from rerank.model.scorer import sigmoid
 from rerank.training.data import PADDED_Y_VALUE
@@ -29,14 +29,9 @@ def check_partial(make: Callable, *runtime: Any) -> Callable:
     """
     if not isinstance(make, functools.partial):
         raise TypeError(f"expected a partial (_partial_: true in its config), got {type(make).__name__}")
-    args: list[Any] = list(runtime)
-    kwargs: dict[str, Any] = {}
-    target: Callable = make
-    while isinstance(target, functools.partial):
-        args, kwargs = [*target.args, *args], {**target.keywords, **kwargs}
-        target = target.func
+    target, args, kwargs = unwrap_partial(make)
     try:
-        inspect.signature(target).bind_partial(*args, **kwargs)
+        inspect.signature(target).bind_partial(*args, *runtime, **kwargs)
     except TypeError as err:
         raise TypeError(f"{getattr(target, '__module__', '')}.{getattr(target, '__qualname__', target)}: {err}") from None
     return make

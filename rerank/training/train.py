@@ -22,6 +22,7 @@ from rerank.model.features import spec_from_manifest
 from rerank.model.registry import Registry
 from rerank.model.scorer import sigmoid
 from rerank.losses import bound_argument, loss_name, takes_competitors
+from rerank.training.cli import in_multirun
 from rerank.training.competitors import other_domains
 from rerank.training.data import SlateTensors, competitor_numbers, to_slates
 from rerank.training.datamodule import SlateDataModule
@@ -146,7 +147,10 @@ def train(cfg: Mapping[str, Any]) -> dict:
         "hypotheses_per_second": module.rows_seen / fit_seconds if fit_seconds > 0 else float("nan"),
     }
     t = time.perf_counter()
-    if logger and cfg.get("pictures", "auto") in (True, "auto"):
+    pictures = cfg.get("pictures", "auto")
+    if pictures == "auto":  # 0.3-0.6 s of matplotlib a job, as much as a small domain's fit: in single runs only
+        pictures = not in_multirun()
+    if logger and pictures:
         log_pictures(logger, model, dev_logits, slates["dev"], domain, loss, dev)
     timing["pictures"] = time.perf_counter() - t
     t = time.perf_counter()
