@@ -1,6 +1,7 @@
 """The benchmark suite in one go: ``python scripts/benchmark.py [data=hwu64 data.path=../shared/data/hwu64]``.
 
-Arguments are Hydra overrides of ``configs/benchmark.yaml`` (e.g.
+``mode=ablation``: only the evidence ablation (``rerank.benchmark.ablation``), written to
+``ablation.md`` and ``ablation.json`` there. Arguments are Hydra overrides of ``configs/benchmark.yaml`` (e.g.
 ``write_benchmarks_md=true``, ``benchmark.speed.joblib_sweep=false``,
 ``benchmark.seeds=3``). Writes ``outputs/benchmarks/<corpus>/``:
 report.md, results.json and the plots.
@@ -10,6 +11,7 @@ import sys
 
 
 def main(argv: list[str]) -> None:
+    from rerank.benchmark.ablation import run_ablation
     from rerank.benchmark.suite import run_benchmark
     from rerank.config import compose_config
 
@@ -23,7 +25,9 @@ def main(argv: list[str]) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
-    run_benchmark(cfg, cli_overrides=overrides)
+    if cfg["mode"] not in ("suite", "ablation"):
+        raise SystemExit(f"mode must be suite or ablation, not {cfg['mode']!r}")
+    (run_ablation if cfg["mode"] == "ablation" else run_benchmark)(cfg, cli_overrides=overrides)
 
 
 if __name__ == "__main__":

@@ -268,3 +268,23 @@ def test_exported_tables_imported_again_train_and_merge_bit_identically(prepared
     assert ma == mb
     assert manifest["origin"] == "imported"
     shutil.rmtree(tmp_path / "export")
+
+
+def test_evidence_fields_are_imported_and_the_manifest_says_which_a_domain_fills(tmp_path, capsys):
+    """music gives ic_margin in every hypothesis and oov_share in some; weather gives none."""
+    nbest = [dict(h) for h in NBEST]
+    for i, h in enumerate(nbest):
+        if h["domain"] == "music":
+            h["ic_margin"] = 0.1 * (i + 1)
+            if i == 0:
+                h["oov_share"] = 0.5
+    manifest = run_import(tmp_path, nbest)
+    assert manifest["evidence"] == {"music": ["ic_margin"], "weather": []}
+    music = TableSet.open(tmp_path / "out" / "data" / "acme").read("music", "train").to_pylist()
+    assert [h["ic_margin"] for h in music] == pytest.approx([0.1, 0.2]) and [h["oov_share"] for h in music] == [0.5, None]
+    assert "Domain music gives the evidence oov_share in some hypotheses but not in all" in capsys.readouterr().out
+
+
+def test_an_evidence_value_out_of_range_names_file_line_and_field(tmp_path):
+    nbest = [dict(NBEST[0], ner_min=1.5), *NBEST[1:]]
+    assert_refused(tmp_path, nbest, GOLD, "nbest.jsonl:1", "ner_min")

@@ -213,9 +213,9 @@ def render_benchmarks_md(results: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def replace_section(text: str, section: str, corpus: str) -> str:
-    """``text`` with its ``## Benchmark suite: <corpus>`` section (up to the next ``## `` heading) replaced or appended."""
-    heading = f"## Benchmark suite: {corpus}"
+def replace_section(text: str, section: str, corpus: str, title: str = "Benchmark suite") -> str:
+    """``text`` with its ``## <title>: <corpus>`` section (up to the next ``## `` heading) replaced or appended."""
+    heading = f"## {title}: {corpus}"
     pattern = re.compile(rf"^{re.escape(heading)}[ \t]*$.*?(?=^## |\Z)", re.M | re.S)
     section = section.rstrip("\n") + "\n\n"
     if pattern.search(text):

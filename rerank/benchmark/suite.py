@@ -25,11 +25,11 @@ from rerank.benchmark.report import render_report, update_benchmarks_md
 from rerank.benchmark.runs import Trainer, ranker_from
 from rerank.benchmark.speed import make_plots, peak_memory, speed_figures
 from rerank.benchmark.update import asynchronous_update
-from rerank.hypotheses.figures import baseline_score, oracle_score, top_hypothesis_figures
+from rerank.hypotheses.figures import oracle_score, top_hypothesis_figures
 from rerank.hypotheses.prepare import prepare
 from rerank.hypotheses.tables import open_tables
 from rerank.io import write_json, write_text
-from rerank.merge.evaluate import SplitData, ece_interval, evaluate, load_split, top_hypotheses
+from rerank.merge.evaluate import SplitData, ece_interval, evaluate, load_split, split_baseline, top_hypotheses
 from rerank.merge.top_calibration import fit_top_calibration
 from rerank.metrics.calibration import ece
 from rerank.model.features import spec_from_manifest
@@ -142,8 +142,7 @@ class Suite:
     # ------------------------------------------------------------------ the rows
 
     def baseline_row(self) -> None:
-        t = self.test
-        score = baseline_score(*(np.concatenate([t.tables[d][c].to_numpy() for d in t.domains]) for c in ("dc", "ic", "ner")))
+        score = split_baseline(self.test)
         self.evaluate_row("unweighted baseline (dc*ic*ner)", "baseline", score, True, train_seconds=0.0,
                           retrain_alone="yes (nothing to train)")
 

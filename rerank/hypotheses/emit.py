@@ -9,7 +9,9 @@ Which domains emit for an utterance (``hypotheses.emit``):
 A domain that emits proposes up to ``n_best`` hypotheses: the pairs of its IC's
 ``intents_top_k`` intents and its slot tagger's ``ner_n_best`` labellings with the
 highest ``ic * ner``. Labellings that read as the same slots are one
-hypothesis (their probabilities add up).
+hypothesis (their probabilities add up; its token marginals are those of the most
+probable of them). Every hypothesis carries the evidence columns of
+:mod:`rerank.hypotheses.evidence`.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from rerank.corpus.utterance import Utterance
+from rerank.hypotheses.evidence import DomainData, intent_evidence
 from rerank.hypotheses.labels import label
 from rerank.recognizers.base import Interpreter
 
@@ -57,21 +60,34 @@ def emit_mask(dc: np.ndarray, emit_cfg: Mapping[str, Any]) -> np.ndarray:
 
 def emit_domain(interpreter: Interpreter, domain: str, utts: Sequence[Utterance], rows: np.ndarray,
                 utt_index: np.ndarray, dc: np.ndarray, hyp_cfg: Mapping[str, Any], sink: HypothesisColumns,
-                fold: int) -> None:
-    """Append ``domain``'s hypotheses of the utterances ``utts[rows]`` (with their ``dc``) to ``sink``."""
+                fold: int, data: DomainData) -> None:
+    """Append ``domain``'s hypotheses of the utterances ``utts[rows]`` (with their ``dc``) to ``sink``.
+
+    ``data``: the domain's training vocabulary and catalogue of the fold (the rows its interpreter was fitted on).
+    """
     if not len(rows):
         return
     n_best, k_int, k_ner = int(hyp_cfg["n_best"]), int(hyp_cfg["intents_top_k"]), int(hyp_cfg["ner_n_best"])
-    names, probs = interpreter.intents(rows, k_int)
-    labellings = interpreter.labellings(rows, k_ner)
+    # every intent's probability, for the margin and entropy; the hypotheses pair the k best
+    names, probs = interpreter.intents(rows, 1 << 30)
+    margin, entropy = intent_evidence(probs)
+    names, probs = names[:, :k_int], probs[:, :k_int]
+    labellings = interpreter.labellings_with_marginals(rows, k_ner)
     for s, i in enumerate(rows):
-        _emit_one(sink, utts[i], int(utt_index[s]), domain, float(dc[s]), names[s], probs[s], labellings[s], n_best, fold)
+        utt = utts[i]
+        evidence = {"ic_margin": float(margin[s]), "ic_entropy": float(entropy[s]),
+                    "oov_share": data.oov_share(utt.tokens), "n_tokens": len(utt.tokens)}
+        _emit_one(sink, utt, int(utt_index[s]), domain, float(dc[s]), names[s], probs[s], labellings[s], n_best, fold,
+                  evidence, data)
 
 
-def _emit_one(sink, utt, index, domain, dc, intents, intent_p, labellings, n_best, fold) -> None:
+def _emit_one(sink, utt, index, domain, dc, intents, intent_p, labellings, n_best, fold, evidence, data) -> None:
     merged: dict[tuple, float] = {}
-    for slots, p in labellings:
+    best: dict[tuple, tuple] = {}  # the token marginals of the most probable labelling of the same slots
+    for slots, p, marginals in labellings:
         merged[slots] = merged.get(slots, 0.0) + p
+        if slots not in best or p > best[slots][0]:
+            best[slots] = (p, marginals or (None, None))
     pairs = [
         (float(ip) * lp, str(intent), float(ip), slots, lp)
         for intent, ip in zip(intents, intent_p)
@@ -80,6 +96,12 @@ def _emit_one(sink, utt, index, domain, dc, intents, intent_p, labellings, n_bes
     pairs.sort(key=lambda x: -x[0])
     cols = sink.cols
     for rank, (_, intent, ip, slots, lp) in enumerate(pairs[:n_best]):
+        ner_min, ner_mean = best[slots][1]
+        for name, value in evidence.items():
+            cols[name].append(value)
+        cols["ner_min"].append(ner_min)
+        cols["ner_mean"].append(ner_mean)
+        cols["catalogue_miss"].append(data.catalogue_miss(slots))
         errors, total, ie = label(utt.domain, utt.intent, utt.slots, domain, intent, slots)
         cols["utt_id"].append(utt.id)
         cols["utt_index"].append(index)

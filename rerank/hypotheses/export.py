@@ -50,9 +50,11 @@ def export_nbest(tables: TableSet, out_dir: str | Path) -> dict[str, Path]:
                 record.update({c: row[c] for c in context})
                 f.write(json.dumps(record, ensure_ascii=False) + "\n")
     fields = ["utt_id", "domain", "intent", "slots", "dc", "ic", "ner", "rank", *context]
+    evidence = tables.manifest.get("evidence") or {}
     with atomic_path(paths["nbest"]) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for s in SPLITS:
             for d in tables.domains:
-                for row in tables.read(d, s).select(fields).to_pylist():
+                # the evidence columns the domain fills go along (an empty one would read as a partial field)
+                for row in tables.read(d, s).select([*fields, *evidence.get(d, ())]).to_pylist():
                     f.write(json.dumps(row, ensure_ascii=False) + "\n")
     return paths

@@ -5,7 +5,8 @@ A record holds ``domain``, ``intent`` (named as in the gold file: ``alarm_set``,
 ``{"type": ..., "value": ...}`` in utterance order), ``dc``, ``ic`` and ``ner``
 (numbers in [0, 1]), optionally ``rank`` (0-based in the domain's own list; from
 ``ic * ner`` when absent) and context fields such as ``device`` (``unknown`` when
-absent). ``import`` also needs ``utt_id``. :func:`parse_hypothesis` checks a
+absent), and any of the evidence fields a domain's NLU gives (``ic_margin``, ``ner_min``, ...:
+:data:`EVIDENCE`; a model trained with ``features.evidence`` needs them). ``import`` also needs ``utt_id``. :func:`parse_hypothesis` checks a
 record and says which field is wrong; the same rules hold for a file and a request.
 """
 from __future__ import annotations
@@ -31,7 +32,20 @@ FIELDS: list[tuple[str, str, str, str]] = [
     ("ner", "number in [0, 1]", "yes", "P(slot labelling | u, domain) from the domain's slot tagger"),
     ("rank", "integer >= 0", "no", "0-based rank in the domain's own list; when absent, by `ic * ner`"),
     ("<context field>", "string", "no", "e.g. `device`; when absent, the gold's value, else `unknown`"),
+    ("ic_margin", "number in [0, 1]", "no (evidence)", "P of the domain's best intent minus its second best"),
+    ("ic_entropy", "number >= 0", "no (evidence)", "entropy (nats) of the domain's intent distribution"),
+    ("ner_min", "number in [0, 1]", "no (evidence)", "lowest P(tag_t | u, domain) over the tokens of the labelling"),
+    ("ner_mean", "number in [0, 1]", "no (evidence)", "mean P(tag_t | u, domain) over the tokens of the labelling"),
+    ("oov_share", "number in [0, 1]", "no (evidence)", "share of the utterance's tokens outside the domain's training vocabulary"),
+    ("catalogue_miss", "integer >= 0", "no (evidence)", "slot values (type, value) the domain's training data never had"),
+    ("n_tokens", "integer >= 1", "no (evidence)", "tokens of the utterance"),
 ]
+#: evidence fields: (lowest, highest, whole number?); a field a domain's records give must be in every one of them
+EVIDENCE: dict[str, tuple[float, float, bool]] = {
+    "ic_margin": (0.0, 1.0, False), "ic_entropy": (0.0, math.inf, False), "ner_min": (0.0, 1.0, False),
+    "ner_mean": (0.0, 1.0, False), "oov_share": (0.0, 1.0, False), "catalogue_miss": (0, math.inf, True),
+    "n_tokens": (1, math.inf, True),
+}
 EXAMPLE = {"utt_id": "u-17", "domain": "Music", "intent": "play_music", "slots": [{"type": "song_name", "value": "mary poppins"}],
            "dc": 0.81, "ic": 0.93, "ner": 0.77, "rank": 0, "device": "fire_tv"}
 _intern = sys.intern
@@ -54,6 +68,14 @@ def _score(record: Mapping[str, Any], name: str) -> float:
         what = "NaN" if math.isnan(value) else ("infinite" if math.isinf(value) else "outside [0, 1]")
         raise BadHypothesis(f"field {name!r} is {value!r}: {what}; scores are probabilities in [0, 1]", name)
     return value
+
+
+def _evidence(name: str, value: Any, low: float, high: float, whole: bool) -> float | int:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or (whole and not float(value).is_integer()) or not low <= value <= high:  # NaN fails
+        kind = "a whole number" if whole else "a number"
+        raise BadHypothesis(f"field {name!r} must be {kind} in [{low}, {high}], not {value!r}", name)
+    return int(value) if whole else float(value)
 
 
 def _slots(value: Any) -> tuple[tuple[str, str], ...]:
@@ -101,6 +123,10 @@ def parse_hypothesis(record: Any, context_fields: Sequence[str], context: Mappin
     if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 0):
         raise BadHypothesis(f"field 'rank' must be a whole number >= 0 (0-based rank in the domain's list), not {rank!r}", "rank")
     out["rank"] = rank
+    for name, (low, high, whole) in EVIDENCE.items():
+        value = record.get(name)
+        if value is not None:
+            out[name] = _evidence(name, value, low, high, whole)
     for c in context_fields:
         value = record.get(c)
         if value is None and context is not None:

@@ -37,7 +37,7 @@ from rerank.corpus.utterance import SPLITS, Utterance, check_name
 from rerank.hypotheses.labels import label
 from rerank.hypotheses.nbest import BadHypothesis, parse_hypothesis
 from rerank.hypotheses.prepare import FEATURE_COLUMNS
-from rerank.hypotheses.schema import hypothesis_schema, utterance_table
+from rerank.hypotheses.schema import EVIDENCE_COLUMNS, filled_evidence, hypothesis_schema, utterance_table
 from rerank.hypotheses.summary import render_summary, split_figures
 from rerank.hypotheses.tables import TableSetWriter, build_lock, clean_leftovers, data_root
 from rerank.io import sha256_file
@@ -62,6 +62,7 @@ class _Bucket:
     intent: list = field(default_factory=list)
     slots: list = field(default_factory=list)
     context: dict = field(default_factory=dict)
+    evidence: dict = field(default_factory=lambda: {c: [] for c in EVIDENCE_COLUMNS})  # None where a record has none
 
     def add(self, index: int, line: int, h: dict, errors: int, ie: int) -> None:
         self.utt_index.append(index)
@@ -74,6 +75,8 @@ class _Bucket:
         self.slots.append(h["slots"])
         for c in self.context_fields:
             self.context.setdefault(c, []).append(h[c])
+        for c, values in self.evidence.items():
+            values.append(h.get(c))
 
     def __len__(self) -> int:
         return len(self.utt_index)
@@ -247,6 +250,8 @@ def _bucket_table(b: _Bucket, domain: str, split: str, utts: list[Utterance], sc
     for c in b.context_fields:
         values = b.context[c]
         cols[c] = pa.array([values[i] for i in sel.tolist()], pa.string())
+    for c, values in b.evidence.items():
+        cols[c] = pa.array([values[i] for i in sel.tolist()], schema.field(c).type)
     return pa.table([cols[f.name] for f in schema], schema=schema)
 
 
@@ -280,6 +285,12 @@ def _manifest(name, domains, tables, gold_tables, by_split, context_fields, n_ra
     if none:
         summary["notes"].append("Gold utterances with no hypothesis at all (full errors): "
                                 + ", ".join(f"{s} {n}" for s, n in none.items()) + ".")
+    for d in domains:
+        partial = [c for c in EVIDENCE_COLUMNS
+                   if 0 < sum(tables[(d, s)][c].null_count for s in SPLITS) < sum(tables[(d, s)].num_rows for s in SPLITS)]
+        if partial:
+            summary["notes"].append(f"Domain {d} gives the evidence {', '.join(partial)} in some hypotheses but not in all: "
+                                    "a model cannot use it (features.evidence needs it in every hypothesis).")
     empty_train = [d for d in domains if not tables[(d, "train")].num_rows]
     if empty_train:
         summary["notes"].append(f"Domains with no training hypothesis (cannot train a re-ranker): {', '.join(empty_train)}.")
@@ -300,6 +311,8 @@ def _manifest(name, domains, tables, gold_tables, by_split, context_fields, n_ra
         "context_values": context_values,
         "splits": {s: len(by_split[s]) for s in SPLITS},
         "rows": {d: {s: tables[(d, s)].num_rows for s in SPLITS} for d in domains},
+        # the evidence columns every hypothesis of the domain gives (features.evidence can use only those)
+        "evidence": {d: filled_evidence(tables[(d, s)] for s in SPLITS) for d in domains},
         "folds": None,
         "skipped_lines": gold_report.skipped + nbest_report.skipped,
         "no_hypothesis": {s: f["no_hypothesis"] for s, f in summary["splits"].items()},

@@ -2,7 +2,7 @@
 
 Columns: ``utt`` (any key of the utterance: integer or string), ``domain``, ``intent``,
 ``slots`` (``list<struct<type: string, value: string>>``), ``dc``, ``ic``, ``ner``, and
-optionally ``rank`` and context fields (e.g. ``device``). The rules are those of
+optionally ``rank``, context fields (e.g. ``device``) and evidence columns (``ic_margin``, ...). The rules are those of
 :mod:`rerank.hypotheses.nbest` (scores in [0, 1], safe domain names, intents read as
 domain-qualified, ranks from ``ic * ner`` when absent), applied to whole columns: the
 service's ``/rank/batch`` takes this form to rank millions of hypotheses a second.
@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 
 from rerank.corpus.massive import UNKNOWN_CONTEXT, qualify_intent
 from rerank.corpus.utterance import SAFE_NAME
-from rerank.hypotheses.nbest import SCORES, BadHypothesis
+from rerank.hypotheses.nbest import EVIDENCE, SCORES, BadHypothesis
 from rerank.hypotheses.schema import SLOT_TYPE
 from rerank.ranking import rank_within_utterances
 
@@ -108,4 +108,22 @@ def check_nbest_table(table: pa.Table, context_fields: Sequence[str]) -> pa.Tabl
             cols[c] = _strings(table, c).fill_null(UNKNOWN_CONTEXT)
         else:
             cols[c] = pa.array(np.full(n, UNKNOWN_CONTEXT, dtype=object), pa.string())
+    for c, (low, high, whole) in EVIDENCE.items():
+        if c in table.column_names:
+            cols[c] = _evidence_column(table, c, low, high, whole)
     return pa.table(cols)
+
+
+def _evidence_column(table: pa.Table, name: str, low: float, high: float, whole: bool) -> pa.Array:
+    """An evidence column as float64 (empty rows stay null: a model that needs it refuses them)."""
+    col = table[name]
+    if not (pa.types.is_floating(col.type) or pa.types.is_integer(col.type) or pa.types.is_null(col.type)):
+        raise BadHypothesis(f"column {name!r} must hold numbers, not {col.type}", name)
+    col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    a = np.asarray(col.cast(pa.float64()).fill_null(low).to_numpy(zero_copy_only=False))
+    bad = ~((a >= low) & (a <= high)) | ((a != np.floor(a)) if whole else False)
+    if bad.any():
+        i = _first(bad)
+        raise BadHypothesis(f"column {name!r}: row {i} is {a[i]!r}, not {'a whole number' if whole else 'a number'} "
+                            f"in [{low}, {high}]", name)
+    return col.cast(pa.float64())

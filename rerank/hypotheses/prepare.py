@@ -36,8 +36,9 @@ from tqdm.auto import tqdm
 from rerank.corpus.load import Corpus, load_corpus
 from rerank.corpus.utterance import SPLITS, Utterance
 from rerank.hypotheses.emit import HypothesisColumns, emit_domain, emit_mask
+from rerank.hypotheses.evidence import DomainData
 from rerank.hypotheses.jobs import JobRunner, one_thread, worker_count
-from rerank.hypotheses.schema import SCHEMA_VERSION, hypothesis_schema, utterance_table
+from rerank.hypotheses.schema import SCHEMA_VERSION, hypothesis_schema, utterance_table, filled_evidence
 from rerank.hypotheses.summary import domain_recognizer_figures, recognizer_figures, render_summary, split_figures
 from rerank.hypotheses.tables import (TableSet, TablesCorrupt, TableSetWriter, build_lock, clean_leftovers, data_root,
                                       set_dir)
@@ -173,13 +174,14 @@ def emit_job(ctx: _Context, domain: str, fold: int, chosen: Mapping[str, tuple[n
         if not len(own):
             raise ValueError(f"domain {domain!r} has no training utterance in fold {fold}")
         interpreter = ctx.family.fit_interpreter(domain, own, ctx.seed)
+        data = DomainData(utts[i] for i in own)
         t_fit = time.perf_counter() - t0
         tables, figures = {}, None
         index = ctx.utt_index(fold)
         for s, rows in ctx.emit_rows(fold).items():
             sel, dc = chosen[s]
             sink = HypothesisColumns(ctx.context_fields)
-            emit_domain(interpreter, domain, utts, rows[sel], index[s][sel], dc, ctx.hyp_cfg, sink, fold)
+            emit_domain(interpreter, domain, utts, rows[sel], index[s][sel], dc, ctx.hyp_cfg, sink, fold, data)
             tables[s] = pa.table({f.name: sink.cols.get(f.name, []) for f in schema}, schema=schema)
             if s == "dev":
                 gold = rows[ctx.family.is_domain(rows, domain)]
@@ -215,6 +217,7 @@ def build(corpus: Corpus, family: Recognizers, cfg: Mapping[str, Any], writer: T
     dev_choice = None
     seconds = {"dc": 0.0, "fit": 0.0, "emit": 0.0}
     counts: dict[str, dict[str, int]] = {d: {} for d in domains}
+    evidence: dict[str, list[str]] = {}
     slim: dict[str, dict[str, pa.Table]] = {s: {} for s in ("dev", "test")}
     pieces: dict[str, dict[int, dict]] = {d: {} for d in domains}
 
@@ -228,14 +231,16 @@ def build(corpus: Corpus, family: Recognizers, cfg: Mapping[str, Any], writer: T
             figures[d] = result["figures"]
         if len(pieces[d]) < len(folds):
             return
+        tables = {}
         for s in SPLITS:
             # train: the folds' tables in fold order; dev and test: the full fit's.
             parts = [pieces[d][f][s] for f in folds if s in pieces[d][f]]
-            table = pa.concat_tables(parts).sort_by([("utt_index", "ascending"), ("rank", "ascending")])
+            tables[s] = table = pa.concat_tables(parts).sort_by([("utt_index", "ascending"), ("rank", "ascending")])
             writer.write_table(f"{d}/{s}.parquet", table)
             counts[d][s] = table.num_rows
             if s in slim:
                 slim[s][d] = table.select(["utt_index", "dc", "ic", "ner", "sem_errors", "ie", "semer"])
+        evidence[d] = filled_evidence(tables.values())
         del pieces[d]
 
     figures: dict[str, dict] = {}
@@ -304,6 +309,7 @@ def build(corpus: Corpus, family: Recognizers, cfg: Mapping[str, Any], writer: T
         "context_values": context_values,
         "splits": {s: int(len(split_rows[s])) for s in SPLITS},
         "rows": counts,
+        "evidence": {d: evidence[d] for d in domains},
         "folds": n_folds,
         "skipped_lines": corpus.report.skipped,
     }

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SLOT_TYPE = pa.list_(pa.struct([("type", pa.string()), ("value", pa.string())]))
 
@@ -26,6 +26,14 @@ HYPOTHESIS_COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("dc", pa.float64(), "P(domain | u) from the domain's own DC"),
     ("ic", pa.float64(), "P(intent | u, domain) from the domain's IC"),
     ("ner", pa.float64(), "P(slot labelling | u, domain) from the domain's CRF"),
+    # Evidence the domain owns (null where a domain's recognizers do not give it; manifest "evidence")
+    ("ic_margin", pa.float64(), "P of the domain's best intent minus its second best (the same for all its hypotheses)"),
+    ("ic_entropy", pa.float64(), "entropy (nats) of the domain's intent distribution"),
+    ("ner_min", pa.float64(), "lowest P(tag_t | u, domain) over the tokens of this labelling (CRF marginals)"),
+    ("ner_mean", pa.float64(), "mean P(tag_t | u, domain) over the tokens of this labelling"),
+    ("oov_share", pa.float64(), "share of the utterance's tokens outside the domain's training vocabulary (cross-fitted)"),
+    ("catalogue_miss", pa.int16(), "hypothesised slot values (type, value) never seen in the domain's training data (cross-fitted)"),
+    ("n_tokens", pa.int16(), "number of tokens of the utterance"),
     ("sem_errors", pa.int32(), "E_int + S + D + I against the gold (REFERENCE.md s.2)"),
     ("sem_total", pa.int32(), "1 + number of gold slots"),
     ("semer", pa.float64(), "sem_errors / sem_total (not clipped)"),
@@ -35,6 +43,10 @@ HYPOTHESIS_COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("fold", pa.int8(), "cross-fitting fold whose recognizers produced it (-1: trained on all of train)"),
 ]
 # Context columns (e.g. ``device``, string) follow ``n_slots``; which ones is in the manifest.
+
+#: the columns of evidence a domain owns; a table may leave them null, the manifest's ``evidence`` says which
+#: ones each domain's table fills
+EVIDENCE_COLUMNS = ("ic_margin", "ic_entropy", "ner_min", "ner_mean", "oov_share", "catalogue_miss", "n_tokens")
 
 UTTERANCE_COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("utt_id", pa.string(), "utterance id from the corpus"),
@@ -76,3 +88,10 @@ def utterance_table(utts, context_fields) -> pa.Table:
     for c in context_fields:
         cols[c] = [u.context.get(c, "unknown") for u in utts]
     return pa.table(cols, schema=utterance_schema(context_fields))
+
+
+def filled_evidence(tables) -> list[str]:
+    """The :data:`EVIDENCE_COLUMNS` that every row of ``tables`` (one domain's splits) fills: its manifest ``evidence``."""
+    tables = list(tables)
+    return [c for c in EVIDENCE_COLUMNS
+            if all(c in t.column_names and t[c].null_count == 0 for t in tables)]

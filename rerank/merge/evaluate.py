@@ -14,7 +14,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pyarrow as pa
 
-from rerank.hypotheses.figures import top_hypothesis_outcome
+from rerank.hypotheses.figures import baseline_score, top_hypothesis_outcome
 from rerank.metrics.calibration import bin_index, brier, ece, ece_rows, mce, nll
 from rerank.metrics.corpus import bootstrap_ci, slot_counts, slot_f1_from_counts
 from rerank.hypotheses.tables import TableSet
@@ -75,6 +75,11 @@ def load_split(tables_set: TableSet, split: str, domains: Sequence[str] | None =
         gold_domain=np.array(gold["gold_domain"].to_pylist(), dtype=object),
         gold_intent=np.array(gold["gold_intent"].to_pylist(), dtype=object),
     )
+
+
+def split_baseline(data: SplitData) -> np.ndarray:
+    """The unweighted baseline ``dc * ic * ner`` of every hypothesis row of ``data``."""
+    return baseline_score(*(np.concatenate([data.tables[d][c].to_numpy() for d in data.domains]) for c in ("dc", "ic", "ner")))
 
 
 def ece_interval(conf: np.ndarray, correct: np.ndarray, n_boot: int, seed: int) -> list[float]:

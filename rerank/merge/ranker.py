@@ -249,7 +249,7 @@ class CrossDomainRanker:
             return {d: self.scorers[d].score_table(tables[d]) for d in domains}
         many = self._linear_domains()
         columns = ["domain", "dc", "ic", "ner", "n_slots", "rank", "intent", "slots", *many.context_fields]
-        big = pa.concat_tables([tables[d].select(columns) for d in linear])
+        big = pa.concat_tables([many.evidence_of(tables[d].select(columns), tables[d]) for d in linear])
         sizes = [tables[d].num_rows for d in linear]
         codes = np.repeat(np.array([many.code[d] for d in linear], dtype=np.int64), sizes)
         p = _sigmoid(many.logits(big, codes))

@@ -6,13 +6,12 @@ import time
 from pathlib import Path
 from typing import Any, Mapping
 
-import numpy as np
 import pyarrow.parquet as pq
 
-from rerank.hypotheses.figures import baseline_score, oracle_score
+from rerank.hypotheses.figures import oracle_score
 from rerank.hypotheses.tables import open_tables
 from rerank.io import atomic_path
-from rerank.merge.evaluate import evaluate, load_split, top_hypotheses
+from rerank.merge.evaluate import evaluate, load_split, split_baseline, top_hypotheses
 from rerank.merge.ranker import CrossDomainRanker, ranked_table
 from rerank.merge.report import write_report
 from rerank.merge.top_calibration import read_top_calibration
@@ -58,7 +57,7 @@ def merge(cfg: Mapping[str, Any]) -> dict:
     systems[main_name] = evaluate(data, ranked.score, True, n_boot, seed, top_cal)
     flags[main_name] = main.fallbacks
     versions[main_name] = {d: s.version for d, s in main.scorers.items()}
-    base = baseline_score(*(np.concatenate([data.tables[d][c].to_numpy() for d in data.domains]) for c in ("dc", "ic", "ner")))
+    base = split_baseline(data)
     systems["baseline"] = evaluate(data, base, True, n_boot, seed)
     tops["baseline"] = top_hypotheses(data, base)
     for loss in LOSS_NAMES:

@@ -22,6 +22,42 @@ EPS = 1e-6
 SCORES = ("dc", "ic", "ner")
 
 
+def _logit(dc: np.ndarray) -> np.ndarray:
+    p = np.minimum(np.maximum(dc, EPS), 1.0 - EPS)
+    return np.log(p) - np.log1p(-p)
+
+
+#: evidence a domain owns (``features.evidence``), by family: (feature name, the field it is computed from, how).
+#: The fields are the hypothesis tables' evidence columns (``rerank.hypotheses.schema``) or ``dc``.
+EVIDENCE: dict[str, tuple[tuple[str, str, Any], ...]] = {
+    "ic": (("ic_margin", "ic_margin", None), ("ic_entropy", "ic_entropy", None)),
+    "ner": (("ner_min", "ner_min", None), ("ner_mean", "ner_mean", None)),
+    # the DC's raw logit: log(1 - dc) is what log_dc lacks (for a sigmoid DC it is its logit exactly)
+    "dc_logit": (("dc_logit", "dc", _logit),),
+    "oov": (("oov_share", "oov_share", None),),
+    "catalogue": (("catalogue_miss", "catalogue_miss", None),),
+    "length": (("log_tokens", "n_tokens", np.log1p),),
+}
+
+
+def evidence_fields(families: Sequence[str]) -> list[str]:
+    """The hypothesis fields (table columns) the evidence ``families`` are computed from, besides ``dc``."""
+    unknown = [f for f in families if f not in EVIDENCE]
+    if unknown:
+        raise FeatureSpecMismatch(f"unknown evidence families {unknown}; known: {list(EVIDENCE)}")
+    return [field for f in families for _, field, _ in EVIDENCE[f] if field != "dc"]
+
+
+def _evidence_values(families: Sequence[str], read) -> list[np.ndarray]:
+    """The evidence feature columns, in spec order; ``read(field)`` gives a field's values as float64."""
+    out = []
+    for f in families:
+        for _, field, transform in EVIDENCE[f]:
+            v = read(field)
+            out.append(transform(v) if transform is not None else v)
+    return out
+
+
 class FeatureSpecMismatch(ValueError):
     """A model's feature spec does not match the data or another spec."""
 
@@ -38,7 +74,8 @@ class FeatureSpec:
     the rank inside the domain (``rank_0 .. rank_{n_ranks-1}``; deeper ranks
     share the last), a one-hot of the intent (a learned bias per intent), a
     one-hot of every context field's value (e.g. the device), and the count
-    of each slot type in the hypothesis.
+    of each slot type in the hypothesis; then the features of every ``evidence``
+    family (:data:`EVIDENCE`), in the order given.
     """
 
     domain: str
@@ -46,7 +83,11 @@ class FeatureSpec:
     context: tuple[tuple[str, tuple[str, ...]], ...]
     slot_types: tuple[str, ...]
     n_ranks: int = 5
+    evidence: tuple[str, ...] = ()
     version: int = SPEC_VERSION
+
+    def __post_init__(self):
+        evidence_fields(self.evidence)  # refuses an unknown family
 
     @property
     def names(self) -> list[str]:
@@ -55,7 +96,17 @@ class FeatureSpec:
         names += [f"intent={i}" for i in self.intents]
         names += [f"{c}={v}" for c, values in self.context for v in values]
         names += [f"slot={t}" for t in self.slot_types]
+        names += self.evidence_names
         return names
+
+    @property
+    def evidence_names(self) -> list[str]:
+        return [name for f in self.evidence for name, _, _ in EVIDENCE[f]]
+
+    @property
+    def evidence_col(self) -> int:
+        """The column of the first evidence feature."""
+        return self.dim - len(self.evidence_names)
 
     @property
     def dim(self) -> int:
@@ -64,7 +115,7 @@ class FeatureSpec:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["context"] = {c: list(v) for c, v in self.context}
-        d["intents"], d["slot_types"] = list(self.intents), list(self.slot_types)
+        d["intents"], d["slot_types"], d["evidence"] = list(self.intents), list(self.slot_types), list(self.evidence)
         return d
 
     @classmethod
@@ -73,7 +124,8 @@ class FeatureSpec:
             raise FeatureSpecMismatch(f"feature spec version {d.get('version')} is not the supported {SPEC_VERSION}")
         return cls(domain=d["domain"], intents=tuple(d["intents"]),
                    context=tuple((c, tuple(v)) for c, v in d["context"].items()),
-                   slot_types=tuple(d["slot_types"]), n_ranks=int(d["n_ranks"]))
+                   slot_types=tuple(d["slot_types"]), n_ranks=int(d["n_ranks"]),
+                   evidence=tuple(d.get("evidence", ())))  # models published before evidence have none
 
     def check_same(self, other: "FeatureSpec", what: str = "model") -> None:
         """Raise with a message saying what differs."""
@@ -92,13 +144,30 @@ class FeatureSpec:
         raise FeatureSpecMismatch(f"feature spec of the {what} for domain {self.domain!r} does not match: " + "; ".join(diffs))
 
 
-def spec_from_manifest(manifest: Mapping[str, Any], domain: str) -> FeatureSpec:
+def spec_from_manifest(manifest: Mapping[str, Any], domain: str, evidence: Sequence[str] = (),
+                       on_missing: str = "raise") -> FeatureSpec:
+    """The feature spec of ``domain``'s tables, with the ``evidence`` families its tables fill.
+
+    A family whose fields the domain's tables leave empty (manifest ``evidence``: an n-best
+    without them, a tagger without marginals) raises :class:`FeatureSpecMismatch`, or with
+    ``on_missing="skip"`` is left out (the caller says so; the spec records what is in).
+    """
+    filled = set((manifest.get("evidence") or {}).get(domain, ()))
+    kept = []
+    for family in evidence:
+        lacking = [f for f in evidence_fields([family]) if f not in filled]
+        if not lacking:
+            kept.append(family)
+        elif on_missing != "skip":
+            raise FeatureSpecMismatch(f"{domain}: evidence family {family!r} needs the columns {lacking}, which "
+                                      f"{domain}'s hypothesis tables do not fill (they fill {sorted(filled)})")
     return FeatureSpec(
         domain=domain,
         intents=tuple(manifest["intents"][domain]),
         context=tuple((c, tuple(manifest["context_values"][c])) for c in manifest["context_fields"]),
         slot_types=tuple(manifest["slot_types"][domain]),
         n_ranks=int(manifest.get("n_best", 5)),
+        evidence=tuple(kept),
     )
 
 
@@ -126,6 +195,7 @@ class _TableColumns:
     slot_col: int
     slot_owner: np.ndarray  # row of every slot of a known type, ascending
     slot_idx: np.ndarray  # its type's index in spec.slot_types
+    evidence: np.ndarray  # [n, len(spec.evidence_names)] float64
 
 
 @functools.lru_cache(maxsize=16384)
@@ -146,7 +216,9 @@ def _check_ranks(ranks: np.ndarray) -> None:
 
 def _table_columns(table: pa.Table, spec: FeatureSpec) -> _TableColumns:
     n = table.num_rows
-    missing = [c for c in (*SCORES, "rank", "n_slots", "intent", "slots", *(c for c, _ in spec.context)) if c not in table.column_names]
+    fields = evidence_fields(spec.evidence)
+    missing = [c for c in (*SCORES, "rank", "n_slots", "intent", "slots", *(c for c, _ in spec.context), *fields)
+               if c not in table.column_names]
     if missing:
         raise BadFeatures(f"hypothesis table lacks the columns {missing}")
     scores = np.stack([table[s].to_numpy(zero_copy_only=False).astype(np.float64) for s in SCORES], axis=1)
@@ -173,7 +245,19 @@ def _table_columns(table: pa.Table, spec: FeatureSpec) -> _TableColumns:
         idx = _index_in(types, spec.slot_types)
         known = idx >= 0
         owner, idx = owner[known], idx[known]
-    return _TableColumns(n, scores, table["n_slots"].to_numpy(zero_copy_only=False), hot, col, owner, idx)
+    evidence = np.zeros((n, 0))
+    if spec.evidence:
+        evidence = np.stack(_evidence_values(spec.evidence, lambda f: scores[:, 0] if f == "dc" else _field(table, f)), axis=1)
+    return _TableColumns(n, scores, table["n_slots"].to_numpy(zero_copy_only=False), hot, col, owner, idx, evidence)
+
+
+def _field(table: pa.Table, field: str) -> np.ndarray:
+    column = table[field]
+    if column.null_count:
+        raise BadFeatures(f"hypothesis table: {column.null_count} rows have no {field!r}, which the model's evidence features need")
+    values = np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
+    check_finite(values[:, None], table, what=field)
+    return values
 
 
 def _assemble(cols: _TableColumns, spec: FeatureSpec, X: np.ndarray, lo: int) -> None:
@@ -192,6 +276,8 @@ def _assemble(cols: _TableColumns, spec: FeatureSpec, X: np.ndarray, lo: int) ->
             n_types = len(spec.slot_types)
             counts = np.bincount((cols.slot_owner[a:b] - lo) * n_types + cols.slot_idx[a:b], minlength=m * n_types)
             X[:, cols.slot_col:cols.slot_col + n_types] = counts.reshape(m, n_types)
+    if cols.evidence.shape[1]:
+        X[:, spec.evidence_col:] = cols.evidence[lo:hi]
 
 
 def features_from_table(table: pa.Table, spec: FeatureSpec) -> np.ndarray:
@@ -220,7 +306,8 @@ def feature_blocks(table: pa.Table, spec: FeatureSpec, rows: int = BLOCK_ROWS) -
         yield lo, X
 
 
-def check_finite(scores: np.ndarray, table: pa.Table | None = None, where: str = "hypothesis table") -> None:
+def check_finite(scores: np.ndarray, table: pa.Table | None = None, where: str = "hypothesis table",
+                 what: str = "dc/ic/ner") -> None:
     if np.isfinite(scores).all():
         return
     bad = ~np.isfinite(scores).all(axis=1)
@@ -228,7 +315,7 @@ def check_finite(scores: np.ndarray, table: pa.Table | None = None, where: str =
         i = int(np.flatnonzero(bad)[0])
         example = {k: v for k, v in (table.slice(i, 1).to_pylist()[0].items() if table is not None else [])
                    if k in ("utt_id", "domain", "intent", *SCORES)}
-        raise BadFeatures(f"{where}: {int(bad.sum())} rows have NaN or infinite dc/ic/ner; first at row {i}: {example or scores[i].tolist()}")
+        raise BadFeatures(f"{where}: {int(bad.sum())} rows have NaN or infinite {what}; first at row {i}: {example or scores[i].tolist()}")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -311,4 +398,20 @@ def features_from_records(records: Sequence[Mapping[str, Any]], spec: FeatureSpe
     X = np.array(flat, dtype=np.float32).reshape(n, dim)
     X[:, 0:3] = scores
     X[:, 3:6] = logs
+    if spec.evidence:
+        X[:, spec.evidence_col:] = np.stack(_evidence_values(
+            spec.evidence, lambda f: scores[:, 0] if f == "dc" else _record_field(records, f, spec.domain)), axis=1)
     return X
+
+
+def _record_field(records: Sequence[Mapping[str, Any]], field: str, domain: str) -> np.ndarray:
+    try:
+        values = np.array([r[field] for r in records], dtype=np.float64)
+    except KeyError:
+        i = next(i for i, r in enumerate(records) if field not in r)
+        raise BadFeatures(f"{domain}: hypothesis {i} lacks the field {field!r}, which the domain's model needs "
+                          f"(its evidence features: its NLU must send it)") from None
+    except (TypeError, ValueError) as err:
+        raise BadFeatures(f"{domain}: {field!r} must be a number in every hypothesis: {err}") from None
+    check_finite(values[:, None], None, where=f"{domain}: hypotheses", what=field)
+    return values

@@ -7,6 +7,7 @@ A linear model's logit is a sum of a few terms, each a lookup (the feature layou
 .. math::
     s = b_d + w_d^{dense} \cdot (dc, ic, ner, \log dc, \log ic, \log ner, n_{slots})
           + w_d[\text{rank}] + w_d[\text{intent}] + \sum_c w_d[c = v] + \sum_{\text{slots}} w_d[\text{type}]
+          + w_d^{evidence} \cdot e
 
 so every hypothesis of every domain is scored by gathers over whole columns, with no
 per-domain feature matrix: with a thousand domains, building a thousand small matrices
@@ -21,7 +22,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rerank.model.features import SCORES, FeatureSpec, _check_ranks, _record_layout, check_finite, log_scores
+from rerank.model.features import (EVIDENCE, SCORES, BadFeatures, FeatureSpec, _check_ranks, _evidence_values,
+                                   _record_layout, check_finite, evidence_fields, log_scores)
 from rerank.model.scorer import LogitScorer
 
 def _codes(column) -> pa.DictionaryArray:
@@ -62,6 +64,14 @@ class LinearDomains:
                 for value, col in columns.items():
                     group.setdefault(value, []).append((i, float(w[col])))
         self.context_fields = tuple(self._context)
+        # evidence features: one column per feature any domain uses, 0 weight where a domain does not
+        self.evidence = [f for f in EVIDENCE if any(f in spec.evidence for spec, _ in models.values())]
+        names = [name for f in self.evidence for name, _, _ in EVIDENCE[f]]
+        self.evidence_w = np.zeros((n, len(names)))
+        for i, d in enumerate(self.domains):
+            spec, scorer = models[d]
+            for name, w in zip(spec.evidence_names, scorer.w[spec.evidence_col:spec.dim]):
+                self.evidence_w[i, names.index(name)] = w
 
     def _weights(self, weighed: dict[str, list], codes: pa.DictionaryArray, domain_code: np.ndarray) -> np.ndarray:
         """The weight of every row's (domain, value), 0 where that domain has none.
@@ -134,4 +144,31 @@ class LinearDomains:
                 owner = pc.list_parent_indices(slots).to_numpy()
                 w = self._weights(self._slots, _codes(types), domain_code[owner])
                 out += np.bincount(owner, weights=w, minlength=n)
+        if self.evidence:
+            out += self._evidence_part(table, scores, domain_code)
         return out + self.bias[domain_code]
+
+    def evidence_of(self, part: pa.Table, table: pa.Table) -> pa.Table:
+        """``part`` with the evidence columns of ``table`` the models need (null where ``table`` has none: for a
+        domain whose model does not use them)."""
+        for field in evidence_fields(self.evidence):
+            column = table[field].cast(pa.float64()) if field in table.column_names else pa.nulls(table.num_rows, pa.float64())
+            part = part.append_column(field, column)
+        return part
+
+    def _evidence_part(self, table: pa.Table, scores: np.ndarray, domain_code: np.ndarray) -> np.ndarray:
+        def read(field: str) -> np.ndarray:
+            if field == "dc":
+                return scores[:, 0]
+            if field not in table.column_names:
+                raise BadFeatures(f"hypothesis table lacks the column {field!r}, which evidence features need")
+            return np.asarray(table[field].fill_null(np.nan).to_numpy(zero_copy_only=False), dtype=np.float64)
+
+        values = np.stack(_evidence_values(self.evidence, read), axis=1).astype(np.float32).astype(np.float64)
+        w = self.evidence_w[domain_code]
+        used = w != 0
+        if not np.isfinite(values[used]).all():
+            bad = np.flatnonzero((used & ~np.isfinite(values)).any(axis=1))
+            raise BadFeatures(f"hypothesis table: {len(bad)} rows lack an evidence value their domain's model needs "
+                              f"(null or not finite); first at row {int(bad[0])}")
+        return np.where(used, values * w, 0.0).sum(axis=1)

@@ -33,6 +33,9 @@ from rerank.corpus.utterance import Utterance
 
 #: one labelling of an utterance by a domain's slot tagger: its slots, in utterance order, and P(labelling | u, d)
 Labelling = tuple[tuple[Slot, ...], float]
+#: a labelling with how sure the tagger is of its tags: ``(slots, p, (min, mean) over tokens of P(tag_t | u, d))``,
+#: the marginals None when the tagger does not give them
+MarginalLabelling = tuple[tuple[Slot, ...], float, "tuple[float, float] | None"]
 
 
 class DomainClassifier(ABC):
@@ -59,6 +62,14 @@ class Interpreter(ABC):
 
         Labellings that read as the same slots may appear more than once (the caller adds them up).
         """
+
+    def labellings_with_marginals(self, rows: np.ndarray, k: int) -> list[list[MarginalLabelling]]:
+        """:meth:`labellings` with the ``(min, mean)`` token marginals of every labelling's tags.
+
+        A tagger that has them overrides this (the built-in CRF and the neural one do); by
+        default the marginals are None, and the tables' ``ner_min`` and ``ner_mean`` stay empty.
+        """
+        return [[(slots, p, None) for slots, p in row] for row in self.labellings(rows, k)]
 
 
 def domain_seed(seed: int, domain: str) -> int:

@@ -15,7 +15,7 @@ import numpy as np
 from rerank.corpus.annotation import tags_to_slots
 from rerank.corpus.utterance import Utterance
 from rerank.recognizers import domain_classifier, intent_classifier
-from rerank.recognizers.base import DomainClassifier, Interpreter, Labelling, Recognizers, domain_seed
+from rerank.recognizers.base import DomainClassifier, Interpreter, Labelling, MarginalLabelling, Recognizers, domain_seed
 from rerank.recognizers.slot_tagger import SlotTagger
 from rerank.recognizers.text_features import TextFeatures
 
@@ -39,9 +39,12 @@ class MaxentCrfInterpreter(Interpreter):
         return self.ic.intents[idx], p
 
     def labellings(self, rows: np.ndarray, k: int) -> list[list[Labelling]]:
+        return [[(slots, p) for slots, p, _ in row] for row in self.labellings_with_marginals(rows, k)]
+
+    def labellings_with_marginals(self, rows: np.ndarray, k: int) -> list[list[MarginalLabelling]]:
         tokens = [self.utterances[i].tokens for i in rows]
-        nbests = self.ner.nbest_many([list(t) for t in tokens], k)
-        return [[(tags_to_slots(toks, tags), p) for tags, p in nbest] for toks, nbest in zip(tokens, nbests)]
+        nbests = self.ner.nbest_many([list(t) for t in tokens], k, marginals=True)
+        return [[(tags_to_slots(toks, tags), p, m) for tags, p, m in nbest] for toks, nbest in zip(tokens, nbests)]
 
 
 class MaxentCrfRecognizers(Recognizers):

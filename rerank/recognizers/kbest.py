@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["kbest", "log_partition"]
+__all__ = ["kbest", "kbest_probabilities", "log_partition", "tag_marginals", "path_marginals"]
 
 # The pairs depend on (k, kp) only, and every step of every call asks for them again.
 _PAIRS: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
@@ -135,3 +135,45 @@ def kbest_probabilities(E: np.ndarray, T: np.ndarray, k: int) -> tuple[np.ndarra
     """
     paths, scores = kbest(E, T, k)
     return paths, np.minimum(np.exp(scores - log_partition(E, T)[:, None]), 1.0)
+
+
+def _logsumexp(x: np.ndarray, axis: int) -> np.ndarray:
+    m = x.max(axis=axis, keepdims=True)
+    return (m + np.log(np.exp(x - m).sum(axis=axis, keepdims=True))).squeeze(axis)
+
+
+def tag_marginals(E: np.ndarray, T: np.ndarray) -> np.ndarray:
+    r"""``P(y_t = j | x)`` of ``B`` sentences of equal length: forward-backward in log space, ``[B, n, L]``.
+
+    .. math::
+        P(y_t = j \mid x) = \exp(\alpha_t(j) + \beta_t(j) - \log Z(x))
+
+    with :math:`\alpha_t(j) = E_{t,j} + \log\sum_i \exp(\alpha_{t-1}(i) + T_{ij})` and
+    :math:`\beta_t(i) = \log\sum_j \exp(T_{ij} + E_{t+1,j} + \beta_{t+1}(j))`, :math:`\beta_{n-1} = 0`.
+
+    Example:
+        >>> E = np.log(np.array([[[0.9, 0.1], [0.5, 0.5]]]))
+        >>> tag_marginals(E, np.zeros((2, 2)))[0].round(3).tolist()
+        [[0.9, 0.1], [0.5, 0.5]]
+    """
+    B, n, L = E.shape
+    alpha = np.empty((B, n, L))
+    beta = np.zeros((B, n, L))
+    alpha[:, 0] = E[:, 0]
+    for t in range(1, n):
+        alpha[:, t] = E[:, t] + _logsumexp(alpha[:, t - 1, :, None] + T[None], axis=1)
+    for t in range(n - 2, -1, -1):
+        beta[:, t] = _logsumexp(T[None] + (E[:, t + 1] + beta[:, t + 1])[:, None, :], axis=2)
+    log_z = _logsumexp(alpha[:, -1], axis=1)
+    return np.exp(alpha + beta - log_z[:, None, None])
+
+
+def path_marginals(marginals: np.ndarray, paths: np.ndarray) -> np.ndarray:
+    """``(min, mean)`` over the tokens of ``P(y_t = path_t | x)`` of every path, ``[B, k, 2]``.
+
+    ``marginals`` from :func:`tag_marginals` ``[B, n, L]``, ``paths`` from :func:`kbest` ``[B, k, n]``:
+    how sure the tagger is of the labelling's least certain token, and on average.
+    """
+    B, k, n = paths.shape
+    picked = marginals[np.arange(B)[:, None, None], np.arange(n)[None, None, :], paths]  # [B, k, n]
+    return np.stack([picked.min(axis=2), picked.mean(axis=2)], axis=2)

@@ -27,8 +27,8 @@ import torch
 
 from rerank.corpus.annotation import tags_to_slots
 from rerank.corpus.utterance import Utterance
-from rerank.recognizers.base import DomainClassifier, Interpreter, Labelling, Recognizers, domain_seed
-from rerank.recognizers.kbest import kbest_probabilities
+from rerank.recognizers.base import DomainClassifier, Interpreter, Labelling, MarginalLabelling, Recognizers, domain_seed
+from rerank.recognizers.kbest import kbest_probabilities, path_marginals, tag_marginals
 from rerank.recognizers.neural_models import DomainModel, EncoderConfig, InterpreterModel
 from rerank.recognizers.neural_text import UNK, TokenTable
 
@@ -161,21 +161,26 @@ class NeuralInterpreter(Interpreter):
         return self.intent_names[idx], np.take_along_axis(probs, idx, axis=1)
 
     def labellings(self, rows: np.ndarray, k: int) -> list[list[Labelling]]:
+        return [[(slots, p) for slots, p, _ in row] for row in self.labellings_with_marginals(rows, k)]
+
+    def labellings_with_marginals(self, rows: np.ndarray, k: int) -> list[list[MarginalLabelling]]:
         rows = np.asarray(rows, dtype=np.int64)
         if self.model is None or len(self.tag_names) == 1:
             tag = str(self.tag_names[0])
-            return [[(tags_to_slots(self.utterances[i].tokens, [tag] * len(self.utterances[i].tokens)), 1.0)]
+            return [[(tags_to_slots(self.utterances[i].tokens, [tag] * len(self.utterances[i].tokens)), 1.0, (1.0, 1.0))]
                     for i in rows]
         emissions = self._forward(rows)[1]
         lengths = self.table.lengths[rows]
-        out: list[list[Labelling]] = [None] * len(rows)  # type: ignore[list-item]
+        out: list[list[MarginalLabelling]] = [None] * len(rows)  # type: ignore[list-item]
         for n in np.unique(lengths):
             pos = np.flatnonzero(lengths == n)
-            paths, probs = kbest_probabilities(*self.model.crf_matrices(np.stack([emissions[p] for p in pos])), k)
+            E, T = self.model.crf_matrices(np.stack([emissions[p] for p in pos]))
+            paths, probs = kbest_probabilities(E, T, k)
+            stats = path_marginals(tag_marginals(E, T), paths).tolist()
             probs, tags = probs.tolist(), self.tag_names[paths].tolist()
             for b, p in enumerate(pos):
                 toks = self.utterances[rows[p]].tokens
-                out[p] = [(tags_to_slots(toks, t), q) for t, q in zip(tags[b], probs[b])]
+                out[p] = [(tags_to_slots(toks, t), q, tuple(m)) for t, q, m in zip(tags[b], probs[b], stats[b])]
         return out
 
 

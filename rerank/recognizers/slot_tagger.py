@@ -27,7 +27,7 @@ from typing import Sequence
 import numpy as np
 
 from rerank.recognizers.crfsuite_model import read_model
-from rerank.recognizers.kbest import kbest_probabilities, log_partition
+from rerank.recognizers.kbest import kbest_probabilities, log_partition, path_marginals, tag_marginals
 
 __all__ = ["SlotTagger"]
 
@@ -298,8 +298,11 @@ class SlotTagger:
         """
         return self.nbest_many([tokens], k)[0]
 
-    def nbest_many(self, token_lists: list[list[str]], k: int = 5) -> list[list[tuple[list[str], float]]]:
+    def nbest_many(self, token_lists: list[list[str]], k: int = 5, marginals: bool = False) -> list[list[tuple]]:
         """:meth:`nbest` of every sentence (sentences of equal length are decoded together).
+
+        ``marginals=True`` adds to every labelling the ``(min, mean)`` over its tokens of
+        ``P(tag_t | tokens)`` (:func:`~rerank.recognizers.kbest.path_marginals`).
 
         Corpora repeat requests (the synthetic one has ~4.5 utterances per
         distinct text) and the n-best depends only on the tokens, so each
@@ -317,11 +320,11 @@ class SlotTagger:
                 distinct.append(toks)
             where.append(j)
         if len(distinct) == len(where):
-            return self._decode_many(token_lists, k)
-        out = self._decode_many(distinct, k)
+            return self._decode_many(token_lists, k, marginals)
+        out = self._decode_many(distinct, k, marginals)
         return [list(out[j]) for j in where]
 
-    def _decode_many(self, token_lists: list[list[str]], k: int) -> list[list[tuple[list[str], float]]]:
+    def _decode_many(self, token_lists: list[list[str]], k: int, marginals: bool = False) -> list[list[tuple]]:
         if self._labels is None:
             raise RuntimeError("SlotTagger is not fitted")
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
@@ -336,7 +339,7 @@ class SlotTagger:
         if len(self._labels) == 1:
             lab = self._labels[0]
             for i, toks in enumerate(token_lists):
-                out[i] = [([lab] * len(toks), 1.0)]
+                out[i] = [([lab] * len(toks), 1.0, (1.0, 1.0)) if marginals else ([lab] * len(toks), 1.0)]
             return out
         by_len: dict[int, list[int]] = {}
         for i, toks in enumerate(token_lists):
@@ -352,8 +355,13 @@ class SlotTagger:
                 E = self._emissions([_normalise(token_lists[i]) for i in part], n)
                 paths, probs = kbest_probabilities(E, self._T, k)
                 probs, tags = probs.tolist(), labels[paths].tolist()
-                for b, i in enumerate(part):
-                    out[i] = list(zip(tags[b], probs[b]))
+                if marginals:
+                    stats = [[tuple(x) for x in row] for row in path_marginals(tag_marginals(E, self._T), paths).tolist()]
+                    for b, i in enumerate(part):
+                        out[i] = list(zip(tags[b], probs[b], stats[b]))
+                else:
+                    for b, i in enumerate(part):
+                        out[i] = list(zip(tags[b], probs[b]))
         return out
 
     def __repr__(self) -> str:

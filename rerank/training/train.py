@@ -89,7 +89,10 @@ def train(cfg: Mapping[str, Any]) -> dict:
 
     timing = {"setup": time.perf_counter() - t_start}
     t = time.perf_counter()
-    spec = spec_from_manifest(manifest, domain)
+    feat_cfg = cfg["features"]
+    spec = spec_from_manifest(manifest, domain, list(feat_cfg["evidence"]), on_missing=feat_cfg["on_missing"])
+    if skipped := [f for f in feat_cfg["evidence"] if f not in spec.evidence]:
+        print(f"train {domain}: its tables do not fill the evidence {skipped}; trained without it (features.on_missing=skip)")
     slates = {}
     # the whole cross-domain list: for the losses that see it (semer, combined; crossentropy is pointwise)
     utterance = slates_cfg["candidates"] == "utterance" and takes_competitors(loss_fn)
