@@ -37,6 +37,9 @@ class _SpyInterpreter(Interpreter):
     def labellings(self, rows, k):
         return self.inner.labellings(rows, k)
 
+    def labellings_with_marginals(self, rows, k):
+        return self.inner.labellings_with_marginals(rows, k)
+
 
 class SpyRecognizers(MaxentCrfRecognizers):
     """The built-in recognizers, recording which utterances every fit saw and every prediction was for."""

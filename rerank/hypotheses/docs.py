@@ -24,7 +24,10 @@ def render_data_doc() -> str:
         lines.append(f"| `{name}` | `{typ}` | {meaning} |")
         if name == "n_slots":
             lines.append("| `<context field>` | `string` | one column per context field of the corpus, e.g. `device` (`unknown` when absent) |")
-    lines += ["", "Rows are sorted by `utt_index`, then `rank`. Imported tables have `fold` -1.", "",
+    lines += ["", "Rows are sorted by `utt_index`, then `rank`. Imported tables have `fold` -1. The evidence columns "
+              "(`ic_margin` to `unigram_logp`) are null where a domain's recognizers or n-best do not give them; prepare "
+              "computes the ones learned from training data (vocabulary, catalogue, unigram model) on the same cross-fitted "
+              "rows as the recognizers, so a train row never sees itself.", "",
               "## `<name>/_utterances/<split>.parquet`: one row per utterance", "",
               "| column | type | meaning |", "| --- | --- | --- |"]
     lines += [f"| `{n}` | `{t}` | {m} |" for n, t, m in UTTERANCE_COLUMNS]
@@ -35,7 +38,8 @@ def render_data_doc() -> str:
               "imported files), `settings_hash` (recognizer and hypothesis settings, or import settings), `inputs` (imported: "
               "path, size and SHA-256 of the n-best and gold files), `domains`, `intents` and `slot_types` per domain, "
               "`feature_columns`, `context_fields`, `context_values`, `n_best` (rank one-hots of the re-rankers), `splits` "
-              "(utterances per split), `rows` (hypotheses per domain and split), `folds`, `skipped_lines`, `no_hypothesis` "
+              "(utterances per split), `rows` (hypotheses per domain and split), `evidence` (per domain: the evidence columns "
+              "every one of its rows fills; `features.evidence` can use only those), `folds`, `skipped_lines`, `no_hypothesis` "
               "(imported: gold utterances without any hypothesis, per split), `built_at`, `seconds`. `summary.json` and "
               "`summary.md` hold the baseline and oracle figures and the coverage.", "",
               "# Importing your own recognizers' n-best", "",
@@ -50,7 +54,7 @@ def render_data_doc() -> str:
               "Refused, with the file, the line (Parquet: the row) and the field: a `utt_id` not in the gold, a score",
               "outside [0, 1], NaN or infinite, a domain name unsafe as a folder name, a duplicate hypothesis (same",
               "utterance, domain, intent and slots), a list ranked only in part, a byte that is not UTF-8, a line over",
-              "`max_line_bytes`. `on_error=skip` skips and counts such lines instead (the manifest lists them). Gold",
+              "`max_line_bytes`, an evidence field out of its range. `on_error=skip` skips and counts such lines instead (the manifest lists them). Gold",
               "utterances with no hypothesis are counted and reported, not refused: they count as full errors.", "",
               "## The gold file: MASSIVE JSONL (what the corpus readers read)", "",
               "| field | meaning |", "| --- | --- |",

@@ -76,7 +76,8 @@ def emit_domain(interpreter: Interpreter, domain: str, utts: Sequence[Utterance]
     for s, i in enumerate(rows):
         utt = utts[i]
         evidence = {"ic_margin": float(margin[s]), "ic_entropy": float(entropy[s]),
-                    "oov_share": data.oov_share(utt.tokens), "n_tokens": len(utt.tokens)}
+                    "oov_share": data.oov_share(utt.tokens), "n_tokens": len(utt.tokens),
+                    "unigram_logp": data.unigram_logp(utt.tokens)}
         _emit_one(sink, utt, int(utt_index[s]), domain, float(dc[s]), names[s], probs[s], labellings[s], n_best, fold,
                   evidence, data)
 

@@ -6,6 +6,8 @@ catalogue are those of the fold that did not contain it.
 """
 from __future__ import annotations
 
+import math
+from collections import Counter
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -14,14 +16,31 @@ from rerank.corpus.utterance import Utterance
 
 
 class DomainData:
-    """A domain's training vocabulary and slot catalogue (its ``(type, value)`` pairs)."""
+    """A domain's training vocabulary (with counts), and slot catalogue (its ``(type, value)`` pairs)."""
+
+    #: add-k smoothing of the unigram model
+    SMOOTHING = 0.5
 
     def __init__(self, utterances: Iterable[Utterance]):
-        self.vocabulary: set[str] = set()
+        self.counts: Counter = Counter()
         self.catalogue: set[tuple[str, str]] = set()
         for u in utterances:
-            self.vocabulary.update(u.tokens)
+            self.counts.update(u.tokens)
             self.catalogue.update(u.slots)
+        self.vocabulary = self.counts.keys()
+        # an unseen token is one more type of the vocabulary
+        self._denominator = sum(self.counts.values()) + self.SMOOTHING * (len(self.counts) + 1)
+
+    def unigram_logp(self, tokens: Sequence[str]) -> float:
+        r"""Mean over ``tokens`` of :math:`\log \frac{c(t) + k}{N + k (V + 1)}`: how typical the words are of the domain.
+
+        ``c(t)``: the token's count in the domain's training utterances, ``N`` their tokens, ``V`` their
+        distinct tokens, ``k`` :attr:`SMOOTHING` (0 for no tokens).
+        """
+        if not tokens:
+            return 0.0
+        k, counts = self.SMOOTHING, self.counts
+        return sum(math.log((counts.get(t, 0) + k) / self._denominator) for t in tokens) / len(tokens)
 
     def oov_share(self, tokens: Sequence[str]) -> float:
         """Share of ``tokens`` outside the vocabulary (0 for no tokens)."""

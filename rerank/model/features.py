@@ -37,6 +37,8 @@ EVIDENCE: dict[str, tuple[tuple[str, str, Any], ...]] = {
     "oov": (("oov_share", "oov_share", None),),
     "catalogue": (("catalogue_miss", "catalogue_miss", None),),
     "length": (("log_tokens", "n_tokens", np.log1p),),
+    # not in issue 11's list: how typical the words are of the domain (a smooth OOV share)
+    "unigram": (("unigram_logp", "unigram_logp", None),),
 }
 
 
