@@ -232,3 +232,21 @@ def test_the_n_best_format_takes_evidence_and_checks_its_range():
                       "dc": [0.5, 0.4], "ic": [0.5, 0.5], "ner": [0.5, 0.5], "ner_mean": [0.9, 1.2]})
     with pytest.raises(BadHypothesis, match=r"column 'ner_mean': row 1"):
         check_nbest_table(table, [])
+
+
+def test_the_service_checks_a_version_with_evidence_on_a_probe_of_every_field():
+    """A version with evidence passes the service's check (its spec against the tables', which have none)."""
+    import dataclasses
+
+    from rerank.benchmark.merge_speed import linear_scorer
+    from rerank.serving.live import PROBE_EVIDENCE, check_scorer, probe_records
+
+    assert all(set(p) == set(EVIDENCE_COLUMNS) for p in PROBE_EVIDENCE)
+    for p in PROBE_EVIDENCE:
+        parse_hypothesis({"domain": "d", "intent": "i", "slots": [], "dc": 0.5, "ic": 0.5, "ner": 0.5, **p}, [])  # in range
+    tables_spec = FeatureSpec("Music", ("music_play", "music_stop"), (("device", ("echo",)),), ("artist",), n_ranks=3)
+    scorer = linear_scorer(dataclasses.replace(tables_spec, evidence=ALL), np.random.default_rng(0))
+    check_scorer(scorer, tables_spec)
+    assert len(probe_records(scorer.spec)) > 0
+    with pytest.raises(Exception, match="intents"):
+        check_scorer(scorer, dataclasses.replace(tables_spec, intents=("music_play",)))

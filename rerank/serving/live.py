@@ -14,7 +14,7 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping
 
 import numpy as np
@@ -60,20 +60,30 @@ class RefusedVersion(RuntimeError):
     pass
 
 
+#: evidence values of the probe, as the scores' (ordinary, lowest, highest, mixed): a model's evidence
+#: weights meet the ends of every field's range (a long utterance, a very unlikely one)
+PROBE_EVIDENCE = [
+    {"ic_margin": 0.5, "ic_entropy": 0.7, "ner_min": 0.5, "ner_mean": 0.7, "oov_share": 0.2, "catalogue_miss": 0, "n_tokens": 5, "unigram_logp": -6.0},
+    {"ic_margin": 0.0, "ic_entropy": 0.0, "ner_min": 0.0, "ner_mean": 0.0, "oov_share": 0.0, "catalogue_miss": 0, "n_tokens": 1, "unigram_logp": -40.0},
+    {"ic_margin": 1.0, "ic_entropy": 6.0, "ner_min": 1.0, "ner_mean": 1.0, "oov_share": 1.0, "catalogue_miss": 20, "n_tokens": 500, "unigram_logp": 0.0},
+    {"ic_margin": 1.0, "ic_entropy": 0.0, "ner_min": 0.0, "ner_mean": 1.0, "oov_share": 1.0, "catalogue_miss": 1, "n_tokens": 2, "unigram_logp": -12.0},
+]
+
+
 def probe_records(spec: FeatureSpec) -> list[dict]:
-    """Hypotheses that touch every feature of ``spec``, at ordinary and extreme scores."""
+    """Hypotheses that touch every feature of ``spec``, at ordinary and extreme scores and evidence."""
     context = {c: values[0] if values else "unknown" for c, values in spec.context}
     records = []
     intents = list(spec.intents) or ["unknown_intent"]
     slots = [{"type": t, "value": "x"} for t in spec.slot_types]
     for i, intent in enumerate(intents):
-        for dc, ic, ner in ((0.5, 0.5, 0.5), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), (1e-9, 1.0, 0.3)):
+        for (dc, ic, ner), evidence in zip(((0.5, 0.5, 0.5), (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), (1e-9, 1.0, 0.3)), PROBE_EVIDENCE):
             records.append({"domain": spec.domain, "intent": intent, "slots": slots if i % 2 else [], "dc": dc, "ic": ic,
-                            "ner": ner, "rank": i % max(1, spec.n_ranks + 1), **context})
+                            "ner": ner, "rank": i % max(1, spec.n_ranks + 1), **context, **evidence})
     for c, values in spec.context:
         for v in values:
             records.append({"domain": spec.domain, "intent": intents[0], "slots": [], "dc": 0.5, "ic": 0.5, "ner": 0.5,
-                            "rank": 0, **{**context, c: v}})
+                            "rank": 0, **{**context, c: v}, **PROBE_EVIDENCE[0]})
     return records
 
 
@@ -84,7 +94,8 @@ def check_scorer(scorer: DomainScorer, expected: FeatureSpec | None) -> None:
     if scorer.spec.domain != scorer.domain:
         raise RefusedVersion(f"{scorer.domain} {scorer.version}: its spec is of domain {scorer.spec.domain!r}")
     if expected is not None:
-        scorer.spec.check_same(expected, what=f"version {scorer.version}")
+        # the tables' spec has no evidence: each version chooses its own (the probe below feeds it)
+        scorer.spec.check_same(replace(expected, evidence=scorer.spec.evidence), what=f"version {scorer.version}")
     logits = scorer.logit(features_from_records(probe_records(scorer.spec), scorer.spec))
     if not np.isfinite(logits).all():
         raise RefusedVersion(f"{scorer.domain} {scorer.version}: {int((~np.isfinite(logits)).sum())} of "
