@@ -12,6 +12,7 @@ import httpx
 import numpy as np
 import pytest
 
+from rerank.benchmark.measure import utterance_pool
 from rerank.hypotheses.tables import TableSet
 from rerank.merge.ranker import CrossDomainRanker
 from rerank.model.registry import Registry
@@ -31,15 +32,9 @@ def service(world, registry: Path, *overrides: str):
 
 
 def utterances(world, n: int = 40) -> list[list[dict]]:
-    """Dev utterances' hypotheses in the n-best format (what a client sends)."""
+    """Dev utterances' hypotheses in the n-best format (what a client sends), with the evidence the models need."""
     tables = TableSet.open(world.output_dir / "data" / CORPUS)
-    fields = ["utt_index", "domain", "intent", "slots", "dc", "ic", "ner", "rank", "device"]
-    by_utt: dict[int, list[dict]] = {}
-    for d in tables.domains:
-        for row in tables.read(d, "dev").select(fields).to_pylist():
-            if row["utt_index"] < n:
-                by_utt.setdefault(row.pop("utt_index"), []).append(row)
-    return [by_utt[u] for u in sorted(by_utt)]
+    return utterance_pool({d: tables.read(d, "dev") for d in tables.domains}, ["device"], limit=n)
 
 
 def offline(registry: Path, versions: dict[str, str], hyps: list[dict]) -> list[tuple]:
@@ -168,6 +163,25 @@ def test_a_bad_request_gets_a_4xx_naming_the_field(basic, body, status, field):
     r = httpx.post(url + path, content=body, headers={"content-type": "application/json"})
     assert r.status_code == status, r.text
     assert r.json()["field"] == field and field.split(".")[-1].split("[")[0] in r.json()["error"]
+
+
+def test_a_request_without_the_evidence_a_model_needs_gets_a_4xx_naming_it(basic, live_world):
+    """The live models use evidence (the default features): a client that does not send it is told which field."""
+    import pyarrow as pa
+
+    url, registry = basic
+    spec = Registry(registry).load(CORPUS, live_world.manifest["domains"][0]).spec
+    assert "oov" in spec.evidence
+    hyps = [h for h in utterances(live_world, 1)[0] if h["domain"] == spec.domain] or utterances(live_world, 1)[0]
+    hyps = [dict(h) for h in hyps]
+    for h in hyps:
+        h.pop("oov_share", None)
+    r = httpx.post(url + "/rank", json={"hypotheses": hyps})
+    assert r.status_code == 422 and r.json()["field"] == "hypotheses.oov_share" and "oov_share" in r.json()["error"], r.text
+    rows = [{**h, "utt": "u0"} for h in hyps]
+    r = httpx.post(url + "/rank/batch", content=_arrow(pa.Table.from_pylist(rows)),
+                   headers={"content-type": "application/vnd.apache.arrow.stream"})
+    assert r.status_code == 422 and r.json()["field"] == "oov_share", r.text
 
 
 def test_too_many_hypotheses_and_the_metrics(basic):

@@ -14,6 +14,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from rerank.hypotheses.schema import EVIDENCE_COLUMNS
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -88,7 +90,12 @@ def utterance_pool(tables: Mapping[str, Any], context_fields: Iterable[str], lim
     fields = ["utt_index", "domain", "intent", "slots", "dc", "ic", "ner", "rank", *context_fields]
     by_utt: dict[int, list[dict]] = {}
     for d in sorted(tables):
-        for row in tables[d].select(fields).to_pylist():
+        # with the evidence the tables hold (null fields are left out: the n-best format's "not given")
+        evidence = [c for c in EVIDENCE_COLUMNS if c in tables[d].column_names]
+        for row in tables[d].select([*fields, *evidence]).to_pylist():
+            for c in evidence:
+                if row[c] is None:
+                    del row[c]
             if limit is None or row["utt_index"] < limit:
                 by_utt.setdefault(row.pop("utt_index"), []).append(row)
     return [by_utt[u] for u in sorted(by_utt)]

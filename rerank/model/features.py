@@ -65,7 +65,11 @@ class FeatureSpecMismatch(ValueError):
 
 
 class BadFeatures(ValueError):
-    """Features that cannot be scored (NaN, infinite, missing columns)."""
+    """Features that cannot be scored (NaN, infinite, missing columns); ``field`` names the field when one is at fault."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field
 
 
 @dataclass(frozen=True)
@@ -222,7 +226,7 @@ def _table_columns(table: pa.Table, spec: FeatureSpec) -> _TableColumns:
     missing = [c for c in (*SCORES, "rank", "n_slots", "intent", "slots", *(c for c, _ in spec.context), *fields)
                if c not in table.column_names]
     if missing:
-        raise BadFeatures(f"hypothesis table lacks the columns {missing}")
+        raise BadFeatures(f"hypothesis table lacks the columns {missing}", missing[0])
     scores = np.stack([table[s].to_numpy(zero_copy_only=False).astype(np.float64) for s in SCORES], axis=1)
     check_finite(scores, table)
     ranks = table["rank"].to_numpy(zero_copy_only=False).astype(np.int64)
@@ -256,7 +260,8 @@ def _table_columns(table: pa.Table, spec: FeatureSpec) -> _TableColumns:
 def _field(table: pa.Table, field: str) -> np.ndarray:
     column = table[field]
     if column.null_count:
-        raise BadFeatures(f"hypothesis table: {column.null_count} rows have no {field!r}, which the model's evidence features need")
+        raise BadFeatures(f"hypothesis table: {column.null_count} rows have no {field!r}, which the model's evidence features need",
+                          field)
     values = np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
     check_finite(values[:, None], table, what=field)
     return values
@@ -412,8 +417,8 @@ def _record_field(records: Sequence[Mapping[str, Any]], field: str, domain: str)
     except KeyError:
         i = next(i for i, r in enumerate(records) if field not in r)
         raise BadFeatures(f"{domain}: hypothesis {i} lacks the field {field!r}, which the domain's model needs "
-                          f"(its evidence features: its NLU must send it)") from None
+                          f"(its evidence features: its NLU must send it)", field) from None
     except (TypeError, ValueError) as err:
-        raise BadFeatures(f"{domain}: {field!r} must be a number in every hypothesis: {err}") from None
+        raise BadFeatures(f"{domain}: {field!r} must be a number in every hypothesis: {err}", field) from None
     check_finite(values[:, None], None, where=f"{domain}: hypotheses", what=field)
     return values

@@ -161,7 +161,7 @@ class LinearDomains:
             if field == "dc":
                 return scores[:, 0]
             if field not in table.column_names:
-                raise BadFeatures(f"hypothesis table lacks the column {field!r}, which evidence features need")
+                raise BadFeatures(f"hypothesis table lacks the column {field!r}, which evidence features need", field)
             return np.asarray(table[field].fill_null(np.nan).to_numpy(zero_copy_only=False), dtype=np.float64)
 
         values = np.stack(_evidence_values(self.evidence, read), axis=1).astype(np.float32).astype(np.float64)

@@ -93,7 +93,7 @@ def _ranked(snapshot, hyps: list[dict], utt_id: Any) -> dict:
     try:
         ranked = snapshot.ranker.rank(hyps, unknown="baseline")
     except BadFeatures as err:
-        raise BadRequest(str(err), "hypotheses") from None
+        raise BadRequest(str(err), f"hypotheses.{err.field}" if err.field else "hypotheses") from None
     domains = {h["domain"] for h in hyps}
     known = snapshot.ranker.scorers
     fallback = sorted(d for d in domains if d not in known)
@@ -208,7 +208,10 @@ def create_app(settings: ServiceSettings, live: LiveModels | None = None) -> Fas
         except BadHypothesis as err:
             raise BadRequest(str(err), err.field) from None
         snapshot = live.snapshot
-        score, rank, versions = snapshot.ranker.rank_table(checked, unknown="baseline")
+        try:
+            score, rank, versions = snapshot.ranker.rank_table(checked, unknown="baseline")
+        except BadFeatures as err:  # e.g. a column of evidence a domain's model needs
+            raise BadRequest(str(err), err.field or "body") from None
         names = sorted(versions)
         out = pa.table({"row": pa.array(np.arange(table.num_rows)), "utt": checked["utt"], "domain": checked["domain"],
                         "rank": pa.array(rank), "domain_rank": checked["rank"], "score": pa.array(score),
