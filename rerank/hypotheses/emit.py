@@ -73,11 +73,12 @@ def emit_domain(interpreter: Interpreter, domain: str, utts: Sequence[Utterance]
     margin, entropy = intent_evidence(probs)
     names, probs = names[:, :k_int], probs[:, :k_int]
     labellings = interpreter.labellings_with_marginals(rows, k_ner)
+    nearest = data.nearest([utts[i].tokens for i in rows])
     for s, i in enumerate(rows):
         utt = utts[i]
         evidence = {"ic_margin": float(margin[s]), "ic_entropy": float(entropy[s]),
                     "oov_share": data.oov_share(utt.tokens), "n_tokens": len(utt.tokens),
-                    "unigram_logp": data.unigram_logp(utt.tokens)}
+                    "unigram_logp": data.unigram_logp(utt.tokens), "neighbour_jaccard": float(nearest[s])}
         _emit_one(sink, utt, int(utt_index[s]), domain, float(dc[s]), names[s], probs[s], labellings[s], n_best, fold,
                   evidence, data)
 

@@ -11,8 +11,12 @@ from collections import Counter
 from typing import Iterable, Sequence
 
 import numpy as np
+from scipy import sparse
 
 from rerank.corpus.utterance import Utterance
+
+#: rows of a query block in :meth:`DomainData.nearest` (a block's overlaps are one dense [rows, training utterances] array)
+NEAREST_BLOCK = 1024
 
 
 class DomainData:
@@ -24,12 +28,45 @@ class DomainData:
     def __init__(self, utterances: Iterable[Utterance]):
         self.counts: Counter = Counter()
         self.catalogue: set[tuple[str, str]] = set()
+        token_sets = []
         for u in utterances:
             self.counts.update(u.tokens)
             self.catalogue.update(u.slots)
+            token_sets.append(set(u.tokens))
         self.vocabulary = self.counts.keys()
         # an unseen token is one more type of the vocabulary
         self._denominator = sum(self.counts.values()) + self.SMOOTHING * (len(self.counts) + 1)
+        self._column = {t: j for j, t in enumerate(self.counts)}
+        self._training = self._sets(token_sets).T.tocsr()  # [V, training utterances]
+        self._training_sizes = np.array([len(t) for t in token_sets], dtype=np.float64)
+
+    def _sets(self, token_sets: Sequence[set]) -> sparse.csr_matrix:
+        """Binary [len(token_sets), V] of the known tokens of each set."""
+        cols = [[self._column[t] for t in ts if t in self._column] for ts in token_sets]
+        indptr = np.cumsum([0, *map(len, cols)])
+        data = np.ones(int(indptr[-1]))
+        indices = np.fromiter((j for c in cols for j in c), dtype=np.int64, count=int(indptr[-1]))
+        return sparse.csr_matrix((data, indices, indptr), shape=(len(token_sets), len(self._column)))
+
+    def nearest(self, token_lists: Sequence[Sequence[str]]) -> np.ndarray:
+        r"""The highest Jaccard similarity of each utterance's token set to one of the training utterances'.
+
+        .. math:: \max_{t \in \text{train}_d} \frac{|u \cap t|}{|u \cup t|}
+
+        1 for an utterance the domain was trained on word for word (cross-fitting keeps a
+        training row's own utterance out); 0 when the domain has no training utterance.
+        """
+        sets = [set(t) for t in token_lists]
+        out = np.zeros(len(sets))
+        if not len(self._training_sizes) or not sets:
+            return out
+        sizes = np.array([len(s) for s in sets], dtype=np.float64)
+        for lo in range(0, len(sets), NEAREST_BLOCK):
+            hi = lo + NEAREST_BLOCK
+            overlap = (self._sets(sets[lo:hi]) @ self._training).toarray()
+            union = sizes[lo:hi, None] + self._training_sizes[None, :] - overlap
+            out[lo:hi] = (overlap / np.maximum(union, 1.0)).max(axis=1)
+        return out
 
     def unigram_logp(self, tokens: Sequence[str]) -> float:
         r"""Mean over ``tokens`` of :math:`\log \frac{c(t) + k}{N + k (V + 1)}`: how typical the words are of the domain.

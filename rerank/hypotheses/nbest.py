@@ -40,12 +40,13 @@ FIELDS: list[tuple[str, str, str, str]] = [
     ("catalogue_miss", "integer >= 0", "no (evidence)", "slot values (type, value) the domain's training data never had"),
     ("n_tokens", "integer >= 1", "no (evidence)", "tokens of the utterance"),
     ("unigram_logp", "number <= 0", "no (evidence)", "mean log P(token) under the domain's unigram model of its training utterances"),
+    ("neighbour_jaccard", "number in [0, 1]", "no (evidence)", "highest Jaccard similarity of the utterance's words to a training utterance of the domain"),
 ]
 #: evidence fields: (lowest, highest, whole number?); a field a domain's records give must be in every one of them
 EVIDENCE: dict[str, tuple[float, float, bool]] = {
     "ic_margin": (0.0, 1.0, False), "ic_entropy": (0.0, math.inf, False), "ner_min": (0.0, 1.0, False),
     "ner_mean": (0.0, 1.0, False), "oov_share": (0.0, 1.0, False), "catalogue_miss": (0, math.inf, True),
-    "n_tokens": (1, math.inf, True), "unigram_logp": (-math.inf, 0.0, False),
+    "n_tokens": (1, math.inf, True), "unigram_logp": (-math.inf, 0.0, False), "neighbour_jaccard": (0.0, 1.0, False),
 }
 EXAMPLE = {"utt_id": "u-17", "domain": "Music", "intent": "play_music", "slots": [{"type": "song_name", "value": "mary poppins"}],
            "dc": 0.81, "ic": 0.93, "ner": 0.77, "rank": 0, "device": "fire_tv"}

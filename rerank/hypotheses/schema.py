@@ -35,6 +35,7 @@ HYPOTHESIS_COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("catalogue_miss", pa.int16(), "hypothesised slot values (type, value) never seen in the domain's training data (cross-fitted)"),
     ("n_tokens", pa.int16(), "number of tokens of the utterance"),
     ("unigram_logp", pa.float64(), "mean log P(token) under the domain's unigram model of its training utterances (add-1/2, cross-fitted)"),
+    ("neighbour_jaccard", pa.float64(), "highest Jaccard similarity of the utterance's token set to one of the domain's training utterances (cross-fitted)"),
     ("sem_errors", pa.int32(), "E_int + S + D + I against the gold (REFERENCE.md s.2)"),
     ("sem_total", pa.int32(), "1 + number of gold slots"),
     ("semer", pa.float64(), "sem_errors / sem_total (not clipped)"),
@@ -48,7 +49,7 @@ HYPOTHESIS_COLUMNS: list[tuple[str, pa.DataType, str]] = [
 #: the columns of evidence a domain owns; a table may leave them null, the manifest's ``evidence`` says which
 #: ones each domain's table fills
 EVIDENCE_COLUMNS = ("ic_margin", "ic_entropy", "ner_min", "ner_mean", "oov_share", "catalogue_miss", "n_tokens",
-                    "unigram_logp")
+                    "unigram_logp", "neighbour_jaccard")
 
 UTTERANCE_COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("utt_id", pa.string(), "utterance id from the corpus"),

@@ -39,6 +39,8 @@ EVIDENCE: dict[str, tuple[tuple[str, str, Any], ...]] = {
     "length": (("log_tokens", "n_tokens", np.log1p),),
     # not in issue 11's list: how typical the words are of the domain (a smooth OOV share)
     "unigram": (("unigram_logp", "unigram_logp", None),),
+    # nor this: how close the utterance is to one the domain was trained on (its nearest neighbour, by words)
+    "neighbour": (("neighbour_jaccard", "neighbour_jaccard", None),),
 }
 
 
