@@ -11,6 +11,8 @@
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import pyarrow as pa
 
@@ -51,7 +53,8 @@ def replicate(tables: dict[str, pa.Table], n_utts: int, target: int) -> tuple[di
     return out, k
 
 
-def batch_throughput(cfg: dict, split: str, target: int, registry: str | None, repeats: int) -> dict:
+def batch_throughput(cfg: dict, split: str, target: int, registry: str | None, repeats: int,
+                     evidence: Sequence[str] = ()) -> dict:
     from rerank.hypotheses.prepare import prepare
     from rerank.hypotheses.tables import open_tables
     from rerank.merge.ranker import CrossDomainRanker
@@ -64,7 +67,7 @@ def batch_throughput(cfg: dict, split: str, target: int, registry: str | None, r
     n_utts = manifest["splits"][split]
     big, k = replicate(tables, n_utts, target)
     n = sum(t.num_rows for t in big.values())
-    specs = {d: spec_from_manifest(manifest, d) for d in manifest["domains"]}
+    specs = {d: spec_from_manifest(manifest, d, evidence) for d in manifest["domains"]}
     if registry:
         ranker = CrossDomainRanker.from_registry(registry, manifest["corpus"], manifest["domains"], specs=specs)
         models = f"published ({len(ranker.domains) - len(ranker.fallbacks)} of {len(ranker.domains)} domains; others baseline)"
@@ -84,7 +87,7 @@ def batch_throughput(cfg: dict, split: str, target: int, registry: str | None, r
                       f"= {n:,} ({len(big)} domains, {min(dims)}-{max(dims)} features, {n_utts * k:,} utterances)"}
 
 
-def hwu64_specs(rng: np.random.Generator):
+def hwu64_specs(rng: np.random.Generator, evidence: Sequence[str] = ()):
     from rerank.model.features import FeatureSpec
 
     specs = []
@@ -92,7 +95,7 @@ def hwu64_specs(rng: np.random.Generator):
         n_int, n_slot = int(rng.integers(2, 11)), int(rng.integers(10, 36))
         specs.append(FeatureSpec(
             domain=d, intents=tuple(f"{d}_intent{i}" for i in range(n_int)), context=(("device", DEVICES),),
-            slot_types=tuple(f"{d}_slot{i}" for i in range(n_slot)), n_ranks=5))
+            slot_types=tuple(f"{d}_slot{i}" for i in range(n_slot)), n_ranks=5, evidence=tuple(evidence)))
     return specs
 
 
@@ -106,15 +109,20 @@ def random_utterance(specs, rng: np.random.Generator, per_domain: int = 5) -> li
             slots = [{"type": spec.slot_types[int(rng.integers(len(spec.slot_types)))], "value": f"v{j}"} for j in range(n_slots)]
             hyps.append({"utt_id": "u", "domain": spec.domain, "rank": r,
                          "intent": spec.intents[int(rng.integers(len(spec.intents)))], "slots": slots,
-                         "device": device, "dc": dc, "ic": float(rng.random()), "ner": float(rng.random())})
+                         "device": device, "dc": dc, "ic": float(rng.random()), "ner": float(rng.random()),
+                         # every evidence field, whether the models read it or not (as a client sends them)
+                         "ic_margin": float(rng.random()), "ic_entropy": float(rng.random()), "ner_min": float(rng.random()),
+                         "ner_mean": float(rng.random()), "oov_share": float(rng.random()), "catalogue_miss": n_slots,
+                         "n_tokens": int(rng.integers(1, 12)), "unigram_logp": -8 * float(rng.random()),
+                         "neighbour_jaccard": float(rng.random())})
     return hyps
 
 
-def rank_latency(calls: int, warmup: int) -> dict:
+def rank_latency(calls: int, warmup: int, evidence: Sequence[str] = ()) -> dict:
     from rerank.merge.ranker import CrossDomainRanker
 
     rng = np.random.default_rng(1)
-    specs = hwu64_specs(rng)
+    specs = hwu64_specs(rng, evidence)
     ranker = CrossDomainRanker({s.domain: linear_scorer(s, rng) for s in specs}, "bench")
     pool = [random_utterance(specs, rng) for _ in range(64)]
     dims = [s.dim for s in specs]
@@ -125,15 +133,15 @@ def rank_latency(calls: int, warmup: int) -> dict:
 
 def run(output_dir: str, data: str = "synthetic", data_path: str | None = None, n_utterances: int = 4000, folds: int = 2,
         split: str = "test", registry: str | None = None, hypotheses: int = 1_500_000, repeats: int = 5, calls: int = 5000,
-        warmup: int = 500) -> int:
+        warmup: int = 500, evidence: Sequence[str] = ()) -> int:
     overrides = [f"paths.output_dir={output_dir}", f"data={data}"]
     if data == "synthetic":
         overrides += [f"data.synthetic.n_utterances={n_utterances}", f"recognizers.folds={folds}"]
     elif data_path:
         overrides.append(f"data.path={data_path}")
     info = machine_info()
-    tp = batch_throughput(compose_config("prepare", overrides), split, hypotheses, registry, repeats)
-    lat = rank_latency(calls, warmup)
+    tp = batch_throughput(compose_config("prepare", overrides), split, hypotheses, registry, repeats, evidence)
+    lat = rank_latency(calls, warmup, evidence)
     ok_tp, ok_lat = tp["best_per_second"] >= 5e6, lat["p99_ms"] < 1.0
     lines = ["# Merge benchmark", "", "| machine | |", "| --- | --- |", *(f"| {k} | {v} |" for k, v in info.items()),
              "", "| measure | setting | result | target | met |", "| --- | --- | --- | --- | --- |",
