@@ -128,3 +128,28 @@ def test_the_benchmark_runs_on_imported_tables_and_agrees(bench, tmp_path):
         assert rows[name]["semer"] == prepared[name]["semer"], name
         assert rows[name]["per_domain"] == prepared[name]["per_domain"], name
     assert imported["corpus"] == "imported"
+
+
+def test_the_evidence_ablation_measures_every_family_on_dev_and_the_chosen_one_on_test(tmp_path):
+    from rerank.benchmark.ablation import run_ablation
+
+    out = tmp_path / "ablation"
+    overrides = [f"paths.output_dir={out}", "data.synthetic.n_utterances=400", "recognizers.folds=2", "benchmark.bootstrap=20",
+                 "benchmark.ablation.families=[ic,oov]", 'benchmark.trainer_overrides=["~callbacks","trainer.max_epochs=2"]',
+                 "write_benchmarks_md=true", f"benchmarks_md={tmp_path / 'BENCHMARKS.md'}"]
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        cfg = OmegaConf.to_container(compose(config_name="benchmark", overrides=overrides), resolve=True)
+    results = run_ablation(cfg, cli_overrides=overrides)
+    names = [r["name"] for r in results["dev"]]
+    assert names[:4] == ["no evidence (default features)", "+ ic", "+ oov", "+ every family"]
+    best = min(results["dev"], key=lambda r: r["semer"])
+    assert results["chosen"] == best["evidence"]
+    for r in results["dev"]:
+        assert r["semer_ci"][0] <= r["semer"] <= r["semer_ci"][1] and r["ece_top_ci"] is not None and r["gap_closed"] is not None
+    test_names = [r["name"] for r in results["test_rows"]]
+    assert test_names[0].startswith("unweighted baseline") and test_names[1] == "default, no evidence"
+    assert test_names[-1] == "oracle" and len(test_names) == (3 if not results["chosen"] else 4)
+    saved = json.loads((out / "benchmarks" / "synthetic" / "ablation.json").read_text())
+    assert saved["chosen"] == results["chosen"]
+    section = (tmp_path / "BENCHMARKS.md").read_text()
+    assert "## Evidence ablation: synthetic" in section and "| + oov |" in section
