@@ -24,7 +24,7 @@ REDUCED = (
 )
 
 ROW_PREFIXES = [
-    "unweighted baseline", "R1 semer, candidates=domain", "R1 semer, candidates=utterance, competitors=baseline",
+    "unweighted baseline", "default system (configs/train.yaml", "R1 semer, candidates=domain", "R1 semer, candidates=utterance, competitors=baseline",
     "R1 semer, candidates=utterance, competitors=live", "R2 crossentropy", "R3 combined, candidates=domain",
     "R3 combined, candidates=utterance, competitors=baseline", "R3 combined, candidates=utterance, competitors=live",
     "Platt-scaled baseline", "joint model", "LightGBM LambdaMART", "oracle",
@@ -56,7 +56,7 @@ def test_results_json_has_every_part(bench):
             assert {"semer", "semer_ci", "irer", "irer_ci", "domain_error", "ece_top", "mce_top", "brier_top", "gap_closed"} <= set(r)
     lgbm = next(r for r in on_disk["rows"] if r["name"].startswith("LightGBM"))
     assert lgbm["status"] in ("disabled", "not installed") and lgbm["retrain_alone"] == "no"
-    skipped = [r for r in on_disk["rows"] if "candidates=utterance" in r["name"]]
+    skipped = [r for r in on_disk["rows"] if "candidates=utterance" in r["name"] and not r["name"].startswith("default system")]
     assert len(skipped) == 4 and all(r["status"].startswith("skipped") for r in skipped)
     assert {"R1", "R3", "joint"} <= set(on_disk["selection"])
     a = on_disk["async_update"]
@@ -141,13 +141,13 @@ def test_the_evidence_ablation_measures_every_family_on_dev_and_the_chosen_one_o
         cfg = OmegaConf.to_container(compose(config_name="benchmark", overrides=overrides), resolve=True)
     results = run_ablation(cfg, cli_overrides=overrides)
     names = [r["name"] for r in results["dev"]]
-    assert names[:4] == ["no evidence (default features)", "+ ic", "+ oov", "+ every family"]
+    assert names[:4] == ["no evidence (features=base)", "+ ic", "+ oov", "+ every family"]
     best = min(results["dev"], key=lambda r: r["semer"])
     assert results["chosen"] == best["evidence"]
     for r in results["dev"]:
         assert r["semer_ci"][0] <= r["semer"] <= r["semer_ci"][1] and r["ece_top_ci"] is not None and r["gap_closed"] is not None
     test_names = [r["name"] for r in results["test_rows"]]
-    assert test_names[0].startswith("unweighted baseline") and test_names[1] == "default, no evidence"
+    assert test_names[0].startswith("unweighted baseline") and test_names[1] == "default, features=base (no evidence)"
     assert test_names[-1] == "oracle" and len(test_names) == (3 if not results["chosen"] else 4)
     saved = json.loads((out / "benchmarks" / "synthetic" / "ablation.json").read_text())
     assert saved["chosen"] == results["chosen"]

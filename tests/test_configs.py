@@ -125,10 +125,10 @@ def test_other_configs_compose_and_build(name, tmp_path, deterministic_flag):
 
 def test_the_defaults_are_the_yaml_ones():
     cfg = compose_dict("train", ["domain=Music"])
-    assert cfg["loss"] == {"_target_": "rerank.losses.combined.combined_loss", "_partial_": True, "alpha": 0.1, "temperature": 0.5}
+    assert cfg["loss"] == {"_target_": "rerank.losses.combined.combined_loss", "_partial_": True, "alpha": 0.5, "temperature": 0.5}
     assert cfg["slates"] == {"candidates": "utterance", "competitors": "baseline"}
     loss = build_loss(cfg["loss"])
-    assert isinstance(loss, functools.partial) and loss.keywords == {"alpha": 0.1, "temperature": 0.5}
+    assert isinstance(loss, functools.partial) and loss.keywords == {"alpha": 0.5, "temperature": 0.5}
     assert cfg["model"]["kind"] == "linear" and cfg["optimizer"]["torch"]["_target_"] == "torch.optim.LBFGS"
     assert cfg["optimizer"]["batch_size"] is None  # L-BFGS: the full batch
 

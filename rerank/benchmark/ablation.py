@@ -44,7 +44,7 @@ def ablation_rows(suite, families: Sequence[str]) -> dict:
         dev.append(row)
         return row
 
-    none = measure("no evidence (default features)", [])
+    none = measure("no evidence (features=base)", [])
     helped = []
     for f in families:
         row = measure(f"+ {f}", [f])
@@ -69,7 +69,7 @@ def run_ablation(cfg: Mapping[str, Any], cli_overrides: Sequence[str] = ()) -> d
     out = ablation_rows(s, families)
     for fams in ([], out["chosen"]) if out["chosen"] else ([],):
         run = out["runs"][tuple(fams)]
-        s.per_domain_row("default, no evidence" if not fams else f"default + evidence [{', '.join(fams)}] (chosen on dev)",
+        s.per_domain_row("default, features=base (no evidence)" if not fams else f"default + evidence [{', '.join(fams)}] (chosen on dev)",
                          run, {"evidence": fams})
     s.oracle_row()
     base = evaluate(s.dev, split_baseline(s.dev), False, 0)["overall"]["semer"]

@@ -146,6 +146,18 @@ class Suite:
         self.evaluate_row("unweighted baseline (dc*ic*ner)", "baseline", score, True, train_seconds=0.0,
                           retrain_alone="yes (nothing to train)")
 
+    def default_row(self) -> None:
+        """The system ``make run`` trains: ``configs/train.yaml`` as it is (no experiment; nothing chosen here)."""
+        run = self.train_variant("default", [])
+        c = self.trainer.config("default", self.domains[0])
+        loss, sl = c["loss"], c["slates"]
+        settings = {"loss": loss["_target_"].rsplit(".", 1)[-1], "alpha": loss.get("alpha"), "temperature": loss.get("temperature"),
+                    "candidates": sl["candidates"], "competitors": sl["competitors"], "model": c["model"]["kind"],
+                    "evidence": list(c["features"]["evidence"])}
+        self.per_domain_row(f"default system (configs/train.yaml: alpha={_g(loss['alpha'])}, T={_g(loss['temperature'])}, "
+                            f"candidates={sl['candidates']}, {c['model']['kind']}, {len(settings['evidence'])} evidence families)",
+                            run, settings)
+
     def r1_rows(self, live_from: str) -> None:
         """R1 over the temperatures, chosen on dev; its candidates=utterance rows, whose live competitors are the
         calibrated models of the variant ``live_from`` (R3's): R1's own are not on a probability scale."""
@@ -257,6 +269,7 @@ def run_benchmark(cfg: Mapping[str, Any], cli_overrides: Sequence[str] = ()) -> 
         prepare(cfg, force=bool(cfg.get("force", True)))
     s = Suite(cfg)
     s.baseline_row()
+    s.default_row()
     r2 = s.r2_row()
     r3, r3_res = s.r3_rows()
     s.r1_rows(live_from=s.r3_variant)
