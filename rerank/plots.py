@@ -1,4 +1,4 @@
-"""Pictures people would rather look at than tables: reliability diagrams, feature weights."""
+"""Pictures people would rather look at than tables: reliability diagrams, feature weights, intervals."""
 from __future__ import annotations
 
 from typing import Mapping, Sequence
@@ -87,6 +87,26 @@ def feature_weights(weights: Mapping[str, Mapping[str, float]], features: Sequen
     ax.set_yticks(range(len(domains)), domains, fontsize=8)
     fig.colorbar(im, ax=ax, shrink=0.8)
     ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def interval_rows(rows: Sequence[tuple[str, float, Sequence[float]]], xlabel: str, title: str = "",
+                  reference: float | None = None):
+    """One horizontal bar per ``(label, value, [low, high])``, with its interval; ``reference``: a dashed line."""
+    labels = [r[0] for r in rows]
+    values = np.array([r[1] for r in rows])
+    err = np.abs(np.array([r[2] for r in rows]).T - values)
+    fig, ax = plt.subplots(figsize=(7, 0.4 * len(rows) + 1.4))
+    y = np.arange(len(rows))[::-1]
+    ax.barh(y, values, xerr=err, color="#4c72b0", alpha=0.8, capsize=3)
+    if reference is not None:
+        ax.axvline(reference, color="k", ls="--", lw=1)
+    ax.set_yticks(y, labels, fontsize=8)
+    lo = float(np.min([r[2][0] for r in rows]))
+    ax.set_xlim(max(0.0, lo - 0.1 * (float(np.max(values)) - lo + 1e-9)), None)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=10)
     fig.tight_layout()
     return fig
 

@@ -151,5 +151,6 @@ def test_the_evidence_ablation_measures_every_family_on_dev_and_the_chosen_one_o
     assert test_names[-1] == "oracle" and len(test_names) == (3 if not results["chosen"] else 4)
     saved = json.loads((out / "benchmarks" / "synthetic" / "ablation.json").read_text())
     assert saved["chosen"] == results["chosen"]
+    assert (out / "benchmarks" / "synthetic" / saved["plot"]).stat().st_size > 1000
     section = (tmp_path / "BENCHMARKS.md").read_text()
     assert "## Evidence ablation: synthetic" in section and "| + oov |" in section

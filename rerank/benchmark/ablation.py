@@ -19,6 +19,7 @@ from rerank.hypotheses.figures import oracle_score
 from rerank.hypotheses.prepare import prepare
 from rerank.io import write_json, write_text
 from rerank.merge.evaluate import evaluate, split_baseline
+from rerank.plots import interval_rows, save
 
 SECTION = "Evidence ablation"
 
@@ -85,6 +86,10 @@ def run_ablation(cfg: Mapping[str, Any], cli_overrides: Sequence[str] = ()) -> d
         "seconds": round(time.perf_counter() - t0, 1),
     }
     out_dir = Path(s.dir)
+    fig = interval_rows([(r["name"][:60], r["semer"], r["semer_ci"]) for r in out["dev"]], "dev SemER (95% bootstrap interval)",
+                        f"{s.corpus}: evidence families, dev (dashed: no evidence)", reference=out["dev"][0]["semer"])
+    save(fig, out_dir / "ablation.png")
+    results["plot"] = "ablation.png"
     write_json(out_dir / "ablation.json", results)
     text = render_ablation(results)
     write_text(out_dir / "ablation.md", text)
@@ -111,5 +116,7 @@ def render_ablation(results: Mapping[str, Any]) -> str:
     for r in results["dev"]:
         lines.append(f"| {r['name']} | {_ci(r, 'semer')} | {_ci(r, 'irer')} | {r['domain_error']:.4f} | {_ci(r, 'ece_top')} | "
                      f"{_pct(r.get('gap_closed'))} |")
+    if results.get("plot"):
+        lines += ["", f"![dev SemER per evidence family]({results['plot']})"]
     lines += ["", "### Test, evaluated once", "", *quality_table(results["test_rows"]), ""]
     return "\n".join(lines)
