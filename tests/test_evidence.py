@@ -255,3 +255,53 @@ def test_the_service_checks_a_version_with_evidence_on_a_probe_of_every_field():
     assert len(probe_records(scorer.spec)) > 0
     with pytest.raises(Exception, match="intents"):
         check_scorer(scorer, dataclasses.replace(tables_spec, intents=("music_play",)))
+
+
+@pytest.mark.parametrize("with_mlp", [False, True])
+def test_rank_scores_linear_domains_together_as_one_by_one(monkeypatch, with_mlp):
+    """rank() scores the linear models of an utterance's domains by lookups: the same scores as one matrix per domain."""
+    import torch
+
+    import rerank.merge.ranker as ranker_mod
+    from rerank.benchmark.merge_speed import hwu64_specs, linear_scorer, random_utterance
+    from rerank.merge.ranker import CrossDomainRanker, DomainScorer
+    from rerank.training.model import DomainReranker
+
+    rng = np.random.default_rng(11)
+    specs = hwu64_specs(rng)
+    # families differ between domains (and some have none); intents named as in the gold file in some dicts
+    specs = [FeatureSpec(s.domain, s.intents, s.context, s.slot_types, n_ranks=int(rng.integers(1, 6)),
+                         evidence=tuple(f for f in ALL if rng.random() < 0.6)) for s in specs]
+    scorers = {s.domain: linear_scorer(s, rng) for s in specs}
+    if with_mlp:
+        s = specs[0]
+        model = DomainReranker(s, kind="mlp", hidden=4)
+        with torch.no_grad():
+            for p in model.parameters():
+                p.copy_(torch.from_numpy(rng.normal(0, 0.3, tuple(p.shape)).astype(np.float32)))
+        scorers[s.domain] = DomainScorer(s.domain, "v9", s, model.numpy_scorer(), "bench")
+    together = CrossDomainRanker(scorers, "bench")
+    utterances = []
+    for _ in range(30):
+        hyps = random_utterance(specs, rng, per_domain=int(rng.integers(1, 4)))
+        for h in hyps[::4]:
+            h["intent"] = h["intent"].split("_", 1)[1]  # named as in the gold file: read as domain-qualified
+        if rng.random() < 0.5:
+            for h in hyps:
+                del h["rank"]  # ranked by ic * ner
+        utterances.append(hyps)
+    got = [together.rank(h) for h in utterances]
+    assert getattr(together, "_many", None) is not None  # the path under test ran
+    monkeypatch.setattr(ranker_mod, "RANK_TOGETHER", 10**9)
+    one_by_one = CrossDomainRanker(scorers, "bench")
+    for g, hyps in zip(got, utterances):
+        want = one_by_one.rank(hyps)
+        assert [(h["domain"], h["intent"], h["domain_rank"]) for h in g] == [(h["domain"], h["intent"], h["domain_rank"]) for h in want]
+        np.testing.assert_allclose([h["score"] for h in g], [h["score"] for h in want], rtol=1e-12, atol=1e-14)
+    monkeypatch.setattr(ranker_mod, "RANK_TOGETHER", 2)
+    bad = [dict(h) for h in utterances[0]]
+    victim = next(h for h in bad if together.scorers[h["domain"]].spec.evidence and h["domain"] != specs[0].domain)
+    field = evidence_fields(together.scorers[victim["domain"]].spec.evidence)[0]
+    del victim[field]
+    with pytest.raises(BadFeatures, match=rf"{victim['domain']}: hypothesis \d+ lacks the field '{field}'"):
+        together.rank(bad)

@@ -18,8 +18,8 @@ import pyarrow.compute as pc
 
 from rerank.hypotheses.figures import baseline_score
 from rerank.ranking import order_within_utterances, rank_within_utterances
-from rerank.model.features import (BadFeatures, FeatureSpec, check_finite, feature_blocks, features_from_records,
-                                   log_scores, record_scores)
+from rerank.model.features import (BadFeatures, FeatureSpec, check_finite, evidence_matrix, feature_blocks, features_from_records,
+                                   log_scores, record_ranks, record_scores)
 from rerank.model.many import LinearDomains
 from rerank.model.registry import PublishedModel, Registry
 from rerank.model.scorer import LogitScorer, sigmoid
@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 BASELINE = "baseline"
 #: from this many linear domains on, score_tables scores them together (rerank.model.many)
 MANY_DOMAINS = 32
+#: from this many linear domains in one utterance's list, rank() scores them together (rerank.model.many)
+RANK_TOGETHER = 2
 MISSING_POLICIES = ("baseline", "error")
 
 
@@ -185,12 +187,54 @@ class CrossDomainRanker:
         logs = log_scores(raw)
         scores = np.empty(len(hypotheses))
         model_rows = []
+        # the evidence of every domain that reads the same families, in one pass over the dicts
+        groups: dict[tuple, list[str]] = {}
+        for d in by_domain:
+            if not scorers[d].is_baseline and scorers[d].spec.evidence:
+                groups.setdefault(scorers[d].spec.evidence, []).append(d)
+        evidence = {}
+        for families, ds in groups.items():
+            rows = [i for d in ds for i in by_domain[d]]
+            try:
+                E = evidence_matrix([hypotheses[i] for i in rows], families, raw[rows])
+            except BadFeatures:  # said again with the domain's name
+                for d in ds:
+                    evidence_matrix([hypotheses[i] for i in by_domain[d]], families, raw[by_domain[d]], d)
+                raise
+            bounds = np.cumsum([0] + [len(by_domain[d]) for d in ds])
+            evidence.update({d: E[bounds[j]:bounds[j + 1]] for j, d in enumerate(ds)})
+        # the linear models of several domains: scored together by lookups (rerank.model.many), no matrix per domain
+        linear = [d for d in by_domain if self._is_linear(d) and scorers[d] is self.scorers[d]]
+        if len(linear) < RANK_TOGETHER:
+            linear = []
+        if linear:
+            many = self._linear_domains()
+            rows = [i for d in linear for i in by_domain[d]]
+            code, ranks = [], []
+            for d in linear:
+                idx = by_domain[d]
+                code += [many.code[d]] * len(idx)
+                ranks += record_ranks([hypotheses[i] for i in idx], raw[idx], d)
+            ev = None
+            if many.evidence:
+                ev = np.full((len(rows), many.evidence_w.shape[1]), np.nan)
+                at = 0
+                for d in linear:
+                    k = len(by_domain[d])
+                    if d in evidence:
+                        ev[at:at + k, many.evidence_columns[many.code[d]]] = evidence[d]
+                    at += k
+            scores[rows] = many.record_logits([hypotheses[i] for i in rows], code, raw[rows], logs[rows], ranks, ev)
+            model_rows += rows
         for d, idx in by_domain.items():
             scorer = scorers[d]
+            if d in linear:
+                continue
             if scorer.is_baseline:
                 scores[idx] = baseline_score(*raw[idx].T)
             else:
-                scores[idx] = scorer.logit(features_from_records([hypotheses[i] for i in idx], scorer.spec, raw[idx], logs[idx]))
+                scores[idx] = scorer.logit(features_from_records([hypotheses[i] for i in idx], scorer.spec, raw[idx], logs[idx],
+                                                                 evidence.get(d)))
                 model_rows += idx
         scores[model_rows] = _sigmoid(scores[model_rows])
         version = {d: s.version for d, s in scorers.items()}
@@ -235,16 +279,18 @@ class CrossDomainRanker:
         versions = {d: self.scorers[d].version if d in self.scorers else BASELINE for d in names}
         return score, rank_within_utterances(table["utt_index"].to_numpy(), score), versions
 
+    def _is_linear(self, domain: str) -> bool:
+        s = self.scorers.get(domain)
+        return s is not None and not s.is_baseline and isinstance(s.logit, LogitScorer) and s.logit.kind == "linear"
+
     def _linear_domains(self) -> LinearDomains:
         if getattr(self, "_many", None) is None:
-            self._many = LinearDomains({d: (s.spec, s.logit) for d, s in self.scorers.items()
-                                        if not s.is_baseline and isinstance(s.logit, LogitScorer) and s.logit.kind == "linear"})
+            self._many = LinearDomains({d: (s.spec, s.logit) for d, s in self.scorers.items() if self._is_linear(d)})
         return self._many
 
     def _score_many(self, tables: Mapping[str, pa.Table], domains: list[str]) -> dict[str, np.ndarray]:
         """Every domain's scores; the linear models of many domains together (:mod:`rerank.model.many`)."""
-        linear = [d for d in domains if not self.scorers[d].is_baseline and isinstance(self.scorers[d].logit, LogitScorer)
-                  and self.scorers[d].logit.kind == "linear"]
+        linear = [d for d in domains if self._is_linear(d)]
         if len(linear) < MANY_DOMAINS:
             return {d: self.scorers[d].score_table(tables[d]) for d in domains}
         many = self._linear_domains()

@@ -8,6 +8,7 @@ merge), one over a list of hypothesis dicts (``CrossDomainRanker.rank``).
 from __future__ import annotations
 
 import functools
+import operator
 from dataclasses import asdict, dataclass
 from typing import Any, Iterator, Mapping, Sequence
 
@@ -52,13 +53,37 @@ def evidence_fields(families: Sequence[str]) -> list[str]:
     return [field for f in families for _, field, _ in EVIDENCE[f] if field != "dc"]
 
 
-def _evidence_values(families: Sequence[str], read) -> list[np.ndarray]:
-    """The evidence feature columns, in spec order; ``read(field)`` gives a field's values as float64."""
-    out = []
-    for f in families:
-        for _, field, transform in EVIDENCE[f]:
-            v = read(field)
-            out.append(transform(v) if transform is not None else v)
+@functools.lru_cache(maxsize=256)
+def _evidence_plan(families: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[tuple[int, Any], ...]]:
+    """The fields the evidence ``families`` read (besides ``dc``), and per feature (its field's position in them
+    or -1 for ``dc``, its transform)."""
+    fields = tuple(dict.fromkeys(evidence_fields(families)))
+    plan = tuple((-1 if field == "dc" else fields.index(field), transform)
+                 for f in families for _, field, transform in EVIDENCE[f])
+    return fields, plan
+
+
+def evidence_matrix(records: Sequence[Mapping[str, Any]], families: tuple[str, ...], scores: np.ndarray,
+                    domain: str = "") -> np.ndarray:
+    """The evidence features ``[n, k]`` (float64) of hypothesis dicts: one pass over their fields.
+
+    ``scores``: their ``[n, 3]`` dc, ic, ner (:func:`record_scores`). Refuses, naming the field, a
+    missing, non-numeric, NaN or infinite value.
+    """
+    fields, plan = _evidence_plan(tuple(families))
+    try:
+        get = operator.itemgetter(*fields)  # a tuple per dict (one field: the value), in C
+        raw = np.array(list(map(get, records)), dtype=np.float64).reshape(len(records), len(fields))
+        ok = bool(np.isfinite(raw).all())
+    except (KeyError, TypeError, ValueError):
+        ok = False
+    if not ok:
+        for f in fields:
+            _record_field(records, f, domain)  # raises, naming the field and the hypothesis
+    out = np.empty((len(records), len(plan)))
+    for j, (src, transform) in enumerate(plan):
+        v = scores[:, 0] if src < 0 else raw[:, src]
+        out[:, j] = transform(v) if transform is not None else v
     return out
 
 
@@ -97,6 +122,14 @@ class FeatureSpec:
     def __post_init__(self):
         evidence_fields(self.evidence)  # refuses an unknown family
 
+    def __hash__(self) -> int:
+        # kept: a spec keys the layout caches, and rank() looks every domain's layout up in every request
+        h = self.__dict__.get("_hash")
+        if h is None:
+            h = hash((self.domain, self.intents, self.context, self.slot_types, self.n_ranks, self.evidence, self.version))
+            object.__setattr__(self, "_hash", h)
+        return h
+
     @property
     def names(self) -> list[str]:
         names = [*SCORES, *(f"log_{s}" for s in SCORES), "n_slots"]
@@ -114,11 +147,11 @@ class FeatureSpec:
     @property
     def evidence_col(self) -> int:
         """The column of the first evidence feature."""
-        return self.dim - len(self.evidence_names)
+        return self.dim - len(_evidence_plan(self.evidence)[1])
 
     @property
     def dim(self) -> int:
-        return len(self.names)
+        return _record_layout(self)[0]
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -203,7 +236,7 @@ class _TableColumns:
     slot_col: int
     slot_owner: np.ndarray  # row of every slot of a known type, ascending
     slot_idx: np.ndarray  # its type's index in spec.slot_types
-    evidence: np.ndarray  # [n, len(spec.evidence_names)] float64
+    evidence: list  # per evidence feature: (its field's values [n] float64, transform or None), applied block by block
 
 
 @functools.lru_cache(maxsize=16384)
@@ -253,9 +286,9 @@ def _table_columns(table: pa.Table, spec: FeatureSpec) -> _TableColumns:
         idx = _index_in(types, spec.slot_types)
         known = idx >= 0
         owner, idx = owner[known], idx[known]
-    evidence = np.zeros((n, 0))
-    if spec.evidence:
-        evidence = np.stack(_evidence_values(spec.evidence, lambda f: scores[:, 0] if f == "dc" else _field(table, f)), axis=1)
+    fields, plan = _evidence_plan(spec.evidence)
+    values = [_field(table, f) for f in fields]
+    evidence = [(scores[:, 0] if src < 0 else values[src], transform) for src, transform in plan]
     return _TableColumns(n, scores, table["n_slots"].to_numpy(zero_copy_only=False), hot, col, owner, idx, evidence)
 
 
@@ -285,8 +318,9 @@ def _assemble(cols: _TableColumns, spec: FeatureSpec, X: np.ndarray, lo: int) ->
             n_types = len(spec.slot_types)
             counts = np.bincount((cols.slot_owner[a:b] - lo) * n_types + cols.slot_idx[a:b], minlength=m * n_types)
             X[:, cols.slot_col:cols.slot_col + n_types] = counts.reshape(m, n_types)
-    if cols.evidence.shape[1]:
-        X[:, spec.evidence_col:] = cols.evidence[lo:hi]
+    col = dim - len(cols.evidence)
+    for j, (v, transform) in enumerate(cols.evidence):
+        X[:, col + j] = transform(v[lo:hi]) if transform is not None else v[lo:hi]
 
 
 def features_from_table(table: pa.Table, spec: FeatureSpec) -> np.ndarray:
@@ -331,6 +365,7 @@ def check_finite(scores: np.ndarray, table: pa.Table | None = None, where: str =
 def _record_layout(spec: FeatureSpec) -> tuple:
     """Column of every intent, context value and slot type of ``spec`` (cached: built once per spec)."""
     col = 7 + spec.n_ranks
+    dim = len(spec.names)
     intents = {v: col + i for i, v in enumerate(spec.intents)}
     col += len(spec.intents)
     context = []
@@ -338,7 +373,7 @@ def _record_layout(spec: FeatureSpec) -> tuple:
         context.append((c, {v: col + i for i, v in enumerate(values)}))
         col += len(values)
     slot_types = {t: col + i for i, t in enumerate(spec.slot_types)}
-    return spec.dim, intents, tuple(context), slot_types
+    return dim, intents, tuple(context), slot_types
 
 
 def record_scores(records: Sequence[Mapping[str, Any]], where: str = "hypotheses") -> np.ndarray:
@@ -353,15 +388,34 @@ def record_scores(records: Sequence[Mapping[str, Any]], where: str = "hypotheses
     return scores
 
 
+def record_ranks(records: Sequence[Mapping[str, Any]], scores: np.ndarray, domain: str) -> list[int]:
+    """The rank of each of one domain's hypothesis dicts in its own list: given (all or none, >= 0), else by ``ic * ner``."""
+    ranks = [r.get("rank") for r in records]
+    if None in ranks:
+        if any(x is not None for x in ranks):
+            raise BadFeatures(f"{domain}: {sum(x is not None for x in ranks)} of {len(ranks)} hypotheses have a 'rank'; "
+                              "give it for all of them or for none")
+        out = [0] * len(ranks)
+        for position, i in enumerate(np.argsort(-(scores[:, 1] * scores[:, 2]), kind="stable").tolist()):
+            out[i] = position
+        return out
+    out = [int(x) for x in ranks]
+    if min(out, default=0) < 0:
+        i = next(i for i, x in enumerate(out) if x < 0)
+        raise BadFeatures(f"hypothesis {i} has a negative rank ({out[i]}); ranks are 0-based")
+    return out
+
+
 def features_from_records(records: Sequence[Mapping[str, Any]], spec: FeatureSpec, scores: np.ndarray | None = None,
-                          logs: np.ndarray | None = None) -> np.ndarray:
+                          logs: np.ndarray | None = None, evidence: np.ndarray | None = None) -> np.ndarray:
     """The same matrix as :func:`features_from_table` for a list of one domain's hypothesis dicts.
 
     The dicts may be in the n-best format of ``import`` and the service: an intent named as in the
     gold file reads as the domain-qualified one (``play`` of ``Music``: ``Music_play``), and a list
     without ``rank`` is ranked by ``ic * ner``, as ``import`` ranks it.
-    ``scores`` (from :func:`record_scores`) and ``logs`` (their :func:`log_scores`), when given, are
-    those of ``records`` already computed (``CrossDomainRanker.rank`` does it once for all domains).
+    ``scores`` (from :func:`record_scores`), ``logs`` (their :func:`log_scores`) and ``evidence`` (their
+    :func:`evidence_matrix`), when given, are those of ``records`` already computed
+    (``CrossDomainRanker.rank`` does it once for all domains).
     """
     n = len(records)
     dim, intent_col, ctx_cols, slot_col = _record_layout(spec)
@@ -370,24 +424,16 @@ def features_from_records(records: Sequence[Mapping[str, Any]], spec: FeatureSpe
     if logs is None:
         logs = log_scores(scores)
     last_rank = spec.n_ranks - 1
-    ranks = [r.get("rank") for r in records]
-    if None in ranks:
-        if any(x is not None for x in ranks):
-            raise BadFeatures(f"{spec.domain}: {sum(x is not None for x in ranks)} of {n} hypotheses have a 'rank'; "
-                              "give it for all of them or for none")
-        order = np.argsort(-(scores[:, 1] * scores[:, 2]), kind="stable")
-        ranks = [0] * n
-        for position, i in enumerate(order.tolist()):
-            ranks[i] = position
-    # Built as a flat list (Python item assignment is much cheaper than numpy's for a few rows).
+    ranks = record_ranks(records, scores, spec.domain)
+    # Built as a flat list (Python item assignment is much cheaper than numpy's for a few rows); the evidence
+    # columns (the last ones) are written as a block after it.
+    full, dim = dim, dim - len(_evidence_plan(spec.evidence)[1])
     flat = [0.0] * (n * dim)
     base = 0
     for i, r in enumerate(records):
         slots = r.get("slots") or ()
         flat[base + 6] = r.get("n_slots", len(slots))
-        rank = int(ranks[i])
-        if rank < 0:
-            raise BadFeatures(f"hypothesis {i} has a negative rank ({rank}); ranks are 0-based")
+        rank = ranks[i]
         flat[base + 7 + (rank if rank < last_rank else last_rank)] = 1.0
         intent = r.get("intent")
         j = intent_col.get(intent)
@@ -404,12 +450,14 @@ def features_from_records(records: Sequence[Mapping[str, Any]], spec: FeatureSpe
             if j is not None:
                 flat[base + j] += 1.0
         base += dim
-    X = np.array(flat, dtype=np.float32).reshape(n, dim)
+    if full == dim:
+        X = np.array(flat, dtype=np.float32).reshape(n, dim)
+    else:
+        X = np.empty((n, full), dtype=np.float32)
+        X[:, :dim] = np.array(flat, dtype=np.float32).reshape(n, dim)
+        X[:, dim:] = evidence if evidence is not None else evidence_matrix(records, spec.evidence, scores, spec.domain)
     X[:, 0:3] = scores
     X[:, 3:6] = logs
-    if spec.evidence:
-        X[:, spec.evidence_col:] = np.stack(_evidence_values(
-            spec.evidence, lambda f: scores[:, 0] if f == "dc" else _record_field(records, f, spec.domain)), axis=1)
     return X
 
 

@@ -16,13 +16,14 @@ of the floating-point additions (the features are rounded to float32 first, as t
 """
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rerank.model.features import (EVIDENCE, SCORES, BadFeatures, FeatureSpec, _check_ranks, _evidence_values,
+from rerank.corpus.massive import qualify_intent
+from rerank.model.features import (EVIDENCE, SCORES, BadFeatures, FeatureSpec, _check_ranks, _evidence_plan,
                                    _record_layout, check_finite, evidence_fields, log_scores)
 from rerank.model.scorer import LogitScorer
 
@@ -68,10 +69,16 @@ class LinearDomains:
         self.evidence = [f for f in EVIDENCE if any(f in spec.evidence for spec, _ in models.values())]
         names = [name for f in self.evidence for name, _, _ in EVIDENCE[f]]
         self.evidence_w = np.zeros((n, len(names)))
+        self.evidence_columns = {}  # domain code -> the columns of its evidence features among the union's
         for i, d in enumerate(self.domains):
             spec, scorer = models[d]
+            self.evidence_columns[i] = np.array([names.index(name) for name in spec.evidence_names], dtype=np.int64)
             for name, w in zip(spec.evidence_names, scorer.w[spec.evidence_col:spec.dim]):
                 self.evidence_w[i, names.index(name)] = w
+        # (domain code, value) -> weight: the lookups of one utterance's hypothesis dicts (record_logits)
+        self._intent_w = {(i, v): w for v, pairs in self._intents.items() for i, w in pairs}
+        self._slot_w = {(i, v): w for v, pairs in self._slots.items() for i, w in pairs}
+        self._context_w = {c: {(i, v): w for v, pairs in keyed.items() for i, w in pairs} for c, keyed in self._context.items()}
 
     def _weights(self, weighed: dict[str, list], codes: pa.DictionaryArray, domain_code: np.ndarray) -> np.ndarray:
         """The weight of every row's (domain, value), 0 where that domain has none.
@@ -148,6 +155,44 @@ class LinearDomains:
             out += self._evidence_part(table, scores, domain_code)
         return out + self.bias[domain_code]
 
+    def record_logits(self, records: Sequence[Mapping[str, Any]], code: Sequence[int], scores: np.ndarray, logs: np.ndarray,
+                      ranks: Sequence[int], evidence: np.ndarray | None = None) -> np.ndarray:
+        """Logits of hypothesis dicts of these domains (``code``: each one's domain code), as :meth:`logits` reads a table.
+
+        ``scores``/``logs``: their ``[n, 3]`` dc, ic, ner and logs; ``ranks``: each one's rank in its domain's list
+        (:func:`~rerank.model.features.record_ranks`); ``evidence``: ``[n, len(evidence names)]`` in the union's
+        columns (:attr:`evidence_columns`), for the rows of domains that read evidence. One utterance's
+        hypotheses of every domain are scored with a few whole-array operations and one pass of dictionary
+        lookups, instead of one feature matrix per domain.
+        """
+        n = len(records)
+        codes = np.asarray(code, dtype=np.int64)
+        dense = np.empty((n, DENSE))
+        dense[:, 0:3] = scores.astype(np.float32)
+        dense[:, 3:6] = logs.astype(np.float32)
+        dense[:, 6] = np.array([r.get("n_slots", len(r.get("slots") or ())) for r in records], dtype=np.float32)
+        out = np.einsum("ij,ij->i", dense, self.dense[codes])
+        out += self.rank[codes, np.minimum(np.asarray(ranks, dtype=np.int64), self.rank.shape[1] - 1)]
+        intent_w, slot_w, context_w = self._intent_w, self._slot_w, tuple(self._context_w.items())
+        extra = [0.0] * n
+        for j, (r, i) in enumerate(zip(records, code)):
+            intent = r.get("intent")
+            w = intent_w.get((i, intent))
+            if w is None and isinstance(intent, str):
+                w = intent_w.get((i, qualify_intent(self.domains[i], intent)))
+            total = w or 0.0
+            for c, keyed in context_w:
+                total += keyed.get((i, r.get(c)), 0.0)
+            for s_ in r.get("slots") or ():
+                total += slot_w.get((i, s_[0] if isinstance(s_, (tuple, list)) else s_["type"]), 0.0)
+            extra[j] = total
+        out += np.array(extra)
+        if evidence is not None and self.evidence:
+            values = evidence.astype(np.float32).astype(np.float64)
+            w = self.evidence_w[codes]
+            out += np.where(w != 0, values * w, 0.0).sum(axis=1)
+        return out + self.bias[codes]
+
     def evidence_of(self, part: pa.Table, table: pa.Table) -> pa.Table:
         """``part`` with the evidence columns of ``table`` the models need (null where ``table`` has none: for a
         domain whose model does not use them)."""
@@ -158,13 +203,14 @@ class LinearDomains:
 
     def _evidence_part(self, table: pa.Table, scores: np.ndarray, domain_code: np.ndarray) -> np.ndarray:
         def read(field: str) -> np.ndarray:
-            if field == "dc":
-                return scores[:, 0]
             if field not in table.column_names:
                 raise BadFeatures(f"hypothesis table lacks the column {field!r}, which evidence features need", field)
             return np.asarray(table[field].fill_null(np.nan).to_numpy(zero_copy_only=False), dtype=np.float64)
 
-        values = np.stack(_evidence_values(self.evidence, read), axis=1).astype(np.float32).astype(np.float64)
+        fields, plan = _evidence_plan(tuple(self.evidence))
+        raw = [read(f) for f in fields]
+        values = np.stack([t(v) if t is not None else v for v, t in ((scores[:, 0] if src < 0 else raw[src], t) for src, t in plan)],
+                          axis=1).astype(np.float32).astype(np.float64)
         w = self.evidence_w[domain_code]
         used = w != 0
         if not np.isfinite(values[used]).all():
