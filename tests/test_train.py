@@ -60,7 +60,8 @@ def test_short_train_publishes_v1_with_spec_metrics_and_a_safe_checkpoint(train_
     assert 1 <= result["epochs"] <= 3
     reg = registry_of(cfg)
     assert reg.versions("synthetic", domain) == ["v1"]
-    spec = spec_from_manifest(prepared.manifest, domain)
+    spec = spec_from_manifest(prepared.manifest, domain, list(cfg["features"]["evidence"]))
+    assert spec.evidence == tuple(cfg["features"]["evidence"]) and spec.evidence  # the default: every family
     published = reg.load("synthetic", domain, "v1", expect_spec=spec)
     assert published.spec == spec
     vdir = published.path
