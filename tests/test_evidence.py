@@ -305,3 +305,43 @@ def test_rank_scores_linear_domains_together_as_one_by_one(monkeypatch, with_mlp
     del victim[field]
     with pytest.raises(BadFeatures, match=rf"{victim['domain']}: hypothesis \d+ lacks the field '{field}'"):
         together.rank(bad)
+
+
+def test_a_spec_refuses_repeated_families_and_pickles_without_its_cached_hash():
+    import pickle
+
+    with pytest.raises(FeatureSpecMismatch, match="repeat"):
+        FeatureSpec("Music", ("music_play",), (), (), evidence=("ic", "ic"))
+    spec = FeatureSpec("Music", ("music_play",), (), (), evidence=["ic", "oov"])  # a list (from a config) is kept as a tuple
+    assert spec.evidence == ("ic", "oov") and hash(spec) == hash(spec)
+    assert "_hash" not in pickle.loads(pickle.dumps(spec)).__dict__ and pickle.loads(pickle.dumps(spec)) == spec
+    assert FeatureSpec.from_dict({**spec.to_dict(), "version": 1}) == spec  # a version 1 spec is read
+    with pytest.raises(FeatureSpecMismatch, match="version 3"):
+        FeatureSpec.from_dict({**spec.to_dict(), "version": 3})
+
+
+@pytest.mark.parametrize("field, value", [("n_tokens", 40000), ("n_tokens", 10**400), ("ic_entropy", float("inf")),
+                                          ("unigram_logp", float("-inf")), ("dc", 10**400)])
+def test_out_of_range_and_huge_values_are_refused_naming_the_field(field, value):
+    base = {"domain": "Music", "intent": "play", "slots": [], "dc": 0.5, "ic": 0.5, "ner": 0.5}
+    with pytest.raises(BadHypothesis) as err:
+        parse_hypothesis({**base, field: value}, [])
+    assert err.value.field == field
+
+
+def test_rank_names_the_hypothesis_of_the_request_that_lacks_evidence():
+    from rerank.benchmark.merge_speed import hwu64_specs, linear_scorer, random_utterance
+    from rerank.merge.ranker import CrossDomainRanker
+
+    rng = np.random.default_rng(2)
+    specs = hwu64_specs(rng, ALL)[:3]
+    ranker = CrossDomainRanker({s.domain: linear_scorer(s, rng) for s in specs}, "bench").prepare()
+    hyps = random_utterance(specs, rng, per_domain=2)
+    del hyps[3]["ner_min"]
+    with pytest.raises(BadFeatures, match=rf"{hyps[3]['domain']}: hypothesis 3 lacks the field 'ner_min'") as err:
+        ranker.rank(hyps)
+    assert err.value.field == "ner_min"
+    hyps = random_utterance(specs, rng, per_domain=2)
+    hyps[4]["oov_share"] = [0.5]  # not a number
+    with pytest.raises(BadFeatures, match="oov_share"):
+        ranker.rank(hyps)

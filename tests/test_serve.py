@@ -178,6 +178,8 @@ def test_a_request_without_the_evidence_a_model_needs_gets_a_4xx_naming_it(basic
         h.pop("oov_share", None)
     r = httpx.post(url + "/rank", json={"hypotheses": hyps})
     assert r.status_code == 422 and r.json()["field"] == "hypotheses.oov_share" and "oov_share" in r.json()["error"], r.text
+    r = httpx.post(url + "/rank/batch", json={"utterances": [{"hypotheses": utterances(live_world, 1)[0]}, {"hypotheses": hyps}]})
+    assert r.status_code == 422 and r.json()["field"] == "utterances[1].hypotheses.oov_share", r.text
     rows = [{**h, "utt": "u0"} for h in hyps]
     r = httpx.post(url + "/rank/batch", content=_arrow(pa.Table.from_pylist(rows)),
                    headers={"content-type": "application/vnd.apache.arrow.stream"})

@@ -33,21 +33,21 @@ FIELDS: list[tuple[str, str, str, str]] = [
     ("rank", "integer >= 0", "no", "0-based rank in the domain's own list; when absent, by `ic * ner`"),
     ("<context field>", "string", "no", "e.g. `device`; when absent, the gold's value, else `unknown`"),
     ("ic_margin", "number in [0, 1]", "no (evidence)", "P of the domain's best intent minus its second best"),
-    ("ic_entropy", "number >= 0", "no (evidence)", "entropy (nats) of the domain's intent distribution"),
+    ("ic_entropy", "finite number >= 0", "no (evidence)", "entropy (nats) of the domain's intent distribution"),
     ("ner_min", "number in [0, 1]", "no (evidence)", "lowest P(tag_t | u, domain) over the tokens of the labelling"),
     ("ner_mean", "number in [0, 1]", "no (evidence)", "mean P(tag_t | u, domain) over the tokens of the labelling"),
     ("oov_share", "number in [0, 1]", "no (evidence)", "share of the utterance's tokens outside the domain's training vocabulary"),
-    ("catalogue_miss", "integer >= 0", "no (evidence)", "slot values (type, value) the domain's training data never had"),
-    ("n_tokens", "integer >= 1", "no (evidence)", "tokens of the utterance"),
-    ("unigram_logp", "number <= 0", "no (evidence)", "mean log P(token) under the domain's unigram model of its training utterances"),
+    ("catalogue_miss", "integer in [0, 32767]", "no (evidence)", "slot values (type, value) the domain's training data never had"),
+    ("n_tokens", "integer in [1, 32767]", "no (evidence)", "tokens of the utterance"),
+    ("unigram_logp", "finite number <= 0", "no (evidence)", "mean log P(token) under the domain's unigram model of its training utterances"),
     ("neighbour_jaccard", "number in [0, 1]", "no (evidence)", "highest Jaccard similarity of the utterance's words to a training utterance of the domain"),
 ]
 #: evidence fields: (lowest, highest, whole number?); a field a domain's records give must be in every one of them
 EVIDENCE: dict[str, tuple[float, float, bool]] = {
     "ic_margin": (0.0, 1.0, False), "ic_entropy": (0.0, math.inf, False), "ner_min": (0.0, 1.0, False),
-    "ner_mean": (0.0, 1.0, False), "oov_share": (0.0, 1.0, False), "catalogue_miss": (0, math.inf, True),
-    "n_tokens": (1, math.inf, True), "unigram_logp": (-math.inf, 0.0, False), "neighbour_jaccard": (0.0, 1.0, False),
-}
+    "ner_mean": (0.0, 1.0, False), "oov_share": (0.0, 1.0, False), "catalogue_miss": (0, 32767, True),
+    "n_tokens": (1, 32767, True), "unigram_logp": (-math.inf, 0.0, False), "neighbour_jaccard": (0.0, 1.0, False),
+}  # (infinite bounds: any finite number; the whole numbers are stored as int16)
 EXAMPLE = {"utt_id": "u-17", "domain": "Music", "intent": "play_music", "slots": [{"type": "song_name", "value": "mary poppins"}],
            "dc": 0.81, "ic": 0.93, "ner": 0.77, "rank": 0, "device": "fire_tv"}
 _intern = sys.intern
@@ -65,7 +65,10 @@ def _score(record: Mapping[str, Any], name: str) -> float:
     value = record[name]
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise BadHypothesis(f"field {name!r} must be a number in [0, 1], not {value!r}", name)
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an integer too large for a float (json reads any number of digits)
+        raise BadHypothesis(f"field {name!r} is a number far outside [0, 1]", name) from None
     if not 0.0 <= value <= 1.0:  # NaN fails both comparisons
         what = "NaN" if math.isnan(value) else ("infinite" if math.isinf(value) else "outside [0, 1]")
         raise BadHypothesis(f"field {name!r} is {value!r}: {what}; scores are probabilities in [0, 1]", name)
@@ -73,10 +76,13 @@ def _score(record: Mapping[str, Any], name: str) -> float:
 
 
 def _evidence(name: str, value: Any, low: float, high: float, whole: bool) -> float | int:
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    try:
+        number = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(float(value))
+    except OverflowError:
+        number = False
     if not number or (whole and not float(value).is_integer()) or not low <= value <= high:  # NaN fails
-        kind = "a whole number" if whole else "a number"
-        raise BadHypothesis(f"field {name!r} must be {kind} in [{low}, {high}], not {value!r}", name)
+        kind = "a whole number" if whole else "a finite number"
+        raise BadHypothesis(f"field {name!r} must be {kind} in [{low}, {high}], not {str(value)[:40]}", name)
     return int(value) if whole else float(value)
 
 

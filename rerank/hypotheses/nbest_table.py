@@ -9,6 +9,7 @@ service's ``/rank/batch`` takes this form to rank millions of hypotheses a secon
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import numpy as np
@@ -120,8 +121,8 @@ def _evidence_column(table: pa.Table, name: str, low: float, high: float, whole:
     if not (pa.types.is_floating(col.type) or pa.types.is_integer(col.type) or pa.types.is_null(col.type)):
         raise BadHypothesis(f"column {name!r} must hold numbers, not {col.type}", name)
     col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-    a = np.asarray(col.cast(pa.float64()).fill_null(low).to_numpy(zero_copy_only=False))
-    bad = ~((a >= low) & (a <= high)) | ((a != np.floor(a)) if whole else False)
+    a = np.asarray(col.cast(pa.float64()).fill_null(low if math.isfinite(low) else 0.0).to_numpy(zero_copy_only=False))
+    bad = ~(np.isfinite(a) & (a >= low) & (a <= high)) | ((a != np.floor(a)) if whole else False)
     if bad.any():
         i = _first(bad)
         raise BadHypothesis(f"column {name!r}: row {i} is {a[i]!r}, not {'a whole number' if whole else 'a number'} "

@@ -199,7 +199,7 @@ class CrossDomainRanker:
                 E = evidence_matrix([hypotheses[i] for i in rows], families, raw[rows])
             except BadFeatures:  # said again with the domain's name
                 for d in ds:
-                    evidence_matrix([hypotheses[i] for i in by_domain[d]], families, raw[by_domain[d]], d)
+                    evidence_matrix([hypotheses[i] for i in by_domain[d]], families, raw[by_domain[d]], d, by_domain[d])
                 raise
             bounds = np.cumsum([0] + [len(by_domain[d]) for d in ds])
             evidence.update({d: E[bounds[j]:bounds[j + 1]] for j, d in enumerate(ds)})
@@ -278,6 +278,12 @@ class CrossDomainRanker:
             score[order[bounds[j]:bounds[j + 1]]] = scored[d]
         versions = {d: self.scorers[d].version if d in self.scorers else BASELINE for d in names}
         return score, rank_within_utterances(table["utt_index"].to_numpy(), score), versions
+
+    def prepare(self) -> "CrossDomainRanker":
+        """Build what scoring many linear domains together needs now, not in the first request that needs it."""
+        if sum(map(self._is_linear, self.scorers)) >= min(RANK_TOGETHER, MANY_DOMAINS):
+            self._linear_domains()
+        return self
 
     def _is_linear(self, domain: str) -> bool:
         s = self.scorers.get(domain)

@@ -18,7 +18,8 @@ import pyarrow.compute as pc
 
 from rerank.corpus.massive import qualify_intent
 
-SPEC_VERSION = 1
+SPEC_VERSION = 2  # 2: evidence families (a version 1 spec reads as none)
+READ_SPEC_VERSIONS = (1, 2)
 EPS = 1e-6
 SCORES = ("dc", "ic", "ner")
 
@@ -64,22 +65,24 @@ def _evidence_plan(families: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[tu
 
 
 def evidence_matrix(records: Sequence[Mapping[str, Any]], families: tuple[str, ...], scores: np.ndarray,
-                    domain: str = "") -> np.ndarray:
+                    domain: str = "", positions: Sequence[int] | None = None) -> np.ndarray:
     """The evidence features ``[n, k]`` (float64) of hypothesis dicts: one pass over their fields.
 
-    ``scores``: their ``[n, 3]`` dc, ic, ner (:func:`record_scores`). Refuses, naming the field, a
-    missing, non-numeric, NaN or infinite value.
+    ``scores``: their ``[n, 3]`` dc, ic, ner (:func:`record_scores`). Refuses, naming the field and the
+    hypothesis (its number in ``positions``, e.g. in the request, else in ``records``), a missing,
+    non-numeric, NaN or infinite value.
     """
     fields, plan = _evidence_plan(tuple(families))
     try:
         get = operator.itemgetter(*fields)  # a tuple per dict (one field: the value), in C
         raw = np.array(list(map(get, records)), dtype=np.float64).reshape(len(records), len(fields))
         ok = bool(np.isfinite(raw).all())
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):
         ok = False
     if not ok:
         for f in fields:
-            _record_field(records, f, domain)  # raises, naming the field and the hypothesis
+            _record_field(records, f, domain, positions)  # raises, naming the field and the hypothesis
+        raise BadFeatures(f"{domain}: the evidence fields {list(fields)} are not numbers in every hypothesis")
     out = np.empty((len(records), len(plan)))
     for j, (src, transform) in enumerate(plan):
         v = scores[:, 0] if src < 0 else raw[:, src]
@@ -120,7 +123,14 @@ class FeatureSpec:
     version: int = SPEC_VERSION
 
     def __post_init__(self):
+        object.__setattr__(self, "evidence", tuple(self.evidence))
         evidence_fields(self.evidence)  # refuses an unknown family
+        if len(set(self.evidence)) != len(self.evidence):
+            raise FeatureSpecMismatch(f"evidence families repeat: {list(self.evidence)}")
+
+    def __getstate__(self) -> dict:
+        # the cached hash is of this process (string hashing is salted per process): never pickled
+        return {k: v for k, v in self.__dict__.items() if k != "_hash"}
 
     def __hash__(self) -> int:
         # kept: a spec keys the layout caches, and rank() looks every domain's layout up in every request
@@ -161,8 +171,8 @@ class FeatureSpec:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "FeatureSpec":
-        if d.get("version") != SPEC_VERSION:
-            raise FeatureSpecMismatch(f"feature spec version {d.get('version')} is not the supported {SPEC_VERSION}")
+        if d.get("version") not in READ_SPEC_VERSIONS:
+            raise FeatureSpecMismatch(f"feature spec version {d.get('version')} is not one this rerank reads {READ_SPEC_VERSIONS}")
         return cls(domain=d["domain"], intents=tuple(d["intents"]),
                    context=tuple((c, tuple(v)) for c, v in d["context"].items()),
                    slot_types=tuple(d["slot_types"]), n_ranks=int(d["n_ranks"]),
@@ -461,14 +471,19 @@ def features_from_records(records: Sequence[Mapping[str, Any]], spec: FeatureSpe
     return X
 
 
-def _record_field(records: Sequence[Mapping[str, Any]], field: str, domain: str) -> np.ndarray:
+def _record_field(records: Sequence[Mapping[str, Any]], field: str, domain: str,
+                  positions: Sequence[int] | None = None) -> np.ndarray:
+    at = (lambda i: positions[i]) if positions is not None else (lambda i: i)
     try:
         values = np.array([r[field] for r in records], dtype=np.float64)
     except KeyError:
         i = next(i for i, r in enumerate(records) if field not in r)
-        raise BadFeatures(f"{domain}: hypothesis {i} lacks the field {field!r}, which the domain's model needs "
+        raise BadFeatures(f"{domain}: hypothesis {at(i)} lacks the field {field!r}, which the domain's model needs "
                           f"(its evidence features: its NLU must send it)", field) from None
-    except (TypeError, ValueError) as err:
+    except (TypeError, ValueError, OverflowError) as err:
         raise BadFeatures(f"{domain}: {field!r} must be a number in every hypothesis: {err}", field) from None
-    check_finite(values[:, None], None, where=f"{domain}: hypotheses", what=field)
+    bad = ~np.isfinite(values)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise BadFeatures(f"{domain}: hypothesis {at(i)} has {field!r} = {values[i]!r}; it must be finite", field)
     return values

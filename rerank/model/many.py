@@ -69,10 +69,12 @@ class LinearDomains:
         self.evidence = [f for f in EVIDENCE if any(f in spec.evidence for spec, _ in models.values())]
         names = [name for f in self.evidence for name, _, _ in EVIDENCE[f]]
         self.evidence_w = np.zeros((n, len(names)))
+        self.evidence_used = np.zeros((n, len(names)), dtype=bool)  # the domain's model reads the feature (its value must be there)
         self.evidence_columns = {}  # domain code -> the columns of its evidence features among the union's
         for i, d in enumerate(self.domains):
             spec, scorer = models[d]
             self.evidence_columns[i] = np.array([names.index(name) for name in spec.evidence_names], dtype=np.int64)
+            self.evidence_used[i, self.evidence_columns[i]] = True
             for name, w in zip(spec.evidence_names, scorer.w[spec.evidence_col:spec.dim]):
                 self.evidence_w[i, names.index(name)] = w
         # (domain code, value) -> weight: the lookups of one utterance's hypothesis dicts (record_logits)
@@ -189,8 +191,7 @@ class LinearDomains:
         out += np.array(extra)
         if evidence is not None and self.evidence:
             values = evidence.astype(np.float32).astype(np.float64)
-            w = self.evidence_w[codes]
-            out += np.where(w != 0, values * w, 0.0).sum(axis=1)
+            out += np.where(self.evidence_used[codes], values * self.evidence_w[codes], 0.0).sum(axis=1)
         return out + self.bias[codes]
 
     def evidence_of(self, part: pa.Table, table: pa.Table) -> pa.Table:
@@ -211,10 +212,12 @@ class LinearDomains:
         raw = [read(f) for f in fields]
         values = np.stack([t(v) if t is not None else v for v, t in ((scores[:, 0] if src < 0 else raw[src], t) for src, t in plan)],
                           axis=1).astype(np.float32).astype(np.float64)
-        w = self.evidence_w[domain_code]
-        used = w != 0
+        used = self.evidence_used[domain_code]
         if not np.isfinite(values[used]).all():
-            bad = np.flatnonzero((used & ~np.isfinite(values)).any(axis=1))
-            raise BadFeatures(f"hypothesis table: {len(bad)} rows lack an evidence value their domain's model needs "
-                              f"(null or not finite); first at row {int(bad[0])}")
-        return np.where(used, values * w, 0.0).sum(axis=1)
+            bad = used & ~np.isfinite(values)
+            row = int(np.flatnonzero(bad.any(axis=1))[0])
+            names = [name for f in self.evidence for name, _, _ in EVIDENCE[f]]
+            name = names[int(np.flatnonzero(bad[row])[0])]
+            raise BadFeatures(f"hypothesis table: {int(bad.any(axis=1).sum())} rows of {self.domains[domain_code[row]]} lack an "
+                              f"evidence value its model needs (null or not finite); the first lacks {name!r}", name)
+        return np.where(used, values * self.evidence_w[domain_code], 0.0).sum(axis=1)

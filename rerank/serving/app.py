@@ -89,11 +89,12 @@ def _utterance(body: Any, settings: ServiceSettings, where: str = "") -> tuple[l
     return out, body.get("utt_id")
 
 
-def _ranked(snapshot, hyps: list[dict], utt_id: Any) -> dict:
+def _ranked(snapshot, hyps: list[dict], utt_id: Any, where: str = "") -> dict:
     try:
         ranked = snapshot.ranker.rank(hyps, unknown="baseline")
     except BadFeatures as err:
-        raise BadRequest(str(err), f"hypotheses.{err.field}" if err.field else "hypotheses") from None
+        name = f"{where}hypotheses" + (f".{err.field}" if err.field else "")
+        raise BadRequest(f"{name}: {err}", name) from None
     domains = {h["domain"] for h in hyps}
     known = snapshot.ranker.scorers
     fallback = sorted(d for d in domains if d not in known)
@@ -194,7 +195,8 @@ def create_app(settings: ServiceSettings, live: LiveModels | None = None) -> Fas
                              "utterances", 413)
         parsed = [_utterance(u, settings, f"utterances[{i}].") for i, u in enumerate(utts)]
         snapshot = live.snapshot  # one snapshot for the whole batch
-        return {"results": [_ranked(snapshot, h, u) for h, u in parsed], "generation": snapshot.generation}, sum(len(h) for h, _ in parsed)
+        return ({"results": [_ranked(snapshot, h, u, f"utterances[{i}].") for i, (h, u) in enumerate(parsed)],
+                 "generation": snapshot.generation}, sum(len(h) for h, _ in parsed))
 
     def rank_arrow(raw: bytes):
         try:

@@ -161,7 +161,9 @@ class LiveModels:
             calibration, recalibrated = self._top_calibration(snap.top_calibration)
             if swapped or recalibrated:
                 versions = {d: s.version for d, s in scorers.items()}
-                self.snapshot = Snapshot(CrossDomainRanker(scorers, self.corpus), versions, snap.generation + 1, top_calibration=calibration)
+                ranker = CrossDomainRanker(scorers, self.corpus)
+                ranker.prepare()  # its lookups built here, off the request path
+                self.snapshot = Snapshot(ranker, versions, snap.generation + 1, top_calibration=calibration)
                 if recalibrated:
                     self.on_event("calibration", "_merge", f"{calibration.scale:.4f},{calibration.shift:.4f}" if calibration else "none")
                 for d in swapped:
