@@ -66,16 +66,20 @@ def test_intent_margin_and_entropy_by_hand():
 
 def test_domain_data_counts_unseen_tokens_and_slot_values():
     class U:
-        def __init__(self, tokens, slots):
-            self.tokens, self.slots = tokens, slots
+        def __init__(self, tokens, slots, intent):
+            self.tokens, self.slots, self.intent = tokens, slots, intent
 
-    data = DomainData([U(("play", "jazz"), (("genre", "jazz"),)), U(("play", "abba"), (("artist", "abba"),))])
+    data = DomainData([U(("play", "jazz"), (("genre", "jazz"),), "m_play"), U(("play", "abba"), (("artist", "abba"),), "m_play"),
+                       U(("stop",), (), "m_stop")])
     assert data.oov_share(("play", "some", "jazz", "now")) == 0.5
-    # counts play 2, jazz 1, abba 1: N = 4, V = 3, k = 1/2: denominator 4 + 0.5 * 4 = 6
-    assert data.unigram_logp(("play", "zzz")) == pytest.approx((np.log(2.5 / 6) + np.log(0.5 / 6)) / 2)
+    # counts play 2, jazz 1, abba 1, stop 1: N = 5, V = 4, k = 1/2: denominator 5 + 0.5 * 5 = 7.5
+    assert data.unigram_logp(("play", "zzz")) == pytest.approx((np.log(2.5 / 7.5) + np.log(0.5 / 7.5)) / 2)
     # nearest training utterance by Jaccard of the word sets: {play, jazz} vs {play, some, jazz}: 2/3; a repeat: 1
     assert data.nearest([("play", "some", "jazz"), ("abba", "play", "play"), ("zzz",), ()]).tolist() == pytest.approx(
         [2 / 3, 1.0, 0.0, 0.0])
+    # per intent (m_play, m_stop): "stop jazz" is 1/3 from "play jazz" and 1/2 from "stop"
+    assert data.intents == ["m_play", "m_stop"]
+    assert data.nearest_by_intent([("stop", "jazz")]).tolist() == [pytest.approx([1 / 3, 1 / 2])]
     assert DomainData([]).nearest([("play",)]).tolist() == [0.0]
     assert data.oov_share(()) == 0.0
     # the type counts: "jazz" as an artist was never seen
@@ -118,6 +122,10 @@ def test_oov_share_and_catalogue_are_cross_fitted(prepared):
             assert row["n_tokens"] == len(u.tokens)
             assert row["unigram_logp"] == pytest.approx(data[row["fold"]].unigram_logp(u.tokens))
             assert row["neighbour_jaccard"] == pytest.approx(data[row["fold"]].nearest([u.tokens])[0])
+            by_intent = data[row["fold"]].nearest_by_intent([u.tokens])[0]
+            k = data[row["fold"]].intent_index.get(row["intent"])
+            assert row["neighbour_intent_jaccard"] == pytest.approx(by_intent[k] if k is not None else 0.0)
+            assert row["neighbour_intent_jaccard"] <= row["neighbour_jaccard"] + 1e-12
             differs += row["oov_share"] != everything.oov_share(u.tokens)
     assert differs > 0  # with the row's own utterance in the vocabulary, some values would be different
 
@@ -132,8 +140,8 @@ def test_table_and_record_features_agree_with_every_family(prepared):
     d = next(x for x in m["domains"] if tables.read(x, "dev").num_rows > 5)
     spec = spec_from_manifest(m, d, list(ALL))
     assert spec.evidence == ALL
-    assert spec.names[-10:] == ["ic_margin", "ic_entropy", "ner_min", "ner_mean", "dc_logit", "oov_share", "catalogue_miss",
-                                "log_tokens", "unigram_logp", "neighbour_jaccard"]
+    assert spec.names[-11:] == ["ic_margin", "ic_entropy", "ner_min", "ner_mean", "dc_logit", "oov_share", "catalogue_miss",
+                                "log_tokens", "unigram_logp", "neighbour_jaccard", "neighbour_intent_jaccard"]
     t = tables.read(d, "dev")
     X = features_from_table(t, spec)
     np.testing.assert_array_equal(X, features_from_records(_records(t), spec))
@@ -213,6 +221,7 @@ def test_many_domains_with_evidence_score_as_one_by_one(monkeypatch):
                              "ner_min": float(rng.random()), "ner_mean": float(rng.random()),
                              "oov_share": float(rng.random()), "catalogue_miss": n_slots, "n_tokens": int(rng.integers(1, 9)),
                              "unigram_logp": -5 * float(rng.random()), "neighbour_jaccard": float(rng.random()),
+                             "neighbour_intent_jaccard": float(rng.random()),
                              "sem_errors": 0, "sem_total": 1, "semer": 0.0, "ie": 0, "gold_domain": d,
                              "gold_intent": f"{d.lower()}_a", "fold": -1})
         tables[d] = pa.Table.from_pylist(rows, schema=schema)

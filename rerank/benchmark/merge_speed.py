@@ -114,7 +114,7 @@ def random_utterance(specs, rng: np.random.Generator, per_domain: int = 5) -> li
                          "ic_margin": float(rng.random()), "ic_entropy": float(rng.random()), "ner_min": float(rng.random()),
                          "ner_mean": float(rng.random()), "oov_share": float(rng.random()), "catalogue_miss": n_slots,
                          "n_tokens": int(rng.integers(1, 12)), "unigram_logp": -8 * float(rng.random()),
-                         "neighbour_jaccard": float(rng.random())})
+                         "neighbour_jaccard": float(rng.random()), "neighbour_intent_jaccard": float(rng.random())})
     return hyps
 
 

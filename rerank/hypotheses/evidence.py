@@ -28,11 +28,19 @@ class DomainData:
     def __init__(self, utterances: Iterable[Utterance]):
         self.counts: Counter = Counter()
         self.catalogue: set[tuple[str, str]] = set()
-        token_sets = []
+        token_sets, intents = [], []
         for u in utterances:
             self.counts.update(u.tokens)
             self.catalogue.update(u.slots)
             token_sets.append(set(u.tokens))
+            intents.append(u.intent)
+        # training utterances grouped by intent (the columns of nearest_by_intent)
+        self.intents = sorted(set(intents))
+        self.intent_index = {name: k for k, name in enumerate(self.intents)}
+        order = sorted(range(len(intents)), key=lambda j: self.intent_index[intents[j]])
+        token_sets = [token_sets[j] for j in order]
+        codes = np.array([self.intent_index[intents[j]] for j in order], dtype=np.int64)
+        self._intent_starts = np.searchsorted(codes, np.arange(len(self.intents)))
         self.vocabulary = self.counts.keys()
         # an unseen token is one more type of the vocabulary
         self._denominator = sum(self.counts.values()) + self.SMOOTHING * (len(self.counts) + 1)
@@ -56,8 +64,13 @@ class DomainData:
         1 for an utterance the domain was trained on word for word (cross-fitting keeps a
         training row's own utterance out); 0 when the domain has no training utterance.
         """
+        by_intent = self.nearest_by_intent(token_lists)
+        return by_intent.max(axis=1) if by_intent.shape[1] else np.zeros(len(token_lists))
+
+    def nearest_by_intent(self, token_lists: Sequence[Sequence[str]]) -> np.ndarray:
+        """:meth:`nearest` among the training utterances of each intent: ``[n, len(self.intents)]``."""
         sets = [set(t) for t in token_lists]
-        out = np.zeros(len(sets))
+        out = np.zeros((len(sets), len(self.intents)))
         if not len(self._training_sizes) or not sets:
             return out
         sizes = np.array([len(s) for s in sets], dtype=np.float64)
@@ -65,7 +78,7 @@ class DomainData:
             hi = lo + NEAREST_BLOCK
             overlap = (self._sets(sets[lo:hi]) @ self._training).toarray()
             union = sizes[lo:hi, None] + self._training_sizes[None, :] - overlap
-            out[lo:hi] = (overlap / np.maximum(union, 1.0)).max(axis=1)
+            out[lo:hi] = np.maximum.reduceat(overlap / np.maximum(union, 1.0), self._intent_starts, axis=1)
         return out
 
     def unigram_logp(self, tokens: Sequence[str]) -> float:

@@ -41,12 +41,14 @@ FIELDS: list[tuple[str, str, str, str]] = [
     ("n_tokens", "integer in [1, 32767]", "no (evidence)", "tokens of the utterance"),
     ("unigram_logp", "finite number <= 0", "no (evidence)", "mean log P(token) under the domain's unigram model of its training utterances"),
     ("neighbour_jaccard", "number in [0, 1]", "no (evidence)", "highest Jaccard similarity of the utterance's words to a training utterance of the domain"),
+    ("neighbour_intent_jaccard", "number in [0, 1]", "no (evidence)", "the same among the training utterances of the hypothesis' intent"),
 ]
 #: evidence fields: (lowest, highest, whole number?); a field a domain's records give must be in every one of them
 EVIDENCE: dict[str, tuple[float, float, bool]] = {
     "ic_margin": (0.0, 1.0, False), "ic_entropy": (0.0, math.inf, False), "ner_min": (0.0, 1.0, False),
     "ner_mean": (0.0, 1.0, False), "oov_share": (0.0, 1.0, False), "catalogue_miss": (0, 32767, True),
     "n_tokens": (1, 32767, True), "unigram_logp": (-math.inf, 0.0, False), "neighbour_jaccard": (0.0, 1.0, False),
+    "neighbour_intent_jaccard": (0.0, 1.0, False),
 }  # (infinite bounds: any finite number; the whole numbers are stored as int16)
 EXAMPLE = {"utt_id": "u-17", "domain": "Music", "intent": "play_music", "slots": [{"type": "song_name", "value": "mary poppins"}],
            "dc": 0.81, "ic": 0.93, "ner": 0.77, "rank": 0, "device": "fire_tv"}

@@ -36,6 +36,7 @@ HYPOTHESIS_COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("n_tokens", pa.int16(), "number of tokens of the utterance"),
     ("unigram_logp", pa.float64(), "mean log P(token) under the domain's unigram model of its training utterances (add-1/2, cross-fitted)"),
     ("neighbour_jaccard", pa.float64(), "highest Jaccard similarity of the utterance's token set to one of the domain's training utterances (cross-fitted)"),
+    ("neighbour_intent_jaccard", pa.float64(), "the same among the domain's training utterances of the hypothesis' intent (0: an intent it never had)"),
     ("sem_errors", pa.int32(), "E_int + S + D + I against the gold (REFERENCE.md s.2)"),
     ("sem_total", pa.int32(), "1 + number of gold slots"),
     ("semer", pa.float64(), "sem_errors / sem_total (not clipped)"),
@@ -49,7 +50,7 @@ HYPOTHESIS_COLUMNS: list[tuple[str, pa.DataType, str]] = [
 #: the columns of evidence a domain owns; a table may leave them null, the manifest's ``evidence`` says which
 #: ones each domain's table fills
 EVIDENCE_COLUMNS = ("ic_margin", "ic_entropy", "ner_min", "ner_mean", "oov_share", "catalogue_miss", "n_tokens",
-                    "unigram_logp", "neighbour_jaccard")
+                    "unigram_logp", "neighbour_jaccard", "neighbour_intent_jaccard")
 
 UTTERANCE_COLUMNS: list[tuple[str, pa.DataType, str]] = [
     ("utt_id", pa.string(), "utterance id from the corpus"),

@@ -43,6 +43,8 @@ EVIDENCE: dict[str, tuple[tuple[str, str, Any], ...]] = {
     "unigram": (("unigram_logp", "unigram_logp", None),),
     # nor this: how close the utterance is to one the domain was trained on (its nearest neighbour, by words)
     "neighbour": (("neighbour_jaccard", "neighbour_jaccard", None),),
+    # and to one of the hypothesis' intent (a nearest-neighbour intent classifier's vote)
+    "neighbour_intent": (("neighbour_intent_jaccard", "neighbour_intent_jaccard", None),),
 }
 
 

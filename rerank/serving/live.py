@@ -63,10 +63,10 @@ class RefusedVersion(RuntimeError):
 #: evidence values of the probe, as the scores' (ordinary, lowest, highest, mixed): a model's evidence
 #: weights meet the ends of every field's range (a long utterance, a very unlikely one)
 PROBE_EVIDENCE = [
-    {"ic_margin": 0.5, "ic_entropy": 0.7, "ner_min": 0.5, "ner_mean": 0.7, "oov_share": 0.2, "catalogue_miss": 0, "n_tokens": 5, "unigram_logp": -6.0, "neighbour_jaccard": 0.5},
-    {"ic_margin": 0.0, "ic_entropy": 0.0, "ner_min": 0.0, "ner_mean": 0.0, "oov_share": 0.0, "catalogue_miss": 0, "n_tokens": 1, "unigram_logp": -40.0, "neighbour_jaccard": 0.0},
-    {"ic_margin": 1.0, "ic_entropy": 6.0, "ner_min": 1.0, "ner_mean": 1.0, "oov_share": 1.0, "catalogue_miss": 20, "n_tokens": 500, "unigram_logp": 0.0, "neighbour_jaccard": 1.0},
-    {"ic_margin": 1.0, "ic_entropy": 0.0, "ner_min": 0.0, "ner_mean": 1.0, "oov_share": 1.0, "catalogue_miss": 1, "n_tokens": 2, "unigram_logp": -12.0, "neighbour_jaccard": 0.25},
+    {"ic_margin": 0.5, "ic_entropy": 0.7, "ner_min": 0.5, "ner_mean": 0.7, "oov_share": 0.2, "catalogue_miss": 0, "n_tokens": 5, "unigram_logp": -6.0, "neighbour_jaccard": 0.5, "neighbour_intent_jaccard": 0.4},
+    {"ic_margin": 0.0, "ic_entropy": 0.0, "ner_min": 0.0, "ner_mean": 0.0, "oov_share": 0.0, "catalogue_miss": 0, "n_tokens": 1, "unigram_logp": -40.0, "neighbour_jaccard": 0.0, "neighbour_intent_jaccard": 0.0},
+    {"ic_margin": 1.0, "ic_entropy": 6.0, "ner_min": 1.0, "ner_mean": 1.0, "oov_share": 1.0, "catalogue_miss": 20, "n_tokens": 500, "unigram_logp": 0.0, "neighbour_jaccard": 1.0, "neighbour_intent_jaccard": 1.0},
+    {"ic_margin": 1.0, "ic_entropy": 0.0, "ner_min": 0.0, "ner_mean": 1.0, "oov_share": 1.0, "catalogue_miss": 1, "n_tokens": 2, "unigram_logp": -12.0, "neighbour_jaccard": 0.25, "neighbour_intent_jaccard": 0.0},
 ]
 
 
