@@ -354,3 +354,12 @@ def test_rank_names_the_hypothesis_of_the_request_that_lacks_evidence():
     hyps[4]["oov_share"] = [0.5]  # not a number
     with pytest.raises(BadFeatures, match="oov_share"):
         ranker.rank(hyps)
+
+
+def test_tables_built_with_other_columns_are_not_reused(prepared, monkeypatch):
+    """prepare's cache key holds the table columns: a rerank that writes another column rebuilds."""
+    import rerank.hypotheses.prepare as prep
+
+    before = prep.settings_hash(prepared.cfg)
+    monkeypatch.setattr(prep, "HYPOTHESIS_COLUMNS", prep.HYPOTHESIS_COLUMNS[:-1])
+    assert prep.settings_hash(prepared.cfg) != before

@@ -38,7 +38,7 @@ from rerank.corpus.utterance import SPLITS, Utterance
 from rerank.hypotheses.emit import HypothesisColumns, emit_domain, emit_mask
 from rerank.hypotheses.evidence import DomainData
 from rerank.hypotheses.jobs import JobRunner, one_thread, worker_count
-from rerank.hypotheses.schema import SCHEMA_VERSION, hypothesis_schema, utterance_table, filled_evidence
+from rerank.hypotheses.schema import HYPOTHESIS_COLUMNS, SCHEMA_VERSION, filled_evidence, hypothesis_schema, utterance_table
 from rerank.hypotheses.summary import domain_recognizer_figures, recognizer_figures, render_summary, split_figures
 from rerank.hypotheses.tables import (TableSet, TablesCorrupt, TableSetWriter, build_lock, clean_leftovers, data_root,
                                       set_dir)
@@ -66,6 +66,8 @@ def settings_hash(cfg: Mapping[str, Any], family: Recognizers | None = None) -> 
     recognizers = {k: v for k, v in cfg["recognizers"].items() if k not in NOT_HASHED}
     settings = {"recognizers": recognizers, "family": family.settings() if family is not None else None,
                 "hypotheses": cfg["hypotheses"], "schema_version": SCHEMA_VERSION,
+                # the columns themselves: tables built by a rerank that wrote other columns are rebuilt
+                "columns": [name for name, _, _ in HYPOTHESIS_COLUMNS],
                 "context_fields": list(cfg["data"].get("context_fields") or []),
                 # what the reader keeps of the corpus files (their own hash is the corpus hash)
                 "reader": {k: cfg["data"].get(k) for k in ("on_error", "max_tokens", "max_line_bytes")}}
