@@ -166,14 +166,13 @@ def test_a_bad_request_gets_a_4xx_naming_the_field(basic, body, status, field):
 
 
 def test_a_request_without_the_evidence_a_model_needs_gets_a_4xx_naming_it(basic, live_world):
-    """The live models use evidence (the default features): a client that does not send it is told which field."""
+    """A live model that reads evidence (the default features): a client that does not send it is told which field."""
     import pyarrow as pa
 
     url, registry = basic
-    spec = Registry(registry).load(CORPUS, live_world.manifest["domains"][0]).spec
+    spec = Registry(registry).load(CORPUS, live_world.evidence_domain).spec
     assert "oov" in spec.evidence
-    hyps = [h for h in utterances(live_world, 1)[0] if h["domain"] == spec.domain] or utterances(live_world, 1)[0]
-    hyps = [dict(h) for h in hyps]
+    hyps = next([dict(h) for h in hyps] for hyps in utterances(live_world) if any(h["domain"] == spec.domain for h in hyps))
     for h in hyps:
         h.pop("oov_share", None)
     r = httpx.post(url + "/rank", json={"hypotheses": hyps})
