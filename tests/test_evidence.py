@@ -316,7 +316,7 @@ def test_rank_scores_linear_domains_together_as_one_by_one(monkeypatch, with_mlp
         together.rank(bad)
 
 
-def test_a_spec_refuses_repeated_families_and_pickles_without_its_cached_hash():
+def test_a_spec_refuses_repeated_families_and_pickles_to_an_equal_spec():
     import pickle
 
     with pytest.raises(FeatureSpecMismatch, match="repeat"):

@@ -77,9 +77,9 @@ def run_ablation(cfg: Mapping[str, Any], cli_overrides: Sequence[str] = ()) -> d
     oracle_dev = evaluate(s.dev, oracle_score(s.dev.semer), False, 0)["overall"]["semer"]
     for r in out["dev"]:
         r["gap_closed"] = (base - r["semer"]) / (base - oracle_dev) if base > oracle_dev else None
-    c = s.trainer.config("ablation", s.domains[0])
-    system = (f"R3 alpha {c['loss'].get('alpha')}, T {c['loss'].get('temperature')}, slates={c['slates']['candidates']} "
-              f"(competitors {c['slates']['competitors']}), {c['model']['kind']}")
+    st = s.default_settings()
+    system = (f"{st['loss']} alpha {st['alpha']}, T {st['temperature']}, slates={st['candidates']} "
+              f"(competitors {st['competitors']}), {st['model']}")
     results = {
         "corpus": s.corpus, "domains": s.domains, "bootstrap": s.n_boot, "families": families, "system": system,
         "dev": out["dev"], "dev_baseline_semer": base, "dev_oracle_semer": oracle_dev,

@@ -99,6 +99,18 @@ def hwu64_specs(rng: np.random.Generator, evidence: Sequence[str] = ()):
     return specs
 
 
+def random_evidence(rng: np.random.Generator) -> dict:
+    """Every evidence field of the n-best format (as a client sends them, whether the models read them or not),
+    at random within its range (unbounded ends: +-10; whole numbers up to 12)."""
+    from rerank.hypotheses.nbest import EVIDENCE
+
+    out = {}
+    for name, (low, high, whole) in EVIDENCE.items():
+        lo, hi = max(low, -10.0), min(high, 12 if whole else 10.0)
+        out[name] = int(rng.integers(lo, hi + 1)) if whole else float(rng.uniform(lo, hi))
+    return out
+
+
 def random_utterance(specs, rng: np.random.Generator, per_domain: int = 5) -> list[dict]:
     device = DEVICES[int(rng.integers(len(DEVICES)))]
     hyps = []
@@ -110,11 +122,7 @@ def random_utterance(specs, rng: np.random.Generator, per_domain: int = 5) -> li
             hyps.append({"utt_id": "u", "domain": spec.domain, "rank": r,
                          "intent": spec.intents[int(rng.integers(len(spec.intents)))], "slots": slots,
                          "device": device, "dc": dc, "ic": float(rng.random()), "ner": float(rng.random()),
-                         # every evidence field, whether the models read it or not (as a client sends them)
-                         "ic_margin": float(rng.random()), "ic_entropy": float(rng.random()), "ner_min": float(rng.random()),
-                         "ner_mean": float(rng.random()), "oov_share": float(rng.random()), "catalogue_miss": n_slots,
-                         "n_tokens": int(rng.integers(1, 12)), "unigram_logp": -8 * float(rng.random()),
-                         "neighbour_jaccard": float(rng.random()), "neighbour_intent_jaccard": float(rng.random())})
+                         **random_evidence(rng)})
     return hyps
 
 

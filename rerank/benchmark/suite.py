@@ -146,17 +146,21 @@ class Suite:
         self.evaluate_row("unweighted baseline (dc*ic*ner)", "baseline", score, True, train_seconds=0.0,
                           retrain_alone="yes (nothing to train)")
 
+    def default_settings(self) -> dict:
+        """What ``configs/train.yaml`` trains as it is: loss, alpha, T, slates, model, evidence families."""
+        c = self.trainer.config("default", self.domains[0])
+        loss, sl = c["loss"], c["slates"]
+        return {"loss": loss["_target_"].rsplit(".", 1)[-1], "alpha": loss.get("alpha"), "temperature": loss.get("temperature"),
+                "candidates": sl["candidates"], "competitors": sl["competitors"], "model": c["model"]["kind"],
+                "evidence": list(c["features"]["evidence"])}
+
     def default_row(self) -> None:
         """The system ``make run`` trains: ``configs/train.yaml`` as it is (no experiment; nothing chosen here)."""
         run = self.train_variant("default", [])
-        c = self.trainer.config("default", self.domains[0])
-        loss, sl = c["loss"], c["slates"]
-        settings = {"loss": loss["_target_"].rsplit(".", 1)[-1], "alpha": loss.get("alpha"), "temperature": loss.get("temperature"),
-                    "candidates": sl["candidates"], "competitors": sl["competitors"], "model": c["model"]["kind"],
-                    "evidence": list(c["features"]["evidence"])}
-        self.per_domain_row(f"default system (configs/train.yaml: alpha={_g(loss['alpha'])}, T={_g(loss['temperature'])}, "
-                            f"candidates={sl['candidates']}, {c['model']['kind']}, {len(settings['evidence'])} evidence families)",
-                            run, settings)
+        st = self.default_settings()
+        self.per_domain_row(f"default system (configs/train.yaml: alpha={_g(st['alpha'])}, T={_g(st['temperature'])}, "
+                            f"candidates={st['candidates']}, {st['model']}, {len(st['evidence'])} evidence families)",
+                            run, st)
 
     def r1_rows(self, live_from: str) -> None:
         """R1 over the temperatures, chosen on dev; its candidates=utterance rows, whose live competitors are the

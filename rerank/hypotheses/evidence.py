@@ -64,8 +64,7 @@ class DomainData:
         1 for an utterance the domain was trained on word for word (cross-fitting keeps a
         training row's own utterance out); 0 when the domain has no training utterance.
         """
-        by_intent = self.nearest_by_intent(token_lists)
-        return by_intent.max(axis=1) if by_intent.shape[1] else np.zeros(len(token_lists))
+        return self.nearest_by_intent(token_lists).max(axis=1, initial=0.0)
 
     def nearest_by_intent(self, token_lists: Sequence[Sequence[str]]) -> np.ndarray:
         """:meth:`nearest` among the training utterances of each intent: ``[n, len(self.intents)]``."""

@@ -204,7 +204,7 @@ class CrossDomainRanker:
             bounds = np.cumsum([0] + [len(by_domain[d]) for d in ds])
             evidence.update({d: E[bounds[j]:bounds[j + 1]] for j, d in enumerate(ds)})
         # the linear models of several domains: scored together by lookups (rerank.model.many), no matrix per domain
-        linear = [d for d in by_domain if self._is_linear(d) and scorers[d] is self.scorers[d]]
+        linear = [d for d in by_domain if self._is_linear(d)]
         if len(linear) < RANK_TOGETHER:
             linear = []
         if linear:
@@ -215,15 +215,7 @@ class CrossDomainRanker:
                 idx = by_domain[d]
                 code += [many.code[d]] * len(idx)
                 ranks += record_ranks([hypotheses[i] for i in idx], raw[idx], d)
-            ev = None
-            if many.evidence:
-                ev = np.full((len(rows), many.evidence_w.shape[1]), np.nan)
-                at = 0
-                for d in linear:
-                    k = len(by_domain[d])
-                    if d in evidence:
-                        ev[at:at + k, many.evidence_columns[many.code[d]]] = evidence[d]
-                    at += k
+            ev = many.union_evidence([(d, len(by_domain[d]), evidence.get(d)) for d in linear])
             scores[rows] = many.record_logits([hypotheses[i] for i in rows], code, raw[rows], logs[rows], ranks, ev)
             model_rows += rows
         for d, idx in by_domain.items():
@@ -281,7 +273,7 @@ class CrossDomainRanker:
 
     def prepare(self) -> "CrossDomainRanker":
         """Build what scoring many linear domains together needs now, not in the first request that needs it."""
-        if sum(map(self._is_linear, self.scorers)) >= min(RANK_TOGETHER, MANY_DOMAINS):
+        if any(map(self._is_linear, self.scorers)):
             self._linear_domains()
         return self
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import operator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -17,16 +17,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rerank.corpus.massive import qualify_intent
+from rerank.model.scorer import logit
 
 SPEC_VERSION = 2  # 2: evidence families (a version 1 spec reads as none)
 READ_SPEC_VERSIONS = (1, 2)
 EPS = 1e-6
 SCORES = ("dc", "ic", "ner")
-
-
-def _logit(dc: np.ndarray) -> np.ndarray:
-    p = np.minimum(np.maximum(dc, EPS), 1.0 - EPS)
-    return np.log(p) - np.log1p(-p)
 
 
 #: evidence a domain owns (``features.evidence``), by family: (feature name, the field it is computed from, how).
@@ -35,7 +31,7 @@ EVIDENCE: dict[str, tuple[tuple[str, str, Any], ...]] = {
     "ic": (("ic_margin", "ic_margin", None), ("ic_entropy", "ic_entropy", None)),
     "ner": (("ner_min", "ner_min", None), ("ner_mean", "ner_mean", None)),
     # the DC's raw logit: log(1 - dc) is what log_dc lacks (for a sigmoid DC it is its logit exactly)
-    "dc_logit": (("dc_logit", "dc", _logit),),
+    "dc_logit": (("dc_logit", "dc", logit),),
     "oov": (("oov_share", "oov_share", None),),
     "catalogue": (("catalogue_miss", "catalogue_miss", None),),
     "length": (("log_tokens", "n_tokens", np.log1p),),
@@ -130,18 +126,6 @@ class FeatureSpec:
         if len(set(self.evidence)) != len(self.evidence):
             raise FeatureSpecMismatch(f"evidence families repeat: {list(self.evidence)}")
 
-    def __getstate__(self) -> dict:
-        # the cached hash is of this process (string hashing is salted per process): never pickled
-        return {k: v for k, v in self.__dict__.items() if k != "_hash"}
-
-    def __hash__(self) -> int:
-        # kept: a spec keys the layout caches, and rank() looks every domain's layout up in every request
-        h = self.__dict__.get("_hash")
-        if h is None:
-            h = hash((self.domain, self.intents, self.context, self.slot_types, self.n_ranks, self.evidence, self.version))
-            object.__setattr__(self, "_hash", h)
-        return h
-
     @property
     def names(self) -> list[str]:
         names = [*SCORES, *(f"log_{s}" for s in SCORES), "n_slots"]
@@ -179,6 +163,11 @@ class FeatureSpec:
                    context=tuple((c, tuple(v)) for c, v in d["context"].items()),
                    slot_types=tuple(d["slot_types"]), n_ranks=int(d["n_ranks"]),
                    evidence=tuple(d.get("evidence", ())))  # models published before evidence have none
+
+    def check_tables(self, tables_spec: "FeatureSpec", what: str = "model") -> None:
+        """:meth:`check_same` against the spec of the tables (:func:`spec_from_manifest` without evidence), but for
+        the evidence families, which each model chooses (the feature builders check that the data fills them)."""
+        self.check_same(replace(tables_spec, evidence=self.evidence), what)
 
     def check_same(self, other: "FeatureSpec", what: str = "model") -> None:
         """Raise with a message saying what differs."""
@@ -439,7 +428,7 @@ def features_from_records(records: Sequence[Mapping[str, Any]], spec: FeatureSpe
     ranks = record_ranks(records, scores, spec.domain)
     # Built as a flat list (Python item assignment is much cheaper than numpy's for a few rows); the evidence
     # columns (the last ones) are written as a block after it.
-    full, dim = dim, dim - len(_evidence_plan(spec.evidence)[1])
+    full, dim = dim, spec.evidence_col
     flat = [0.0] * (n * dim)
     base = 0
     for i, r in enumerate(records):

@@ -67,7 +67,7 @@ class LinearDomains:
         self.context_fields = tuple(self._context)
         # evidence features: one column per feature any domain uses, 0 weight where a domain does not
         self.evidence = [f for f in EVIDENCE if any(f in spec.evidence for spec, _ in models.values())]
-        names = [name for f in self.evidence for name, _, _ in EVIDENCE[f]]
+        self.evidence_names = names = [name for f in self.evidence for name, _, _ in EVIDENCE[f]]
         self.evidence_w = np.zeros((n, len(names)))
         self.evidence_used = np.zeros((n, len(names)), dtype=bool)  # the domain's model reads the feature (its value must be there)
         self.evidence_columns = {}  # domain code -> the columns of its evidence features among the union's
@@ -194,6 +194,19 @@ class LinearDomains:
             out += np.where(self.evidence_used[codes], values * self.evidence_w[codes], 0.0).sum(axis=1)
         return out + self.bias[codes]
 
+    def union_evidence(self, runs: Sequence[tuple[str, int, np.ndarray | None]]) -> np.ndarray | None:
+        """The ``evidence`` of :meth:`record_logits` from runs of rows ``(domain, rows, its evidence features or None)``:
+        each domain's features in its columns of the union (NaN elsewhere); None when no model reads evidence."""
+        if not self.evidence:
+            return None
+        out = np.full((sum(k for _, k, _ in runs), len(self.evidence_names)), np.nan)
+        at = 0
+        for d, k, E in runs:
+            if E is not None:
+                out[at:at + k, self.evidence_columns[self.code[d]]] = E
+            at += k
+        return out
+
     def evidence_of(self, part: pa.Table, table: pa.Table) -> pa.Table:
         """``part`` with the evidence columns of ``table`` the models need (null where ``table`` has none: for a
         domain whose model does not use them)."""
@@ -216,8 +229,7 @@ class LinearDomains:
         if not np.isfinite(values[used]).all():
             bad = used & ~np.isfinite(values)
             row = int(np.flatnonzero(bad.any(axis=1))[0])
-            names = [name for f in self.evidence for name, _, _ in EVIDENCE[f]]
-            name = names[int(np.flatnonzero(bad[row])[0])]
+            name = self.evidence_names[int(np.flatnonzero(bad[row])[0])]
             raise BadFeatures(f"hypothesis table: {int(bad.any(axis=1).sum())} rows of {self.domains[domain_code[row]]} lack an "
                               f"evidence value its model needs (null or not finite); the first lacks {name!r}", name)
         return np.where(used, values * self.evidence_w[domain_code], 0.0).sum(axis=1)

@@ -10,6 +10,7 @@ algorithm, so that ``P(y | x) = exp(score(y) - log Z(x))``.
 from __future__ import annotations
 
 import numpy as np
+from scipy.special import logsumexp
 
 __all__ = ["kbest", "kbest_probabilities", "log_partition", "tag_marginals", "path_marginals"]
 
@@ -137,11 +138,6 @@ def kbest_probabilities(E: np.ndarray, T: np.ndarray, k: int) -> tuple[np.ndarra
     return paths, np.minimum(np.exp(scores - log_partition(E, T)[:, None]), 1.0)
 
 
-def _logsumexp(x: np.ndarray, axis: int) -> np.ndarray:
-    m = x.max(axis=axis, keepdims=True)
-    return (m + np.log(np.exp(x - m).sum(axis=axis, keepdims=True))).squeeze(axis)
-
-
 def tag_marginals(E: np.ndarray, T: np.ndarray) -> np.ndarray:
     r"""``P(y_t = j | x)`` of ``B`` sentences of equal length: forward-backward in log space, ``[B, n, L]``.
 
@@ -161,10 +157,10 @@ def tag_marginals(E: np.ndarray, T: np.ndarray) -> np.ndarray:
     beta = np.zeros((B, n, L))
     alpha[:, 0] = E[:, 0]
     for t in range(1, n):
-        alpha[:, t] = E[:, t] + _logsumexp(alpha[:, t - 1, :, None] + T[None], axis=1)
+        alpha[:, t] = E[:, t] + logsumexp(alpha[:, t - 1, :, None] + T[None], axis=1)
     for t in range(n - 2, -1, -1):
-        beta[:, t] = _logsumexp(T[None] + (E[:, t + 1] + beta[:, t + 1])[:, None, :], axis=2)
-    log_z = _logsumexp(alpha[:, -1], axis=1)
+        beta[:, t] = logsumexp(T[None] + (E[:, t + 1] + beta[:, t + 1])[:, None, :], axis=2)
+    log_z = logsumexp(alpha[:, -1], axis=1)
     return np.exp(alpha + beta - log_z[:, None, None])
 
 

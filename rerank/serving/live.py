@@ -11,14 +11,16 @@ pass the checks is refused and logged, and the old one keeps serving.
 from __future__ import annotations
 
 import logging
+import math
 import os
 import threading
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
 import numpy as np
 
+from rerank.hypotheses.nbest import EVIDENCE
 from rerank.merge.ranker import BASELINE, CrossDomainRanker, DomainScorer
 from rerank.model.features import FeatureSpec, features_from_records
 from rerank.merge.top_calibration import NAME as TOP_CALIBRATION
@@ -60,14 +62,18 @@ class RefusedVersion(RuntimeError):
     pass
 
 
-#: evidence values of the probe, as the scores' (ordinary, lowest, highest, mixed): a model's evidence
-#: weights meet the ends of every field's range (a long utterance, a very unlikely one)
-PROBE_EVIDENCE = [
-    {"ic_margin": 0.5, "ic_entropy": 0.7, "ner_min": 0.5, "ner_mean": 0.7, "oov_share": 0.2, "catalogue_miss": 0, "n_tokens": 5, "unigram_logp": -6.0, "neighbour_jaccard": 0.5, "neighbour_intent_jaccard": 0.4},
-    {"ic_margin": 0.0, "ic_entropy": 0.0, "ner_min": 0.0, "ner_mean": 0.0, "oov_share": 0.0, "catalogue_miss": 0, "n_tokens": 1, "unigram_logp": -40.0, "neighbour_jaccard": 0.0, "neighbour_intent_jaccard": 0.0},
-    {"ic_margin": 1.0, "ic_entropy": 6.0, "ner_min": 1.0, "ner_mean": 1.0, "oov_share": 1.0, "catalogue_miss": 20, "n_tokens": 500, "unigram_logp": 0.0, "neighbour_jaccard": 1.0, "neighbour_intent_jaccard": 1.0},
-    {"ic_margin": 1.0, "ic_entropy": 0.0, "ner_min": 0.0, "ner_mean": 1.0, "oov_share": 1.0, "catalogue_miss": 1, "n_tokens": 2, "unigram_logp": -12.0, "neighbour_jaccard": 0.25, "neighbour_intent_jaccard": 0.0},
-]
+def _probe_evidence() -> list[dict]:
+    """Evidence values of the probe, as the scores' (ordinary, lowest, highest, mixed), from each field's range in
+    the n-best format: a model's evidence weights meet the ends of every range (an unbounded end: +-50)."""
+    rows: list[dict] = [{}, {}, {}, {}]
+    for j, (name, (low, high, whole)) in enumerate(EVIDENCE.items()):
+        lo, hi = (low if math.isfinite(low) else -50.0), (high if math.isfinite(high) else 50.0)
+        for row, v in zip(rows, ((lo + hi) / 2, lo, hi, lo if j % 2 else hi)):
+            row[name] = int(round(v)) if whole else float(v)
+    return rows
+
+
+PROBE_EVIDENCE = _probe_evidence()
 
 
 def probe_records(spec: FeatureSpec) -> list[dict]:
@@ -94,8 +100,7 @@ def check_scorer(scorer: DomainScorer, expected: FeatureSpec | None) -> None:
     if scorer.spec.domain != scorer.domain:
         raise RefusedVersion(f"{scorer.domain} {scorer.version}: its spec is of domain {scorer.spec.domain!r}")
     if expected is not None:
-        # the tables' spec has no evidence: each version chooses its own (the probe below feeds it)
-        scorer.spec.check_same(replace(expected, evidence=scorer.spec.evidence), what=f"version {scorer.version}")
+        scorer.spec.check_tables(expected, what=f"version {scorer.version}")  # its evidence: fed by the probe below
     logits = scorer.logit(features_from_records(probe_records(scorer.spec), scorer.spec))
     if not np.isfinite(logits).all():
         raise RefusedVersion(f"{scorer.domain} {scorer.version}: {int((~np.isfinite(logits)).sum())} of "
