@@ -9,7 +9,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from rerank.training.cli import expand_all_domains, parallel_jobs
+from rerank.training.cli import expand_all_domains, in_multirun, parallel_jobs
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 
@@ -26,7 +26,9 @@ def main(cfg: DictConfig) -> float:
     if container.get("parallel_jobs") is None:
         container["parallel_jobs"] = parallel_jobs()
     result = train(container)
-    if "version" in result and container.get("promote", "gate") != "none":
+    # in a sweep, promote=gate only publishes: one release plan follows when the sweep ends (rerank.merge.sweep_release)
+    gate_now = container.get("promote", "gate") == "force" or (container.get("promote", "gate") == "gate" and not in_multirun())
+    if "version" in result and gate_now:
         import time
 
         from rerank.merge.promote import promote_trained

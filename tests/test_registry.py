@@ -115,7 +115,8 @@ def test_live_pointer_stages_and_history(tmp_path):
     assert [reg.stage(CORPUS, DOMAIN, v) for v in ("v1", "v2", "v3")] == ["candidate"] * 3
     reg.set_live(CORPUS, DOMAIN, "v2", action="promote", verdict="accepted", report="r.md")
     assert reg.live(CORPUS, DOMAIN) == "v2" and reg.load(CORPUS, DOMAIN).version == "v2"
-    assert (reg.domain_dir(CORPUS, DOMAIN) / "live").read_text() == "v2\n"
+    state = json.loads((reg.root / CORPUS / "_releases" / "live.json").read_text())
+    assert state["release"] == 1 and state["versions"] == {DOMAIN: "v2"}
     reg.record(CORPUS, DOMAIN, {"action": "refuse", "to": "v3", "verdict": "refused", "forced": False})
     assert reg.live(CORPUS, DOMAIN) == "v2"
     reg.set_live(CORPUS, DOMAIN, "v3", action="promote", verdict="refused", forced=True)
@@ -125,9 +126,12 @@ def test_live_pointer_stages_and_history(tmp_path):
     assert [(h["action"], h["from"], h["to"], h["forced"]) for h in hist] == [
         ("promote", None, "v2", False), ("refuse", "v2", "v3", False), ("promote", "v2", "v3", True), ("rollback", "v3", "v2", False)]
     assert all("time" in h and h["domain"] == DOMAIN for h in hist)
-    # the history file only ever grows: one JSON object per line
+    # moves are releases (one record each); the domain's own file holds what moved nothing
+    assert [r["moves"] for r in reg.releases(CORPUS).records()] == [
+        [{"domain": DOMAIN, "from": None, "to": "v2"}], [{"domain": DOMAIN, "from": "v2", "to": "v3"}],
+        [{"domain": DOMAIN, "from": "v3", "to": "v2"}]]
     lines = (reg.domain_dir(CORPUS, DOMAIN) / "history.jsonl").read_text().splitlines()
-    assert [json.loads(x)["to"] for x in lines] == ["v2", "v3", "v3", "v2"]
+    assert [json.loads(x)["to"] for x in lines] == ["v3"]
     # a move that expects another live version is refused (someone promoted meanwhile)
     with pytest.raises(RegistryError, match="meanwhile"):
         reg.set_live(CORPUS, DOMAIN, "v1", action="promote", verdict="accepted", expect_from="v3")
@@ -141,8 +145,21 @@ def test_live_pointer_stages_and_history(tmp_path):
 def test_a_live_pointer_to_nothing_is_an_error(tmp_path):
     reg = Registry(tmp_path)
     publish(reg, make_model(1))
+    # a registry from before releases: one pointer file per domain, read until the first release takes it over
     (reg.domain_dir(CORPUS, DOMAIN) / "live").write_text("v5\n")
     with pytest.raises(RegistryError, match="v5"):
+        reg.live(CORPUS, DOMAIN)
+    (reg.domain_dir(CORPUS, DOMAIN) / "live").write_text("v1\n")
+    assert reg.live(CORPUS, DOMAIN) == "v1" and reg.live_state(CORPUS).release == 0
+    reg.set_live(CORPUS, DOMAIN, None, action="rollback", verdict="test")
+    assert reg.live(CORPUS, DOMAIN) is None and not (reg.domain_dir(CORPUS, DOMAIN) / "live").exists()
+    # a live state that names a version that is not there
+    state = reg.root / CORPUS / "_releases" / "live.json"
+    state.write_text(json.dumps({"release": 9, "versions": {DOMAIN: "v5"}}))
+    with pytest.raises(RegistryError, match="v5"):
+        reg.live(CORPUS, DOMAIN)
+    state.write_text(json.dumps({"release": 9, "versions": {DOMAIN: "latest"}}))
+    with pytest.raises(RegistryError, match="not version names"):
         reg.live(CORPUS, DOMAIN)
 
 

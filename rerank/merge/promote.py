@@ -1,28 +1,29 @@
-"""``promote(cfg)``: gate a domain's version, then make it live (or refuse, or roll back).
+"""``promote(cfg)``: gate one domain's version, then make it live (or refuse, or roll back): a release of one move.
 
-``python scripts/promote.py data=hwu64 domain=music version=v4`` gates v4 and moves
-``music``'s live pointer to it when the gate accepts; ``version=v3`` (an older one)
-is a rollback through the same gate; ``force=true`` moves the pointer whatever the
-gate says, and the history records the override. Training calls the same function
-after publishing (``scripts/train.py promote=gate``).
+``python scripts/promote.py data=hwu64 domain=music version=v4`` gates v4 on the world it
+makes (every other domain at its live version) and applies it as a release of one move
+when the gate accepts; ``version=v3`` (an older one) is a rollback through the same gate;
+``force=true`` applies it whatever the gate says, and the history records the override.
+A single training run calls the same function after publishing (``promote=gate``); a
+sweep publishes, then plans one release over every domain (:mod:`rerank.merge.release`).
 
-Gates of one corpus run one at a time (a file lock): each is evaluated against a
-live set that no other promotion changes before its pointer moves.
+Gates and releases of one corpus run one at a time (the promotion lock): each is decided
+on a live state that nothing changes before it is written.
 """
 from __future__ import annotations
 
 import logging
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Mapping
 
 from rerank.hypotheses.tables import TableSet, open_tables
 from rerank.io import write_json, write_text
-from rerank.merge.gate import GateLimits, evaluate_candidate, render_gate_report
-from rerank.merge.evaluate import load_split, top_hypotheses
-from rerank.merge.ranker import CrossDomainRanker
-from rerank.merge.top_calibration import NAME as TOP_CALIBRATION
+from rerank.merge.gate import GateLimits, render_gate_report
 from rerank.merge.top_calibration import TopCalibration, fit_top_calibration
+from rerank.merge.evaluate import top_hypotheses
+from rerank.merge.world import World
 from rerank.model.registry import VERSION_DIR, Registry, RegistryError
 
 log = logging.getLogger(__name__)
@@ -33,47 +34,53 @@ class Refused(RuntimeError):
     """The gate refused the version; the message names the failed checks and the report."""
 
 
-def promote_version(tables: TableSet, registry: Registry, domain: str, version: str, gate_cfg: Mapping[str, Any],
+def promote_version(tables: TableSet, registry: Registry, domain: str, version: str | None, gate_cfg: Mapping[str, Any],
                     force: bool = False, report_dir: str | Path | None = None) -> dict:
-    """Gate ``domain``'s ``version`` and move its live pointer if accepted (or forced); returns the decision.
+    """Gate ``domain``'s ``version`` (None: the baseline) and release it if accepted (or forced); returns the decision.
 
     The decision holds ``accepted`` (the gate's verdict), ``live`` (the live version after),
     ``action`` and ``report`` (the path of the markdown report; a JSON one sits beside it).
     """
     corpus = tables.name
     limits = GateLimits.from_config(gate_cfg)
-    resolved = registry.resolve(corpus, domain, version)
-    if resolved is None:
+    resolved = None if version is None else registry.resolve(corpus, domain, version)
+    if resolved is None and version is not None:
         raise RegistryError(f"{registry.domain_dir(corpus, domain)}: no version {version!r}")
     with registry.promotion_lock(corpus):
         current = registry.live(corpus, domain)
         if resolved == current:
-            print(f"promote {corpus}/{domain}: {resolved} is live already")
+            print(f"promote {corpus}/{domain}: {resolved or 'baseline'} is live already")
             return {"domain": domain, "version": resolved, "accepted": True, "live": current, "action": "none", "report": None}
-        result = evaluate_candidate(tables, registry, domain, resolved, limits)
+        world = World(tables, registry, limits)
+        result = world.evaluate({domain: resolved})
+        result.update({"domain": domain, "candidate": resolved or "baseline", "current": current or "baseline"})
         folder = Path(report_dir) if report_dir else registry.domain_dir(corpus, domain) / "gate"
-        stem = f"{time.strftime('%Y%m%dT%H%M%S')}-{current or 'baseline'}-to-{resolved}"
+        # unique: two gates in one second must not overwrite a report that a history entry names
+        stem = f"{time.strftime('%Y%m%dT%H%M%S')}-{current or 'baseline'}-to-{resolved or 'baseline'}-{uuid.uuid4().hex[:8]}"
         write_json(folder / f"{stem}.json", result)
         write_text(folder / f"{stem}.md", render_gate_report(result))
         report = str(folder / f"{stem}.md")
         older = current is not None and _number(resolved) < _number(current)
         action = "rollback" if older else "promote"
         verdict = "accepted" if result["accepted"] else "refused: " + ", ".join(result["failed"])
-        details = {"report": report, "gate_seconds": result["seconds"], "checks_failed": result["failed"]}
+        details = {"gate_seconds": result["seconds"], "checks_failed": result["failed"],
+                   "harmed": {d: {"delta": result["per_domain"][d]["delta"], "ci": result["per_domain"][d]["ci"]}
+                              for d in result["harmed"]}}
+        forced = bool(force and not result["accepted"])
         if result["accepted"] or force:
-            # the merge's top calibration for the new live set, in place before the pointer moves
-            registry.write_merge(corpus, TOP_CALIBRATION, result["top_calibration"])
-            registry.set_live(corpus, domain, resolved, action=action, verdict=verdict, forced=force and not result["accepted"],
-                              report=report, expect_from=current, details={k: v for k, v in details.items() if k != "report"})
+            registry.release(corpus, {domain: resolved}, {"action": action, "verdict": verdict, "forced": forced,
+                                                          "report": report, **details},
+                             top_calibration=result["top_calibration"], expect_release=world.state.release)
             live = resolved
         else:
-            registry.record(corpus, domain, {"action": action, "to": resolved, "verdict": verdict, "forced": False, **details})
+            registry.record(corpus, domain, {"action": action, "to": resolved, "verdict": verdict, "forced": False,
+                                             "report": report, **details})
             live = current
     semer = result["checks"][0]
-    print(f"promote {corpus}/{domain} {current or 'baseline'} -> {resolved}: {verdict}"
-          + (" (forced)" if force and not result["accepted"] else "")
+    print(f"promote {corpus}/{domain} {current or 'baseline'} -> {resolved or 'baseline'}: {verdict}"
+          + (" (forced)" if forced else "")
           + f"; dev SemER {semer['before']:.4f} -> {semer['after']:.4f}; live: {live or 'baseline'}; report {report}")
-    return {"domain": domain, "version": resolved, "accepted": result["accepted"], "forced": bool(force and not result["accepted"]),
+    return {"domain": domain, "version": resolved, "accepted": result["accepted"], "forced": forced,
             "live": live, "action": action, "report": report, "failed": result["failed"]}
 
 
@@ -83,48 +90,17 @@ def _number(version: str) -> int:
 
 
 def recalibrate(tables: TableSet, registry: Registry, gate_cfg: Mapping[str, Any]) -> TopCalibration:
-    """Refit the merge's top calibration for the live set as it is (on the gate's split) and store it."""
+    """Refit the merge's top calibration for the live state as it is (on the gate's split): a release of no move."""
     limits = GateLimits.from_config(gate_cfg)
     with registry.promotion_lock(tables.name):
-        data = load_split(tables, limits.split)
-        ranker = CrossDomainRanker.from_registry(registry, tables.name, tables.domains)
-        tops = top_hypotheses(data, ranker.score_tables(data.tables).score)
-        cal = fit_top_calibration(tops.conf, tops.correct, {d: s.version for d, s in ranker.scorers.items()}, limits.split)
-        path = registry.write_merge(tables.name, TOP_CALIBRATION, cal.to_dict())
+        world = World(tables, registry, limits)
+        tops = top_hypotheses(world.data, world.base)
+        cal = fit_top_calibration(tops.conf, tops.correct, world.versions({}), limits.split)
+        rec = registry.release(tables.name, {}, {"action": "recalibrate", "verdict": "top calibration refitted", "forced": False,
+                                                 "report": None}, top_calibration=cal.to_dict(), expect_release=world.state.release)
     print(f"recalibrate {tables.name}: top confidence = sigmoid({cal.scale:.3f} * logit(top) {cal.shift:+.3f}); "
-          f"{limits.split} top-hypothesis ECE {cal.ece_before:.4f} -> {cal.ece_after:.4f}; {path}")
+          f"{limits.split} top-hypothesis ECE {cal.ece_before:.4f} -> {cal.ece_after:.4f}; release {rec['release']}")
     return cal
-
-
-def refused_candidates(registry: Registry, corpus: str, domains) -> dict[str, str]:
-    """Every domain's newest version when the gate refused it the last time it was gated and it is not live."""
-    out = {}
-    for d in domains:
-        newest = registry.resolve(corpus, d, "latest")
-        if newest is None or newest == registry.live(corpus, d):
-            continue
-        gated = [h for h in registry.history(corpus, d) if h.get("to") == newest and "verdict" in h]
-        if gated and str(gated[-1]["verdict"]).startswith("refused") and not gated[-1].get("forced"):
-            out[d] = newest
-    return out
-
-
-def promote_refused(tables: TableSet, registry: Registry, gate_cfg: Mapping[str, Any]) -> list[dict]:
-    """Gate again the newest versions that were refused, against the live set as it is now.
-
-    Gates run one at a time, each against the live set of its moment: early in a sweep most
-    other domains are still at the baseline, and a version refused then can pass once they
-    are live. Passes repeat while one of them is accepted (each acceptance changes the live set).
-    """
-    decisions: list[dict] = []
-    while True:
-        accepted = False
-        for d, v in refused_candidates(registry, tables.name, tables.domains).items():
-            decision = promote_version(tables, registry, d, v, gate_cfg)
-            decisions.append(decision)
-            accepted = accepted or decision["accepted"]
-        if not accepted:  # every acceptance makes a version live, so this ends within one pass per domain
-            return decisions
 
 
 def promote(cfg: Mapping[str, Any]) -> dict:
@@ -133,13 +109,9 @@ def promote(cfg: Mapping[str, Any]) -> dict:
     registry = Registry(cfg["paths"]["registry_dir"])
     if cfg.get("recalibrate"):
         return recalibrate(tables, registry, cfg["gate"]).to_dict()
-    if cfg.get("refused"):
-        decisions = promote_refused(tables, registry, cfg["gate"])
-        print(f"promote {tables.name}: {sum(d['accepted'] for d in decisions)} of {len(decisions)} gates of refused "
-              "versions accepted")
-        return {"decisions": decisions}
     if not cfg.get("domain"):
-        raise ValueError("promote: say which domain (domain=music), or recalibrate=true, or refused=true")
+        raise ValueError("promote: say which domain (domain=music), or recalibrate=true; "
+                         "every pending version at once: scripts/release.py")
     decision = promote_version(tables, registry, cfg["domain"], str(cfg.get("version") or "latest"), cfg["gate"],
                                force=bool(cfg.get("force", False)))
     if not decision["accepted"] and not decision.get("forced"):
@@ -149,18 +121,13 @@ def promote(cfg: Mapping[str, Any]) -> dict:
 
 
 def promote_trained(cfg: Mapping[str, Any], result: Mapping[str, Any]) -> dict:
-    """After ``train()`` published a version: ``promote=gate`` gates it, ``promote=force`` makes it live."""
+    """After a single ``train()`` published a version: ``promote=gate`` gates it, ``promote=force`` makes it live.
+
+    Either way it is a release of one move under the promotion lock, with the top calibration fitted
+    for the world it makes (written with the move, in one release, never before it).
+    """
     mode = cfg.get("promote", "gate")
     if mode not in MODES:
         raise ValueError(f"promote must be one of {MODES}, not {mode!r}")
     registry = Registry(cfg["paths"]["registry_dir"])
-    if mode == "force":
-        # live without evaluating: promote=force is for runs that want every new version serving
-        # (a benchmark, a first deployment); scripts/promote.py force=true still writes the gate's report
-        entry = registry.set_live(cfg["data"]["name"], result["domain"], result["version"], action="promote",
-                                  verdict="not gated (promote=force)", forced=True)
-        print(f"promote {cfg['data']['name']}/{result['domain']} {entry['from'] or 'baseline'} -> {result['version']}: "
-              "live without the gate (promote=force)")
-        return {"domain": result["domain"], "version": result["version"], "accepted": None, "forced": True,
-                "live": result["version"], "action": "promote", "report": None, "failed": []}
-    return promote_version(open_tables(cfg), registry, result["domain"], result["version"], cfg["gate"])
+    return promote_version(open_tables(cfg), registry, result["domain"], result["version"], cfg["gate"], force=mode == "force")

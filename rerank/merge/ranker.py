@@ -139,8 +139,15 @@ class CrossDomainRanker:
         if unknown := sorted(set(versions) - set(domains)):
             raise UnknownDomainError(f"versions pinned for unknown domains {unknown}; domains: {domains}")
         scorers = {}
+        state = registry.live_state(corpus)  # read once: every domain's live version of one release, never a mix
         for d in domains:
             ref, d_loss = versions.get(d, "live"), (None if d in versions else loss)
+            if ref == "live" and d_loss is None:
+                ref = state.version(d)
+                if ref is None and missing == "baseline":
+                    scorers[d] = DomainScorer(d, BASELINE)
+                    continue
+                ref = ref or "live"
             # Only a domain with *no* published version falls back to the baseline; a published
             # version that cannot be read (truncated weights, bad spec) is an error, never skipped.
             if missing == "baseline" and registry.resolve(corpus, d, ref, d_loss) is None:

@@ -12,8 +12,8 @@ fitted on dev over the merged lists of the live models:
 It is monotone, so the ranking never changes; only the confidence that the service
 reports with the top hypothesis (and that the top-hypothesis ECE measures) does. The
 promotion gate refits it for the live set it accepts, before the live pointer moves,
-and stores it in the registry (``<registry>/<corpus>/_merge/top_calibration.json``)
-with the versions it was fitted for; the merge and the service read it from there.
+and stores it in the live state with the versions it was fitted for (one release:
+:mod:`rerank.model.releases`); the merge and the service read it from there.
 """
 from __future__ import annotations
 
@@ -77,6 +77,6 @@ def fit_top_calibration(top_score: np.ndarray, correct: np.ndarray, fitted_for: 
 
 
 def read_top_calibration(registry, corpus: str) -> TopCalibration | None:
-    """The corpus' top calibration in ``registry``, or None when none was fitted."""
-    d = registry.read_merge(corpus, NAME)
-    return None if d is None else TopCalibration.from_dict(d, str(registry.merge_path(corpus, NAME)))
+    """The corpus' top calibration in ``registry`` (part of the live state), or None when none was fitted."""
+    d = registry.live_state(corpus).top_calibration
+    return None if d is None else TopCalibration.from_dict(d, f"{registry.releases(corpus).state_path} top_calibration")

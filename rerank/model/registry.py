@@ -6,18 +6,21 @@ Layout, per corpus and domain (``<root>/<corpus>/<domain>/``):
   ``spec.json`` (the feature spec), ``config.json`` (the resolved training config),
   ``metrics.json`` (dev figures) and ``meta.json`` (loss, model kind, hash of the data
   it saw, time). Publishing creates a **candidate**.
-- ``live``: the version that serves traffic (merge and the service follow it). It is
-  replaced atomically (a rename), so a reader sees the old or the new name, never a
-  mix. A domain without one is served by the unweighted baseline.
-- ``history.jsonl``: append-only, one line per decision about ``live``: when, from
-  which version to which, the gate's verdict, whether it was forced, and its report.
+- ``_releases/live.json``: what serves traffic, every domain's live version and the merge's
+  top calibration in one file, replaced atomically by each *release* (a set of moves
+  applied together; :mod:`rerank.model.releases`). A reader sees the state of exactly one
+  release, never a mix. A domain without a live version is served by the unweighted baseline.
+- ``_releases/r<N>.json``: the record of each release (its moves, verdict and reports);
+  ``history.jsonl`` (per domain): decisions that moved nothing, such as a refused gate.
 
 Stages: ``live`` (named by the pointer), ``candidate`` (never live) and ``retired``
 (live once, replaced since). ``scripts/registry.py list`` shows them.
 
-A version is written in a staging folder (``.staging-<host>-<pid>-<id>``) and renamed
+A version is written in a staging folder (``.staging-<host>-<pid>-<token>``) and renamed
 into place, so a crash never leaves a half-written version visible; the next publish
-removes staging folders whose publisher is gone. The version number is claimed and
+removes staging folders whose publisher is gone: the publisher holds a lock on its own
+folder's token file for as long as it writes, so ownership is told by the lock, not by
+a host name and PID that two containers can share. The version number is claimed and
 pointers are moved under a file lock, so concurrent publishers (a sweep, two nodes on
 a shared disk) never collide. Weights are safetensors read as numpy arrays: loading a
 model reads data, never code, and needs no torch. Weights that are not finite are
@@ -26,6 +29,7 @@ refused, at publish and at load.
 from __future__ import annotations
 
 
+import fcntl
 import json
 import os
 import re
@@ -41,16 +45,15 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
-from rerank.io import append_line, atomic_path, file_lock, host_name, pid_alive, read_json, write_json, write_text
+from rerank.io import append_line, atomic_path, file_lock, host_name, read_json, write_json
 from rerank.model.features import FeatureSpec, FeatureSpecMismatch
+from rerank.model.releases import LiveState, ReleaseError, Releases
 from rerank.model.scorer import BadWeights, LogitScorer
 
 VERSION_DIR = re.compile(r"v(\d+)")
 STAGING_PREFIX = ".staging-"
 #: a staging folder of another host is removed once it is this old (its publisher cannot be asked)
 FOREIGN_STAGING_SECONDS = 6 * 3600
-REFS = ("live", "latest")
-STAGES = ("live", "candidate", "retired")
 
 
 class RegistryError(RuntimeError):
@@ -148,30 +151,57 @@ class Registry:
         except (OSError, json.JSONDecodeError) as err:
             raise RegistryError(f"{path}: unreadable ({err})") from None
 
+    def releases(self, corpus: str) -> Releases:
+        """The releases of ``corpus`` (one object per corpus and registry: it caches the live state)."""
+        cache = self.__dict__.setdefault("_releases", {})
+        if corpus not in cache:
+            cache[corpus] = Releases(self.root / corpus)
+        return cache[corpus]
+
+    def live_state(self, corpus: str) -> LiveState:
+        """Every domain's live version and the top calibration, as of one release."""
+        try:
+            return self.releases(corpus).state()
+        except ReleaseError as err:
+            raise RegistryError(str(err)) from None
+
     def live(self, corpus: str, domain: str) -> str | None:
         """The live version of ``domain``, or None (it is then served by the baseline)."""
-        pointer = self.domain_dir(corpus, domain) / "live"
-        try:
-            name = pointer.read_text().strip()
-        except FileNotFoundError:
-            return None
-        if not VERSION_DIR.fullmatch(name) or not (self.domain_dir(corpus, domain) / name).is_dir():
-            raise RegistryError(f"{pointer}: names {name!r}, which is not a published version")
+        name = self.live_state(corpus).version(domain)
+        if name is not None and not (self.domain_dir(corpus, domain) / name).is_dir():
+            raise RegistryError(f"{self.releases(corpus).state_path}: names {domain} {name!r}, which is not a published version")
         return name
 
     def history(self, corpus: str, domain: str) -> list[dict]:
+        """Every decision about ``domain``, oldest first: its moves (from the releases) and what moved nothing."""
         path = self.domain_dir(corpus, domain) / "history.jsonl"
-        if not path.exists():
-            return []
         out = []
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if line.strip():
-                    try:
-                        out.append(json.loads(line))
-                    except json.JSONDecodeError as err:
-                        raise RegistryError(f"{path}:{lineno}: unreadable history line ({err.msg})") from None
-        return out
+        if path.exists():
+            with open(path, encoding="utf-8") as f:
+                for lineno, line in enumerate(f, 1):
+                    if line.strip():
+                        try:
+                            out.append(json.loads(line))
+                        except json.JSONDecodeError as err:
+                            raise RegistryError(f"{path}:{lineno}: unreadable history line ({err.msg})") from None
+        try:
+            records = self.releases(corpus).records()
+        except ReleaseError as err:
+            raise RegistryError(str(err)) from None
+        for r in records:
+            common = {k: v for k, v in r.items() if k not in ("moves", "state", "top_calibration_before", "harmed", "refused")}
+            for m in r["moves"]:
+                if m["domain"] == domain:
+                    out.append({**common, "domain": domain, "from": m["from"], "to": m["to"], "moved": True,
+                                "release_size": len(r["moves"])})
+            if domain in (r.get("harmed") or {}):  # what a release cost this domain, for its owner to see
+                h = r["harmed"][domain]
+                live = r["state"]["versions"].get(domain)
+                out.append({**common, "domain": domain, "action": "harmed by release", "from": live, "to": live,
+                            "moved": False, "verdict": f"SemER {h['delta']:+.4f} [{h['ci'][0]:+.4f}, {h['ci'][1]:+.4f}]; "
+                                                       f"co-adapted: {h.get('coadapt') or 'no'}"})
+        # "ts" (seconds, with fractions) orders decisions of one second; older entries have only "time"
+        return sorted(out, key=lambda h: (h.get("time", ""), h.get("ts", 0.0)))
 
     def stage(self, corpus: str, domain: str, version: str, history: list[dict] | None = None) -> str:
         if version == self.live(corpus, domain):
@@ -189,21 +219,17 @@ class Registry:
         return file_lock(self.root / corpus / ".promote.lock")
 
     def clean_staging(self, corpus: str, domain: str) -> list[str]:
-        """Remove staging folders of publishers that are gone (killed); returns their names."""
+        """Remove staging folders whose publisher is gone (killed); returns their names.
+
+        A publisher holds an exclusive lock on ``<staging>/.owner`` while it writes; a folder whose lock
+        can be taken has no publisher (on a shared disk without working locks, only old folders go).
+        """
         base = self.domain_dir(corpus, domain)
         if not base.exists():
             return []
-        removed, host = [], host_name()
+        removed = []
         for p in base.iterdir():
-            if not p.name.startswith(STAGING_PREFIX):
-                continue
-            parts = p.name[len(STAGING_PREFIX):].rsplit("-", 2)
-            gone = False
-            if len(parts) == 3 and parts[1].isdigit():
-                gone = not pid_alive(int(parts[1])) if parts[0] == host else _age(p) > FOREIGN_STAGING_SECONDS
-            else:
-                gone = _age(p) > FOREIGN_STAGING_SECONDS
-            if gone:
+            if p.name.startswith(STAGING_PREFIX) and _abandoned(p):
                 shutil.rmtree(p, ignore_errors=True)
                 removed.append(p.name)
         return removed
@@ -220,10 +246,12 @@ class Registry:
             raise RegistryError(f"refusing to publish {corpus}/{domain}: {err}") from None
         base = self.domain_dir(corpus, domain)
         base.mkdir(parents=True, exist_ok=True)
-        with self._lock(corpus, domain):
+        with self._lock(corpus, domain):  # (a cleaner never sees a staging folder before its owner lock is held)
             self.clean_staging(corpus, domain)
-        staging = base / f"{STAGING_PREFIX}{host_name()}-{os.getpid()}-{uuid.uuid4().hex[:12]}"
-        staging.mkdir()
+            staging = base / f"{STAGING_PREFIX}{host_name()}-{os.getpid()}-{uuid.uuid4().hex}"
+            staging.mkdir()
+            owner = open(staging / ".owner", "w")
+            fcntl.flock(owner, fcntl.LOCK_EX)  # released by the kernel when this process dies, however it dies
         try:
             with atomic_path(staging / "weights.safetensors") as tmp:  # (safetensors itself writes 0600)
                 save_file(weights, str(tmp))
@@ -238,43 +266,53 @@ class Registry:
                 n = int(existing[-1][1:]) + 1 if existing else 1
                 meta["version"] = f"v{n}"
                 write_json(staging / "meta.json", meta)
+                os.unlink(staging / ".owner")
                 os.rename(staging, base / f"v{n}")
             return f"v{n}"
         finally:
+            owner.close()
             if staging.exists():
                 shutil.rmtree(staging, ignore_errors=True)
 
+    def release(self, corpus: str, moves: Mapping[str, str | None], record: Mapping[str, Any], *,
+                top_calibration: Mapping[str, Any] | None | bool = False, expect_release: int | None = None) -> dict:
+        """Apply ``moves`` ({domain: version, None: the baseline}) as one release, atomically; returns its record.
+
+        See :meth:`Releases.write`. Every version must be published; nothing changes otherwise.
+        """
+        def check(domain: str, version: str) -> None:
+            if not (self.domain_dir(corpus, domain) / version / "meta.json").is_file():
+                raise RegistryError(f"{self.domain_dir(corpus, domain)}: no version {version!r} to make live; "
+                                    f"published: {self.versions(corpus, domain)}")
+        try:
+            return self.releases(corpus).write(moves, record, top_calibration=top_calibration, expect_release=expect_release,
+                                               check_version=check)
+        except ReleaseError as err:
+            raise RegistryError(str(err)) from None
+
     def set_live(self, corpus: str, domain: str, version: str | None, *, action: str, verdict: str,
                  forced: bool = False, report: str | None = None, expect_from: str | None | bool = False,
-                 details: Mapping[str, Any] | None = None) -> dict:
-        """Point ``live`` at ``version`` (None: back to the baseline) and append the decision to the history.
+                 details: Mapping[str, Any] | None = None, top_calibration: Mapping[str, Any] | None | bool = False) -> dict:
+        """A release of one move: ``domain`` to ``version`` (None: back to the baseline); returns its history entry.
 
         ``expect_from``: when given (a version or None), the move happens only if the live
-        version is still that one (another promotion in between raises). Returns the history entry.
+        version is still that one (another promotion in between raises).
         """
-        if version is not None and version not in self.versions(corpus, domain):
-            raise RegistryError(f"{self.domain_dir(corpus, domain)}: no version {version!r} to make live; "
-                                f"published: {self.versions(corpus, domain)}")
-        with self._lock(corpus, domain):
-            current = self.live(corpus, domain)
-            if expect_from is not False and current != expect_from:
-                raise RegistryError(f"{corpus}/{domain}: live moved from {expect_from} to {current} meanwhile; gate again")
-            pointer = self.domain_dir(corpus, domain) / "live"
-            if version is None:
-                pointer.unlink(missing_ok=True)
-            else:
-                write_text(pointer, version + "\n")
-            entry = {"time": _now(), "domain": domain, "action": action, "from": current, "to": version, "moved": True,
-                     "verdict": verdict, "forced": bool(forced), "report": report, "host": host_name(), "pid": os.getpid()}
-            if details:
-                entry.update(details)
-            self._append_history(corpus, domain, entry)
-        return entry
+        with self.releases(corpus).lock():
+            state = self.live_state(corpus)
+        current = state.version(domain)
+        if expect_from is not False and current != expect_from:
+            raise RegistryError(f"{corpus}/{domain}: live moved from {expect_from} to {current} meanwhile; gate again")
+        rec = self.release(corpus, {domain: version}, {"action": action, "verdict": verdict, "forced": bool(forced),
+                                                       "report": report, **dict(details or {})},
+                           top_calibration=top_calibration, expect_release=state.release)
+        return {k: v for k, v in rec.items() if k != "moves"} | {"domain": domain, "from": current, "to": version, "moved": True}
 
     def record(self, corpus: str, domain: str, entry: Mapping[str, Any]) -> dict:
         """Append a decision that does not move ``live`` (a refused gate) to the history."""
         with self._lock(corpus, domain):
-            full = {"time": _now(), "domain": domain, "from": self.live(corpus, domain), "moved": False, "host": host_name(),
+            full = {"time": _now(), "ts": time.time(), "domain": domain, "from": self.live(corpus, domain), "moved": False,
+                    "host": host_name(),
                     "pid": os.getpid(), **entry}
             self._append_history(corpus, domain, full)
         return full
@@ -330,6 +368,21 @@ class Registry:
                              "kind": meta.get("kind"), "published_at": meta.get("published_at"),
                              "dev_semer": metrics.get("semer"), "dev_ece_top": metrics.get("ece_top")})
         return rows
+
+
+def _abandoned(staging: Path) -> bool:
+    """No process holds the staging folder's owner lock (or, without one, it is old)."""
+    try:
+        with open(staging / ".owner") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            return True
+    except FileNotFoundError:  # being renamed into place, or from before owner locks
+        return _age(staging) > FOREIGN_STAGING_SECONDS
+    except OSError:
+        return _age(staging) > FOREIGN_STAGING_SECONDS
 
 
 def _age(path: Path) -> float:

@@ -1,18 +1,24 @@
-"""The models that serve: one immutable snapshot of every domain's live version, swapped one domain at a time.
+"""The models that serve: one immutable snapshot of a whole release, swapped in one reference assignment.
 
-:class:`LiveModels` follows the registry's live pointers (a watcher thread polls
-them, ``poll_seconds`` apart). When a domain's pointer moves, the new version is
-loaded and checked first (its feature spec, then finite scores on a probe built
-from the spec); only then does a new :class:`Snapshot` replace the old one, in a
-single reference assignment. A request takes the snapshot once and is scored
-entirely by it, so it never mixes versions. A version that fails to load or to
-pass the checks is refused and logged, and the old one keeps serving.
+:class:`LiveModels` follows the registry's live state (one file that each release
+replaces atomically; a watcher on the server's event loop polls it, ``poll_seconds``
+apart). When a release appears, every version it moves is loaded and checked first
+(its feature spec, then finite scores on a probe built from the spec); only when all
+of them pass does a new :class:`Snapshot` of the whole release replace the old one. A
+request takes the snapshot once and is scored entirely by it, so no request is ever
+scored by half a release.
+
+Faults: a version that cannot be *read* (a permission, a file a shared disk does not
+show yet) is retried with backoff, and the release is refused only after
+``max_read_attempts`` reads; a version whose *content* fails (corrupt weights, a spec
+of another layout, scores that are not finite) refuses the release at once. Either way
+the old snapshot keeps serving, and :meth:`LiveModels.health` says ``degraded``, naming
+the domain, while what serves differs from the live state for more than two polls.
 """
 from __future__ import annotations
 
 import logging
 import math
-import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -23,8 +29,7 @@ import numpy as np
 from rerank.hypotheses.nbest import EVIDENCE
 from rerank.merge.ranker import BASELINE, CrossDomainRanker, DomainScorer
 from rerank.model.features import FeatureSpec, features_from_records
-from rerank.merge.top_calibration import NAME as TOP_CALIBRATION
-from rerank.merge.top_calibration import TopCalibration, read_top_calibration
+from rerank.merge.top_calibration import TopCalibration
 from rerank.model.registry import Registry, RegistryError
 
 log = logging.getLogger(__name__)
@@ -40,6 +45,8 @@ class Snapshot:
     created: float = field(default_factory=time.time)
     #: the merge's top calibration (None: none fitted; the top's confidence is then its score)
     top_calibration: TopCalibration | None = None
+    #: the release of the live state it serves (0: the registry's state before any release)
+    release: int = 0
 
     def confidence(self, top_score):
         """P(the top hypothesis is exactly right): its score (a float or an array of them) through the merge's
@@ -47,15 +54,6 @@ class Snapshot:
         if isinstance(top_score, np.ndarray):
             return self.top_calibration(top_score) if self.top_calibration is not None else top_score
         return float(self.top_calibration(top_score)) if self.top_calibration is not None else float(top_score)
-
-
-def _file_stamp(path) -> tuple | None:
-    """What tells that a file was replaced (an atomic rename changes the inode): None when it is absent."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return st.st_mtime_ns, st.st_ino, st.st_size
 
 
 class RefusedVersion(RuntimeError):
@@ -108,102 +106,136 @@ def check_scorer(scorer: DomainScorer, expected: FeatureSpec | None) -> None:
 
 
 class LiveModels:
-    """The serving snapshot of ``corpus`` in ``registry``, kept in step with its live pointers."""
+    """The serving snapshot of ``corpus`` in ``registry``, kept in step with its live state."""
 
     def __init__(self, registry: Registry, corpus: str, specs: Mapping[str, FeatureSpec] | None = None,
-                 poll_seconds: float = 0.2, on_event: Callable[[str, str, str], None] | None = None):
+                 poll_seconds: float = 0.2, on_event: Callable[[str, str, str], None] | None = None,
+                 max_read_attempts: int = 8):
         self.registry, self.corpus = registry, corpus
         self.specs = dict(specs or {})
         self.poll_seconds = float(poll_seconds)
+        self.max_read_attempts = int(max_read_attempts)
         self.on_event = on_event or (lambda kind, domain, detail: None)
-        self._stamps: dict[str, tuple | None] = {}
-        self._refused: dict[str, str] = {}
+        self._stamp: tuple | None = None
+        self._behind: dict | None = None  # the release not served yet: its token, the domain, why, attempts, next try
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.snapshot = Snapshot(CrossDomainRanker({d: DomainScorer(d, BASELINE) for d in self.specs}, corpus),
                                  {d: BASELINE for d in self.specs}, 0)
+        self.release = -1  # the release the snapshot serves (-1: none yet)
         self.last_poll = 0.0
         self.refresh()
 
-    # ------------------------------------------------------------------ following the pointers
+    # ------------------------------------------------------------------ following the live state
 
-    def _domains(self) -> list[str]:
+    def _domains(self, state) -> list[str]:
         base = self.registry.root / self.corpus
-        # domain names start with a letter or digit: "_merge" and hidden folders are not domains
+        # domain names start with a letter or digit: "_releases" and hidden folders are not domains
         found = {p.name for p in base.iterdir() if p.is_dir() and p.name[:1].isalnum()} if base.exists() else set()
-        return sorted(found | set(self.specs))
-
-    def _stamp(self, domain: str) -> tuple | None:
-        return _file_stamp(self.registry.domain_dir(self.corpus, domain) / "live")
+        return sorted(found | set(self.specs) | set(state.versions))
 
     def refresh(self) -> list[str]:
-        """Look at every live pointer once; swap in what moved. Returns the domains swapped."""
+        """Look at the live state once; swap in a new release when all of it loads. Returns the domains swapped."""
         with self._lock:
-            snap = self.snapshot
-            scorers = dict(snap.ranker.scorers)
-            swapped = []
-            for d in self._domains():
-                stamp = self._stamp(d)
-                if d in self._stamps and stamp == self._stamps[d]:
-                    continue
-                self._stamps[d] = stamp
-                try:
-                    want = self.registry.live(self.corpus, d) or BASELINE
-                except RegistryError as err:
-                    self._refuse(d, "?", str(err))
-                    continue
-                if want == snap.versions.get(d) or self._refused.get(d) == want:
-                    continue
-                try:
-                    scorer = self._load(d, want)
-                except (RegistryError, RefusedVersion, ValueError) as err:
-                    self._refuse(d, want, str(err))
-                    continue
-                scorers[d] = scorer
-                swapped.append(d)
-                self._refused.pop(d, None)
-            calibration, recalibrated = self._top_calibration(snap.top_calibration)
-            if swapped or recalibrated:
-                versions = {d: s.version for d, s in scorers.items()}
-                ranker = CrossDomainRanker(scorers, self.corpus)
-                ranker.prepare()  # its lookups built here, off the request path
-                self.snapshot = Snapshot(ranker, versions, snap.generation + 1, top_calibration=calibration)
-                if recalibrated:
-                    self.on_event("calibration", "_merge", f"{calibration.scale:.4f},{calibration.shift:.4f}" if calibration else "none")
-                for d in swapped:
-                    log.info("%s: now serving %s (was %s)", d, versions[d], snap.versions.get(d, BASELINE))
-                    self.on_event("swap", d, versions[d])
-            self.last_poll = time.time()
-            return swapped
+            try:
+                return self._refresh()
+            finally:
+                self.last_poll = time.time()
 
-    def _top_calibration(self, current: TopCalibration | None) -> tuple[TopCalibration | None, bool]:
-        """The merge's top calibration, read again when its file changed (the gate writes it before a pointer moves)."""
-        path = self.registry.merge_path(self.corpus, TOP_CALIBRATION)
-        stamp = _file_stamp(path)
-        if "_merge" in self._stamps and stamp == self._stamps["_merge"]:
-            return current, False
-        self._stamps["_merge"] = stamp
+    def _refresh(self) -> list[str]:
+        releases = self.registry.releases(self.corpus)
+        stamp = releases.watch_stamp()
+        behind = self._behind
+        if stamp == self._stamp and (behind is None or behind["refused"] or time.monotonic() < behind["next"]):
+            if behind is not None:
+                behind["polls"] += 1
+            return []
         try:
-            new = read_top_calibration(self.registry, self.corpus)
-        except (RegistryError, ValueError, TypeError) as err:
-            log.error("top calibration refused, the old one stays: %s", err)
-            self.on_event("refused", "_merge", str(err))
-            return current, False
-        return new, new != current
+            state = self.registry.live_state(self.corpus)
+        except RegistryError as err:  # a half-visible or unreadable state file: read it again next poll
+            self._fall_behind(stamp, "?", "_releases", str(err), transient=True, token=None)
+            return []
+        token = (state.release, state.token)
+        if behind is not None and behind["token"] != token:
+            behind = self._behind = None
+        snap = self.snapshot
+        scorers = dict(snap.ranker.scorers)
+        swapped = []
+        for d in self._domains(state):
+            want = state.version(d) or BASELINE
+            if want == snap.versions.get(d, BASELINE if d in self.specs else None):
+                continue
+            try:
+                scorers[d] = self._load(d, want)
+            except OSError as err:  # could not read it: a fault of the moment, tried again
+                self._fall_behind(stamp, want, d, f"{type(err).__name__}: {err}", transient=True, token=token)
+                return []
+            except (RegistryError, RefusedVersion, ValueError) as err:  # its content: the release is refused
+                self._fall_behind(stamp, want, d, str(err), transient=False, token=token)
+                return []
+            swapped.append(d)
+        try:
+            calibration = TopCalibration.from_dict(state.top_calibration, "the live state's top calibration") \
+                if state.top_calibration else None
+        except (ValueError, TypeError) as err:
+            self._fall_behind(stamp, "top calibration", "_merge", str(err), transient=False, token=token)
+            return []
+        self._stamp, self._behind = stamp, None
+        if swapped or calibration != snap.top_calibration or state.release != self.release:
+            versions = {d: s.version for d, s in scorers.items()}
+            ranker = CrossDomainRanker(scorers, self.corpus)
+            ranker.prepare()  # its lookups built here, off the request path
+            self.snapshot = Snapshot(ranker, versions, snap.generation + 1, top_calibration=calibration,
+                                     release=state.release)
+            if calibration != snap.top_calibration:
+                self.on_event("calibration", "_merge", f"{calibration.scale:.4f},{calibration.shift:.4f}" if calibration else "none")
+            for d in swapped:
+                log.info("%s: now serving %s (was %s; release %d)", d, versions[d], snap.versions.get(d, BASELINE), state.release)
+                self.on_event("swap", d, versions[d])
+        self.release = state.release
+        return swapped
+
+    def _fall_behind(self, stamp, version: str, domain: str, why: str, transient: bool, token) -> None:
+        """The release is not served yet: retry a transient fault with backoff; refuse for content or too many reads."""
+        b = self._behind if self._behind is not None and self._behind["token"] == token else None
+        attempts = (b["attempts"] if b else 0) + 1
+        refused = not transient or attempts >= self.max_read_attempts
+        delay = min(5.0, self.poll_seconds * 2 ** attempts)
+        self._behind = {"token": token, "domain": domain, "version": version, "why": why, "attempts": attempts,
+                        "refused": refused, "next": time.monotonic() + delay, "polls": b["polls"] if b else 0}
+        self._stamp = stamp
+        if refused:
+            log.error("%s: release refused (%s %s), the old one keeps serving: %s", self.corpus, domain, version, why)
+            self.on_event("refused", domain, f"{version}: {why}")
+        else:
+            log.warning("%s: %s %s unreadable (attempt %d, again in %.1f s): %s", self.corpus, domain, version, attempts,
+                        delay, why)
+            self.on_event("retry", domain, f"{version}: {why}")
+
+    def health(self) -> dict:
+        """``ok``, or ``degraded`` (naming the domain) when what serves has differed from the live state for more
+        than two polls, or ``stale`` when the watcher has not polled for a while."""
+        out = {"status": "ok", "release": self.release, "generation": self.snapshot.generation}
+        b = self._behind
+        if b is not None and (b["polls"] > 2 or b["attempts"] > 2 or b["refused"]):
+            out.update(status="degraded", domain=b["domain"], version=b["version"], reason=b["why"][:300],
+                       refused=b["refused"])
+        if time.time() - self.last_poll > max(5.0, 10 * self.poll_seconds):
+            out["status"] = "stale"
+        return out
 
     def _load(self, domain: str, version: str) -> DomainScorer:
         if version == BASELINE:
             return DomainScorer(domain, BASELINE)
+        folder = self.registry.domain_dir(self.corpus, domain) / version
+        for name in ("meta.json", "spec.json", "weights.safetensors"):
+            with open(folder / name, "rb"):  # an OSError here is a read fault, not the version's content
+                pass
         pub = self.registry.load(self.corpus, domain, version)
         scorer = DomainScorer.from_published(pub)
         check_scorer(scorer, self.specs.get(domain))
         return scorer
-
-    def _refuse(self, domain: str, version: str, why: str) -> None:
-        self._refused[domain] = version
-        log.error("%s: refused version %s, the old one keeps serving: %s", domain, version, why)
-        self.on_event("refused", domain, f"{version}: {why}")
 
     # ------------------------------------------------------------------ the watcher
 

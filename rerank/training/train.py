@@ -23,7 +23,7 @@ from rerank.model.registry import Registry
 from rerank.model.scorer import sigmoid
 from rerank.losses import bound_argument, loss_name, takes_competitors
 from rerank.training.cli import in_multirun
-from rerank.training.competitors import other_domains
+from rerank.training.competitors import other_domains, world_of
 from rerank.training.data import SlateTensors, competitor_numbers, to_slates
 from rerank.training.datamodule import SlateDataModule
 from rerank.training.model import DomainReranker
@@ -93,13 +93,18 @@ def train(cfg: Mapping[str, Any]) -> dict:
     spec = spec_from_manifest(manifest, domain, list(feat_cfg["evidence"]), on_missing=feat_cfg["on_missing"])
     if skipped := [f for f in feat_cfg["evidence"] if f not in spec.evidence]:
         print(f"train {domain}: its tables do not fill the evidence {skipped}; trained without it (features.on_missing=skip)")
+    world = world_of(slates_cfg.get("world"), domain)
+    if world is not None:  # the published config records the world itself, not a file that may be gone
+        cfg = {**cfg, "slates": {**slates_cfg, "world": world}}
+        slates_cfg = dict(cfg["slates"])
     slates = {}
     # the whole cross-domain list: for the losses that see it (semer, combined; crossentropy is pointwise)
     utterance = slates_cfg["candidates"] == "utterance" and takes_competitors(loss_fn)
     for split in ("train", "dev"):
         s = to_slates(tables.read(domain, split), spec)
         if utterance:
-            add_competitors(s, tables, domain, split, float(bound_argument(loss_fn, "temperature")), slates_cfg["competitors"], registry)
+            add_competitors(s, tables, domain, split, float(bound_argument(loss_fn, "temperature")), slates_cfg["competitors"], registry,
+                            world)
         slates[split] = s
     check_trainable(slates["train"], domain)
 
@@ -171,9 +176,10 @@ def train(cfg: Mapping[str, Any]) -> dict:
     return result
 
 
-def add_competitors(s: SlateTensors, tables: TableSet, domain, split, temperature: float, competitors: str, registry) -> None:
+def add_competitors(s: SlateTensors, tables: TableSet, domain, split, temperature: float, competitors: str, registry,
+                    world: dict[str, str] | None = None) -> None:
     """The other domains' two numbers per utterance (``slates.candidates=utterance``), at the loss's temperature."""
-    ou, ol, os_ = other_domains(tables, domain, split, competitors, registry)
+    ou, ol, os_ = other_domains(tables, domain, split, competitors, registry, world)
     lse, expected = competitor_numbers(s.utt_index, ou, ol, os_, temperature)
     s.other_logsumexp = torch.from_numpy(lse.astype(np.float32))
     s.other_expected_semer = torch.from_numpy(expected.astype(np.float32))
