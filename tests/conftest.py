@@ -131,8 +131,8 @@ class LiveWorld:
         shutil.copytree(self.registry_dir, dest)
         if live:
             reg = Registry(dest)
-            for d in self.manifest["domains"]:
-                reg.set_live("synthetic", d, "v1", action="promote", verdict="test fixture", forced=True)
+            reg.release("synthetic", {d: "v1" for d in self.manifest["domains"]},
+                        {"action": "promote", "verdict": "test fixture", "forced": True})
         return dest
 
 

@@ -137,23 +137,25 @@ def test_promote_refuses_with_a_message_naming_the_report(live_world, tmp_path):
         GateLimits.from_config({"semer_margin": 0.1})
 
 
-def test_refused_versions_are_gated_again_against_the_live_set_of_now(live_world, tmp_path):
-    """A version refused earlier (against another live set) is gated again; a harmful one stays refused."""
-    from rerank.merge.promote import promote_refused, refused_candidates
+def test_a_version_refused_once_is_planned_again_on_the_world_of_now(live_world, tmp_path):
+    """A refused version stays pending: the next release plan decides it again on the world of its moment;
+    a harmful one stays refused, and its history says so each time."""
+    from rerank.merge.plan import pending
+    from rerank.merge.release import release
 
-    reg = Registry(live_world.registry_copy(tmp_path / "registry"))
+    reg = Registry(live_world.registry_copy(tmp_path / "registry", live=False))
     tables = TableSet.open(live_world.output_dir / "data" / CORPUS)
     domain = biggest(live_world)
-    reg.set_live(CORPUS, domain, None, action="rollback", verdict="test: back to the baseline", forced=True)
     reg.record(CORPUS, domain, {"action": "promote", "to": "v1", "verdict": "refused: overall SemER", "forced": False})
-    assert refused_candidates(reg, CORPUS, tables.domains) == {domain: "v1"}
-    decisions = promote_refused(tables, reg, gate_cfg())
-    assert [(d["domain"], d["accepted"]) for d in decisions] == [(domain, True)]
-    assert reg.live(CORPUS, domain) == "v1" and refused_candidates(reg, CORPUS, tables.domains) == {}
+    assert pending(reg, CORPUS, tables.domains)[domain] == "v1"
+    cfg = compose_config("release", [f"paths.output_dir={live_world.output_dir}", f"paths.registry_dir={reg.root}",
+                                     "gate.bootstrap=300"])
+    release(cfg, log=lambda *_: None)
+    assert reg.live(CORPUS, domain) == "v1" and domain not in pending(reg, CORPUS, tables.domains)
 
     bad = publish_biased(reg, domain, 8.0)
-    assert not promote_version(tables, reg, domain, bad, gate_cfg())["accepted"]
-    assert refused_candidates(reg, CORPUS, tables.domains) == {domain: bad}
-    again = promote_refused(tables, reg, gate_cfg())
-    assert len(again) == 1 and not again[0]["accepted"] and reg.live(CORPUS, domain) == "v1"
-    assert promote_refused(tables, reg, gate_cfg())[0]["failed"]  # still refused, and said so each time
+    for _ in range(2):
+        out = release(cfg, log=lambda *_: None)
+        assert out["release"] is None and f"{domain} {bad}" in out["refused"] and reg.live(CORPUS, domain) == "v1"
+        assert pending(reg, CORPUS, tables.domains) == {domain: bad}
+    assert [h["verdict"].startswith("refused") for h in reg.history(CORPUS, domain) if h.get("to") == bad] == [True, True]

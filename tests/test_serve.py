@@ -85,7 +85,7 @@ def test_rank_answers_as_the_offline_ranker(basic, live_world):
 
 def test_the_top_confidence_is_the_merges_calibration_and_a_refit_is_followed(basic, live_world):
     from rerank.merge.promote import recalibrate
-    from rerank.merge.top_calibration import NAME, TopCalibration
+    from rerank.merge.top_calibration import TopCalibration
 
     url, registry = basic
     reg = Registry(registry)
@@ -104,18 +104,19 @@ def test_the_top_confidence_is_the_merges_calibration_and_a_refit_is_followed(ba
         conf, top = confidence_and_top(client)
         assert conf == pytest.approx(float(cal(top)), abs=1e-12) and conf != pytest.approx(top)
         new = TopCalibration(2.5, -1.0, dict(cal.fitted_for), "dev", 1, fitted_at="test")
-        reg.write_merge(CORPUS, NAME, new.to_dict())
+        reg.release(CORPUS, {}, {"action": "recalibrate", "verdict": "test"}, top_calibration=new.to_dict())
         deadline = time.monotonic() + 10
         while client.get("/versions").json()["top_calibration"]["scale"] != 2.5 and time.monotonic() < deadline:
             time.sleep(0.05)
         conf, top = confidence_and_top(client)
         assert conf == pytest.approx(float(new(top)), abs=1e-12)
-        # a broken file is refused: the last good one keeps serving
-        reg.merge_path(CORPUS, NAME).write_text('{"scale": -1}')
+        # a broken one is refused: the last good one keeps serving
+        state = reg.releases(CORPUS).state_path
+        state.write_text(json.dumps({**json.loads(state.read_text()), "release": 99, "top_calibration": {"scale": -1}}))
         time.sleep(0.5)
         assert client.get("/versions").json()["top_calibration"]["scale"] == 2.5
         assert confidence_and_top(client)[0] == pytest.approx(float(new(top)), abs=1e-12)
-        reg.write_merge(CORPUS, NAME, cal.to_dict())
+        reg.release(CORPUS, {}, {"action": "recalibrate", "verdict": "test"}, top_calibration=cal.to_dict())
 
 
 def test_the_n_best_format_and_the_request_context(basic, live_world):

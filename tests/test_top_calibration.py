@@ -10,7 +10,7 @@ from rerank.hypotheses.tables import TableSet
 from rerank.merge.evaluate import evaluate, load_split, top_hypotheses
 from rerank.merge.promote import promote_version, recalibrate
 from rerank.merge.ranker import CrossDomainRanker
-from rerank.merge.top_calibration import NAME, TopCalibration, fit_top_calibration, read_top_calibration
+from rerank.merge.top_calibration import TopCalibration, fit_top_calibration, read_top_calibration
 from rerank.metrics.calibration import ece, nll, platt
 from rerank.model.registry import Registry, RegistryError
 from rerank.model.scorer import logit, sigmoid
@@ -63,16 +63,18 @@ def test_it_is_stored_as_data_and_a_bad_one_is_refused(tmp_path):
     reg = Registry(tmp_path / "registry")
     assert read_top_calibration(reg, CORPUS) is None
     cal = TopCalibration(1.2, -0.3, {"A": "v1", "B": "baseline"}, "dev", 10, 0.1, 0.02, "now")
-    path = reg.write_merge(CORPUS, NAME, cal.to_dict())
-    assert path.name == "top_calibration.json" and path.parent.name == "_merge"
+    reg.release(CORPUS, {}, {"action": "recalibrate", "verdict": "test"}, top_calibration=cal.to_dict())
+    path = reg.releases(CORPUS).state_path
+    assert path.name == "live.json" and path.parent.name == "_releases"
     assert read_top_calibration(reg, CORPUS) == cal
-    assert reg.domains(CORPUS) == []  # "_merge" is no domain
+    assert reg.domains(CORPUS) == []  # "_releases" is no domain
     assert cal.stale({"A": "v1", "B": "v2"}) == ["B"] and cal.stale({"A": "v1", "B": "baseline"}) == []
-    path.write_text(json.dumps({**cal.to_dict(), "scale": -1.0}))
-    with pytest.raises(ValueError, match="top_calibration.json.*scale"):
+    state = json.loads(path.read_text())
+    path.write_text(json.dumps({**state, "top_calibration": {**cal.to_dict(), "scale": -1.0}}))
+    with pytest.raises(ValueError, match="live.json top_calibration.*scale"):
         read_top_calibration(reg, CORPUS)
     path.write_text("{not json")
-    with pytest.raises(RegistryError, match="top_calibration.json"):
+    with pytest.raises(RegistryError, match="live.json"):
         read_top_calibration(reg, CORPUS)
 
 
@@ -82,9 +84,9 @@ def test_the_gate_stores_it_when_a_version_goes_live_and_not_when_refused(live_w
     reg = Registry(live_world.registry_copy(tmp_path / "registry"))
     tables = TableSet.open(live_world.output_dir / "data" / CORPUS)
     domain = biggest(live_world)
-    path = reg.merge_path(CORPUS, NAME)
-    path.unlink(missing_ok=True)
-    reg.set_live(CORPUS, domain, None, action="rollback", verdict="test: back to the baseline", forced=True)
+    reg.set_live(CORPUS, domain, None, action="rollback", verdict="test: back to the baseline", forced=True,
+                 top_calibration=None)
+    path = reg.releases(CORPUS).state_path
     decision = promote_version(tables, reg, domain, "v1", gate_cfg())
     assert decision["accepted"]
     cal = read_top_calibration(reg, CORPUS)

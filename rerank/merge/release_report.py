@@ -20,7 +20,8 @@ def forest_rows(report: Mapping[str, Any]) -> tuple[list[tuple[str, float, list[
     """The drawn rows (label, delta, interval, role) and how many changed domains were left out."""
     changed = [(d, p) for d, p in report["per_domain"].items() if p["changed"] or p["delta"]]
     role = {d: "moves" if d in report["moves"] else "harmed" if p.get("harmed") else "other" for d, p in changed}
-    changed.sort(key=lambda x: (role[x[0]] == "other", -abs(x[1]["delta"]), x[0]))
+    first = {"moves": 0, "harmed": 1, "other": 2}
+    changed.sort(key=lambda x: (first[role[x[0]]], -abs(x[1]["delta"]), x[0]))
     rows = [(d, p["delta"], list(p["ci"]), role[d]) for d, p in changed[:MAX_ROWS]]
     return rows, max(0, len(changed) - MAX_ROWS)
 

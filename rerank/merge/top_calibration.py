@@ -26,10 +26,6 @@ import numpy as np
 from rerank.metrics.calibration import ece, platt
 from rerank.model.scorer import logit, sigmoid
 
-#: the name of the artefact in the registry's merge folder
-NAME = "top_calibration"
-
-
 @dataclass(frozen=True)
 class TopCalibration:
     scale: float = 1.0

@@ -154,7 +154,7 @@ class World:
                              "changed": int(changed[m].sum())}
         y_n, y_c = 1.0 - self.ie_n[has], 1.0 - np.asarray(ie_c)[has]
         conf_c = self._conf(score, top_c)[has]
-        if fit_calibration and moves:
+        if fit_calibration:
             top_cal = fit_top_calibration(conf_c, y_c, self.versions(moves), self.limits.split)
         else:
             top_cal = self.served

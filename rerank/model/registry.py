@@ -116,27 +116,6 @@ class Registry:
         base = self.root / corpus
         return sorted(p.name for p in base.iterdir() if p.is_dir() and self.versions(corpus, p.name)) if base.exists() else []
 
-    # ------------------------------------------------------------------ the merge's own artefacts
-
-    def merge_path(self, corpus: str, name: str) -> Path:
-        """Where the merge keeps ``name`` (JSON) for ``corpus``: ``_merge`` is no domain name (names start alnum)."""
-        return self.root / corpus / "_merge" / f"{name}.json"
-
-    def write_merge(self, corpus: str, name: str, data: Mapping[str, Any]) -> Path:
-        """Replace the merge's artefact ``name`` atomically (a reader sees the old one or the new one)."""
-        path = self.merge_path(corpus, name)
-        write_json(path, dict(data))
-        return path
-
-    def read_merge(self, corpus: str, name: str) -> dict | None:
-        path = self.merge_path(corpus, name)
-        try:
-            return read_json(path)
-        except FileNotFoundError:
-            return None
-        except (OSError, json.JSONDecodeError) as err:
-            raise RegistryError(f"{path}: unreadable ({err})") from None
-
     def versions(self, corpus: str, domain: str) -> list[str]:
         base = self.domain_dir(corpus, domain)
         if not base.exists():
