@@ -161,9 +161,14 @@ def render_gate_report(r: Mapping[str, Any], title: str | None = None) -> str:
              f"change their top hypothesis. Intervals: paired bootstrap over utterances ({r['limits']['bootstrap']} "
              f"resamples, {r['limits']['confidence']:.0%}).", "",
              "| check | now | after | delta | interval | limit | passed |", "| --- | ---: | ---: | ---: | --- | --- | --- |"]
+    quiet = [c for c in r["checks"] if c["check"].startswith("SemER of ") and c["passed"] and not c["delta"]]
     for c in r["checks"]:
+        if any(c is q for q in quiet):
+            continue
         lines.append(f"| {c['check']} | {c['before']:.4f} | {c['after']:.4f} | {_num(c['delta'])} | "
                      f"[{_num(c['ci'][0])}, {_num(c['ci'][1])}] | {c['limit']} | {'yes' if c['passed'] else '**no**'} |")
+    if quiet:
+        lines += ["", f"The SemER of {len(quiet)} other domains does not change (their checks pass)."]
     if r["harmed"]:
         lines += ["", f"Harmed domains ({len(r['harmed'])}): " + ", ".join(
             f"{d} {r['per_domain'][d]['delta']:+.4f} [{_num(r['per_domain'][d]['ci'][0])}, {_num(r['per_domain'][d]['ci'][1])}]"

@@ -70,7 +70,7 @@ def render_release(result: Mapping[str, Any]) -> str:
         for r in result["rounds"]:
             lines.append(f"| {r['round']} | {', '.join(r['retrained']) or '-'} | "
                          f"{', '.join(f'{d} {v}' for d, v in r['new'].items()) or '-'} | {r['moves']} | {r['semer']:.4f} |")
-    lines += ["", render_gate_report(plan, title="The plan's world").replace("\n# ", "\n## ", 1)]
+    lines += ["", "#" + render_gate_report(plan, title="The plan's world")]
     return "\n".join(lines) + "\n"
 
 

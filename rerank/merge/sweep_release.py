@@ -21,8 +21,9 @@ def releases_after_sweep(cfg) -> bool:
 
 class ReleaseAfterSweep(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        # (the sweep's own config: "domain" is each job's, missing here; "hydra" is Hydra's)
         cfg = {k: OmegaConf.to_container(config[k], resolve=True) if OmegaConf.is_config(config[k]) else config[k]
-               for k in config if k != "hydra"}
+               for k in config if k != "hydra" and not OmegaConf.is_missing(config, k)}
         if not releases_after_sweep(cfg):
             return
         from rerank.merge.release import release
