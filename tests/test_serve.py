@@ -336,3 +336,51 @@ def test_the_arrow_batch_ranks_as_rank_does(basic, live_world):
     assert r.status_code == 422 and r.json()["field"] == "ner" and "row 7" in r.json()["error"]
     r = httpx.post(url + "/rank/batch", content=b"not arrow", headers=headers)
     assert r.status_code == 400 and r.json()["field"] == "body"
+
+
+def test_the_service_follows_releases_atomically_under_load(live_world, tmp_path):
+    """Releases of 5 domains at once under load: no error, and every response was scored by exactly one release
+    (its five versions all from the same release), each release visible within a bounded time."""
+    registry = live_world.registry_copy(tmp_path / "registry")
+    reg = Registry(registry)
+    pool = utterances(live_world, 30)
+    moved = sorted(live_world.manifest["domains"])[:5]
+    v2 = {}
+    for d in moved:
+        pub = reg.load(CORPUS, d, "v1")
+
+        class Shifted:
+            spec, kind = pub.spec, pub.kind
+
+            def weights(self, pub=pub):
+                w = pub.weights()
+                w["linear.bias"] = w["linear.bias"] - np.float32(0.5)
+                return w
+
+        v2[d] = reg.publish(CORPUS, d, Shifted(), loss="crossentropy", config={}, metrics={}, data_hash="t")
+    states = [{d: "v1" for d in moved}, dict(v2)]
+    with service(live_world, registry) as url:
+        stop, out, errors = threading.Event(), [], []
+        clients = [threading.Thread(target=_client_loop, args=(url, pool, stop, out, errors)) for _ in range(3)]
+        for c in clients:
+            c.start()
+        moments = []
+        try:
+            time.sleep(0.8)
+            for i in range(6):  # bounded: six releases, 1.2 s apart
+                moments.append(time.monotonic())
+                reg.release(CORPUS, states[(i + 1) % 2], {"action": "release", "verdict": "test", "i": i})
+                time.sleep(1.2)
+        finally:
+            stop.set()
+            for c in clients:
+                c.join(timeout=30)
+    assert errors == [] and len(out) > 100
+    for r in out:
+        seen = {d: v for d, v in r[3]["versions"].items() if d in moved}
+        assert seen and seen in [{d: s[d] for d in seen} for s in states], seen  # one release, never half of one
+    for i, t in enumerate(moments):
+        want = states[(i + 1) % 2]
+        first = min(r[1] for r in out if r[0] > t and {d: v for d, v in r[3]["versions"].items() if d in moved}
+                    == {d: want[d] for d in r[3]["versions"] if d in moved})
+        assert first - t < 1.0, (i, first - t)
