@@ -26,9 +26,12 @@ def render_versions(registry: Registry, corpus: str, domain: str | None = None) 
 
 def render_history(registry: Registry, corpus: str, domain: str | None = None) -> str:
     domains = [domain] if domain else registry.domains(corpus)
-    lines = ["| time | domain | action | from | to | verdict | forced | report |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    entries = sorted((h for d in domains for h in registry.history(corpus, d)), key=lambda h: h["time"])
+    lines = ["| time | release | domain | action | from | to | verdict | forced | report |",
+             "| --- | ---: | --- | --- | --- | --- | --- | --- | --- |"]
+    entries = sorted((h for d in domains for h in registry.history(corpus, d)), key=lambda h: (h["time"], h.get("ts", 0.0)))
     for h in entries:
-        lines.append(f"| {h['time']} | {h['domain']} | {h['action']} | {h.get('from') or 'baseline'} | {h.get('to') or 'baseline'} | "
+        moved = f"{h['release']} ({h.get('release_size', 1)} moves)" if h.get("moved") and "release" in h else "-"
+        lines.append(f"| {h['time']} | {moved} | {h['domain']} | {h['action']} | {h.get('from') or 'baseline'} | "
+                     f"{h.get('to') or 'baseline'} | "
                      f"{h['verdict']} | {'yes' if h.get('forced') else 'no'} | {h.get('report') or '-'} |")
     return "\n".join(lines) if entries else "no decision recorded"

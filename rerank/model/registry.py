@@ -194,7 +194,7 @@ class Registry:
         return file_lock(self.domain_dir(corpus, domain) / ".lock")
 
     def promotion_lock(self, corpus: str):
-        """Held while a gate evaluates and moves a live pointer: the live set it compared against stays put."""
+        """Held while a release is planned and written: the live state it was decided on stays put."""
         return file_lock(self.root / corpus / ".promote.lock")
 
     def clean_staging(self, corpus: str, domain: str) -> list[str]:
