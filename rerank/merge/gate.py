@@ -18,9 +18,9 @@ The checks (limits in ``configs/gate/``):
 - top-hypothesis ECE of the confidence the service reports (the top score through the
   merge's top calibration: the stored one now, the one fitted for the world after) fails
   when it rises by more than ``ece_max_delta`` with an interval above 0;
-- a gold domain that does not move is *harmed* when its SemER rises by more than
-  ``domain_max_delta`` with an interval above 0: an update changes which domain wins an
-  utterance, so it is never purely local.
+- a gold domain is *harmed* when its SemER rises by more than ``domain_max_delta`` with
+  an interval above 0: an update changes which domain wins an utterance, so it is never
+  purely local (a moving domain counts too: in a joint world another move can rob it).
 
 ``policy`` says what harm costs. ``no_harm`` refuses any. ``bounded_harm`` weighs it
 openly: a world that harms other domains passes only when
@@ -101,10 +101,9 @@ def judge(limits: GateLimits, overall: Mapping, ece_fig: Mapping | None, per_dom
                                list(ece_fig["ci"]), limits.ece_max_delta))
     harmed = []
     for d, row in per_domain.items():
+        # every gold domain, the moving ones too: in a joint world a domain's own update can be robbed by another's
         c = _no_harm(f"SemER of {d}", row["before"], row["after"], row["ci"], limits.domain_max_delta)
-        row["harmed"] = d not in moved and not c["passed"]
-        if d in moved:
-            continue
+        row["harmed"] = not c["passed"]
         if row["harmed"]:
             harmed.append(d)
             if limits.policy == "bounded_harm":
