@@ -52,8 +52,9 @@ EVIDENCE: dict[str, tuple[float, float, bool]] = {
 }  # (infinite bounds: any finite number; the whole numbers are stored as int16)
 EXAMPLE = {"utt_id": "u-17", "domain": "Music", "intent": "play_music", "slots": [{"type": "song_name", "value": "mary poppins"}],
            "dc": 0.81, "ic": 0.93, "ner": 0.77, "rank": 0, "device": "fire_tv"}
-#: the deepest rank a list may give: ranks are stored as int16 (and deeper ranks share the last one-hot anyway)
-MAX_RANK = 32767
+#: the deepest rank a list may give, and the most slots of a hypothesis: both are stored as int16 (and deeper
+#: ranks share the last one-hot anyway)
+MAX_RANK = MAX_SLOTS = 32767
 #: names (domains, intents, slot types, context values) shared by many hypotheses are kept once, up to this many
 #: distinct names of at most this many characters: not ``sys.intern``, whose table keeps every string a client
 #: sends for the life of the process (interned strings are immortal from Python 3.12)
@@ -119,6 +120,8 @@ def _evidence(name: str, value: Any, low: float, high: float, whole: bool) -> fl
 def _slots(value: Any) -> tuple[tuple[str, str], ...]:
     if not isinstance(value, (list, tuple)):
         raise BadHypothesis(f"field 'slots' must be a list of {{\"type\": ..., \"value\": ...}}, not {type(value).__name__}", "slots")
+    if len(value) > MAX_SLOTS:
+        raise BadHypothesis(f"field 'slots' holds {len(value)} slots, more than {MAX_SLOTS}", "slots")
     out = []
     for j, s in enumerate(value):
         if isinstance(s, Mapping):

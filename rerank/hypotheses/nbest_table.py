@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from rerank.corpus.massive import UNKNOWN_CONTEXT, qualify_intent
 from rerank.corpus.utterance import SAFE_NAME
-from rerank.hypotheses.nbest import EVIDENCE, MAX_RANK, SCORES, BadHypothesis
+from rerank.hypotheses.nbest import EVIDENCE, MAX_RANK, MAX_SLOTS, SCORES, BadHypothesis
 from rerank.hypotheses.schema import SLOT_TYPE
 from rerank.ranking import rank_within_utterances
 
@@ -117,6 +117,10 @@ def check_nbest_table(table: pa.Table, context_fields: Sequence[str]) -> pa.Tabl
         slots = slots.cast(SLOT_TYPE)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as err:
         raise BadHypothesis(f"column 'slots' must be a list of {{type, value}} structs, not {slots.type} ({err})", "slots") from None
+    n_slots = pc.list_value_length(slots)
+    if len(slots) and pc.max(n_slots).as_py() > MAX_SLOTS:  # (stored as int16)
+        i = _first(np.asarray(pc.greater(n_slots, MAX_SLOTS)))
+        raise BadHypothesis(f"column 'slots': row {i} holds {n_slots[i].as_py()} slots, more than {MAX_SLOTS}", "slots")
     flat = pc.list_flatten(slots)
     if len(flat):
         owner = np.asarray(pc.list_parent_indices(slots))
@@ -142,7 +146,7 @@ def check_nbest_table(table: pa.Table, context_fields: Sequence[str]) -> pa.Tabl
         key = utt_index * (len(names) + 1) + np.asarray(pc.dictionary_encode(domain).indices)
         rank = rank_within_utterances(key, scores["ic"] * scores["ner"])
     cols = {"utt_index": pa.array(utt_index), "utt": utt, "domain": domain, "intent": intent, "slots": slots,
-            "n_slots": pc.list_value_length(slots).cast(pa.int16()), "rank": pa.array(rank.astype(np.int16)),
+            "n_slots": n_slots.cast(pa.int16()), "rank": pa.array(rank.astype(np.int16)),
             **{k: pa.array(v) for k, v in scores.items()}}
     for c in context_fields:
         if c in table.column_names:
