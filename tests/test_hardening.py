@@ -335,6 +335,9 @@ def test_health_answers_while_the_largest_batch_is_scored(live_world, tmp_path):
     # the loop is free: /health answers all along (a loop busy scoring answers once the batch is done)
     assert len(during) >= 5, (len(during), seconds)
     worst = max(overlapping)
+    print(f"/health during a {seconds:.2f} s batch of {n} utterances: {len(overlapping)} answers, p50 "
+          f"{np.percentile(overlapping, 50) * 1e3:.1f} ms, p99 {np.percentile(overlapping, 99) * 1e3:.1f} ms, "
+          f"max {worst * 1e3:.1f} ms")
     assert worst < min(1.0, seconds / 2), (
         f"/health took {worst:.3f} s while a {seconds:.2f} s batch was scored (p99 {np.percentile(overlapping, 99):.3f} s)")
 

@@ -25,7 +25,8 @@ holds while the body streams in (``Content-Length`` up front, then every chunk c
 Arrow stream's rows and decoded size are checked before any batch is decoded, and its
 columns' types before any is read (:mod:`rerank.serving.arrow_stream`); a body larger than
 ``inline_body_bytes`` is parsed and scored on a worker thread (at most ``work_threads`` at
-once), so that ``/health`` and the live watcher keep their event loop.
+once), so that ``/health`` and the live watcher keep their event loop
+(:mod:`rerank.serving.offload`).
 """
 from __future__ import annotations
 
@@ -55,6 +56,7 @@ from rerank.model.registry import Registry
 from rerank.serving import arrow_stream
 from rerank.serving import metrics as m
 from rerank.serving.live import LiveModels
+from rerank.serving.offload import run_off_loop
 
 log = logging.getLogger(__name__)
 ARROW = "application/vnd.apache.arrow.stream"
@@ -243,7 +245,7 @@ def create_app(settings: ServiceSettings, live: LiveModels | None = None) -> Fas
             return fn(raw)
         if not limiter:
             limiter.append(anyio.CapacityLimiter(max(1, settings.work_threads)))
-        return await anyio.to_thread.run_sync(fn, raw, limiter=limiter[0])
+        return await run_off_loop(fn, raw, limiter[0])
 
     def _handle(endpoint: str, fn, arrow_fn=None):
         def answer(rank: Callable, parse: Callable[[bytes], Any]) -> Callable[[bytes], Response]:
