@@ -1,4 +1,5 @@
-"""Atomic file writes (a reader never sees a half-written file) that follow the user's umask."""
+"""Atomic file writes (a reader never sees a half-written file, a crash never leaves one) that follow the user's umask,
+and file locks that wait a bounded time."""
 from __future__ import annotations
 
 import contextlib
@@ -9,7 +10,9 @@ import json
 import os
 import re
 import socket
+import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -53,7 +56,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     The temporary file lives in the same directory so that the final
     ``os.replace`` is a rename within one file system, hence atomic. It gets the
     mode of an ordinary new file (mkstemp's 0600 would hide tables and models
-    from everyone else on a shared disk).
+    from everyone else on a shared disk). Its data is on disk before the rename
+    (else a crash can leave the final name pointing at an empty file), and the
+    directory after it (else a crash can undo the rename).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -63,10 +68,33 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp_path
         os.chmod(tmp_path, file_mode())
+        fsync_file(tmp_path)
         os.replace(tmp_path, path)
+        fsync_dir(path.parent)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
         raise
+
+
+def fsync_file(path: str | os.PathLike) -> None:
+    """Flush a file's data to disk (whoever wrote it, through whichever descriptor)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Flush a directory's entries to disk: a rename, creation or removal in it survives a crash only then."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    except OSError as err:  # some file systems cannot sync a directory; nothing more can be done there
+        if err.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
+            raise
+    finally:
+        os.close(fd)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
@@ -112,17 +140,80 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+#: how long :func:`file_lock` waits by default (seconds); ``RERANK_LOCK_TIMEOUT`` sets it for a whole run
+LOCK_TIMEOUT = 600.0
+
+
+class LockTimeout(TimeoutError):
+    """A lock not acquired in time; the message names the holder (host, PID, since when)."""
+
+
+def lock_timeout() -> float:
+    """The default wait of :func:`file_lock`: ``RERANK_LOCK_TIMEOUT`` if set, else :data:`LOCK_TIMEOUT`."""
+    value = os.environ.get("RERANK_LOCK_TIMEOUT")
+    try:
+        return float(value) if value else LOCK_TIMEOUT
+    except ValueError:
+        raise ValueError(f"RERANK_LOCK_TIMEOUT={value!r}: not a number of seconds") from None
+
+
 @contextlib.contextmanager
-def file_lock(path: str | os.PathLike) -> Iterator[None]:
-    """An exclusive ``flock`` on ``path`` (created if needed), held for the ``with`` block."""
+def file_lock(path: str | os.PathLike, timeout: float | None = None) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path`` (created if needed), held for the ``with`` block.
+
+    Waits at most ``timeout`` seconds (``None``: :func:`lock_timeout`, 600 s unless set;
+    ``math.inf``: for ever), then raises :class:`LockTimeout` naming the holder: the holder
+    writes its host, PID and the time into the file while it holds the lock.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+    limit = lock_timeout() if timeout is None else float(timeout)
+    with open(path, "a+") as f:
+        _acquire(f, path, limit)
         try:
+            _write_holder(f)
             yield
         finally:
+            with contextlib.suppress(OSError):
+                f.truncate(0)  # (held by nobody: a waiter that reads it now must not blame this process)
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _acquire(f, path: Path, limit: float) -> None:
+    # flock cannot wait with a timeout; polling (at most every 0.1 s) can, from any thread
+    deadline, delay = time.monotonic() + limit, 0.005
+    while True:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise LockTimeout(f"{path}: still locked after {limit:g} s, by {_holder(path)}. A lock is released when its "
+                              "holder exits; to wait longer, set RERANK_LOCK_TIMEOUT (seconds)")
+        time.sleep(min(delay, left))
+        delay = min(2 * delay, 0.1)
+
+
+def _write_holder(f) -> None:
+    f.seek(0)
+    f.truncate(0)
+    f.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                        "command": " ".join(sys.argv[:3])[:200]}) + "\n")
+    f.flush()
+
+
+def _holder(path: Path) -> str:
+    """Who holds a lock, from what it wrote in the file."""
+    try:
+        info = json.loads(path.read_text() or "null")
+    except (OSError, ValueError):
+        info = None
+    if not isinstance(info, dict):
+        return "a process that did not say who it is (an older rerank, or one that is just starting)"
+    return (f"pid {info.get('pid')} on host {info.get('host')} since {info.get('since')}"
+            + (f" ({info['command']})" if info.get("command") else ""))
 
 
 def host_name() -> str:

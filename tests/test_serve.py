@@ -283,10 +283,10 @@ def test_two_workers_follow_the_same_registry(live_world, tmp_path):
     reg = Registry(registry)
     hyps = utterances(live_world, 1)[0]
     with service(live_world, registry, "workers=2") as url:
-        pids = set()
+        workers = set()
         for _ in range(30):  # new connections: the kernel spreads them over the workers
-            pids.add(httpx.get(url + "/health").json()["pid"])
-        assert len(pids) == 2
+            workers.add(httpx.get(url + "/health").json()["worker"])
+        assert len(workers) == 2
         reg.set_live(CORPUS, "Books", None, action="rollback", verdict="test", forced=True)
         time.sleep(1.0)
         answers = [httpx.post(url + "/rank", json={"hypotheses": hyps}).json() for _ in range(20)]

@@ -67,7 +67,9 @@ def run(hypotheses: int = 1_000_000, nbest: str | None = None, gold: str | None 
         t = time.perf_counter()
         nbest, gold, rows = write_synthetic_nbest(work / "inputs", hypotheses)
         source = f"generated from the synthetic corpus in {time.perf_counter() - t:.0f} s"
-    cmd = script("import", "name=bench_import", f"nbest={nbest}", f"gold={gold}", f"paths.output_dir={work / 'out'}")
+    # (overwrite=true: a rerun in the same bench.work replaces its own scratch set)
+    cmd = script("import", "name=bench_import", f"nbest={nbest}", f"gold={gold}", f"paths.output_dir={work / 'out'}",
+                 "overwrite=true")
     m = run_measured(cmd, work / "import.log", cwd=REPO)
     size = nbest.stat().st_size / 2**20
     print(f"# import benchmark, {time.strftime('%Y-%m-%d %H:%M %Z')}\n# machine: {machine()}\n")

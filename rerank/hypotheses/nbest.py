@@ -12,7 +12,7 @@ record and says which field is wrong; the same rules hold for a file and a reque
 from __future__ import annotations
 
 import math
-import sys
+import reprlib
 from typing import Any, Iterable, Mapping, MutableSequence, Sequence
 
 from rerank.corpus.massive import UNKNOWN_CONTEXT, qualify_intent
@@ -30,7 +30,7 @@ FIELDS: list[tuple[str, str, str, str]] = [
     ("dc", "number in [0, 1]", "yes", "P(domain | u) from the domain's own domain classifier"),
     ("ic", "number in [0, 1]", "yes", "P(intent | u, domain) from the domain's intent classifier"),
     ("ner", "number in [0, 1]", "yes", "P(slot labelling | u, domain) from the domain's slot tagger"),
-    ("rank", "integer >= 0", "no", "0-based rank in the domain's own list; when absent, by `ic * ner`"),
+    ("rank", "integer in [0, 32767]", "no", "0-based rank in the domain's own list; when absent, by `ic * ner`"),
     ("<context field>", "string", "no", "e.g. `device`; when absent, the gold's value, else `unknown`"),
     ("ic_margin", "number in [0, 1]", "no (evidence)", "P of the domain's best intent minus its second best"),
     ("ic_entropy", "finite number >= 0", "no (evidence)", "entropy (nats) of the domain's intent distribution"),
@@ -52,7 +52,36 @@ EVIDENCE: dict[str, tuple[float, float, bool]] = {
 }  # (infinite bounds: any finite number; the whole numbers are stored as int16)
 EXAMPLE = {"utt_id": "u-17", "domain": "Music", "intent": "play_music", "slots": [{"type": "song_name", "value": "mary poppins"}],
            "dc": 0.81, "ic": 0.93, "ner": 0.77, "rank": 0, "device": "fire_tv"}
-_intern = sys.intern
+#: the deepest rank a list may give, and the most slots of a hypothesis: both are stored as int16 (and deeper
+#: ranks share the last one-hot anyway)
+MAX_RANK = MAX_SLOTS = 32767
+#: names (domains, intents, slot types, context values) shared by many hypotheses are kept once, up to this many
+#: distinct names of at most this many characters: not ``sys.intern``, whose table keeps every string a client
+#: sends for the life of the process (interned strings are immortal from Python 3.12)
+SHARED_NAMES, SHARED_NAME_CHARS = 1 << 16, 128
+_shared: dict[str, str] = {}
+
+
+def _intern(s: str) -> str:
+    """``s``, or an equal string met before: one copy of a name that a million hypotheses repeat (bounded)."""
+    hit = _shared.get(s)
+    if hit is not None:
+        return hit
+    if len(s) <= SHARED_NAME_CHARS and len(_shared) < SHARED_NAMES:
+        _shared[s] = s
+    return s
+
+
+_repr = reprlib.Repr()
+_repr.maxlevel, _repr.maxstring, _repr.maxother, _repr.maxlist, _repr.maxdict = 3, 40, 40, 4, 4
+
+
+def _short(value: Any) -> str:
+    """A value for an error message, cut short: a hostile request must not make the message huge (or deep)."""
+    try:
+        return _repr.repr(value)
+    except ValueError:  # an integer beyond Python's digit limit for str()
+        return f"a {type(value).__name__} too large to show"
 
 
 class BadHypothesis(ValueError):
@@ -66,7 +95,7 @@ class BadHypothesis(ValueError):
 def _score(record: Mapping[str, Any], name: str) -> float:
     value = record[name]
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise BadHypothesis(f"field {name!r} must be a number in [0, 1], not {value!r}", name)
+        raise BadHypothesis(f"field {name!r} must be a number in [0, 1], not {_short(value)}", name)
     try:
         value = float(value)
     except OverflowError:  # an integer too large for a float (json reads any number of digits)
@@ -84,13 +113,15 @@ def _evidence(name: str, value: Any, low: float, high: float, whole: bool) -> fl
         number = False
     if not number or (whole and not float(value).is_integer()) or not low <= value <= high:  # NaN fails
         kind = "a whole number" if whole else "a finite number"
-        raise BadHypothesis(f"field {name!r} must be {kind} in [{low}, {high}], not {str(value)[:40]}", name)
+        raise BadHypothesis(f"field {name!r} must be {kind} in [{low}, {high}], not {_short(value)}", name)
     return int(value) if whole else float(value)
 
 
 def _slots(value: Any) -> tuple[tuple[str, str], ...]:
     if not isinstance(value, (list, tuple)):
         raise BadHypothesis(f"field 'slots' must be a list of {{\"type\": ..., \"value\": ...}}, not {type(value).__name__}", "slots")
+    if len(value) > MAX_SLOTS:
+        raise BadHypothesis(f"field 'slots' holds {len(value)} slots, more than {MAX_SLOTS}", "slots")
     out = []
     for j, s in enumerate(value):
         if isinstance(s, Mapping):
@@ -98,11 +129,11 @@ def _slots(value: Any) -> tuple[tuple[str, str], ...]:
         elif isinstance(s, (list, tuple)) and len(s) == 2:
             t, v = s
         else:
-            raise BadHypothesis(f"field 'slots[{j}]' must be {{\"type\": ..., \"value\": ...}}, not {s!r}", f"slots[{j}]")
+            raise BadHypothesis(f"field 'slots[{j}]' must be {{\"type\": ..., \"value\": ...}}, not {_short(s)}", f"slots[{j}]")
         if not isinstance(t, str) or not t.strip() or any(c.isspace() for c in t):
-            raise BadHypothesis(f"field 'slots[{j}].type' must be a non-empty string without spaces, not {t!r}", f"slots[{j}].type")
+            raise BadHypothesis(f"field 'slots[{j}].type' must be a non-empty string without spaces, not {_short(t)}", f"slots[{j}].type")
         if not isinstance(v, str) or not v.strip():
-            raise BadHypothesis(f"field 'slots[{j}].value' must be a non-empty string, not {v!r}", f"slots[{j}].value")
+            raise BadHypothesis(f"field 'slots[{j}].value' must be a non-empty string, not {_short(v)}", f"slots[{j}].value")
         out.append((_intern(t), v))
     return tuple(out)
 
@@ -121,17 +152,18 @@ def parse_hypothesis(record: Any, context_fields: Sequence[str], context: Mappin
             raise BadHypothesis(f"missing field {name!r}", name)
     domain = record["domain"]
     if not isinstance(domain, str) or not SAFE_NAME.fullmatch(domain):
-        raise BadHypothesis(f"field 'domain' is {domain!r}: a domain name is 1-128 letters, digits, '_', '-' or '.', "
+        raise BadHypothesis(f"field 'domain' is {_short(domain)}: a domain name is 1-128 letters, digits, '_', '-' or '.', "
                             "starting with a letter or digit (it names folders)", "domain")
     intent = record["intent"]
     if not isinstance(intent, str) or not intent.strip():
-        raise BadHypothesis(f"field 'intent' must be a non-empty string, not {intent!r}", "intent")
+        raise BadHypothesis(f"field 'intent' must be a non-empty string, not {_short(intent)}", "intent")
     out = {"domain": _intern(domain), "intent": _intern(qualify_intent(domain, intent)), "slots": _slots(record["slots"])}
     for name in SCORES:
         out[name] = _score(record, name)
     rank = record.get("rank")
-    if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or rank < 0):
-        raise BadHypothesis(f"field 'rank' must be a whole number >= 0 (0-based rank in the domain's list), not {rank!r}", "rank")
+    if rank is not None and (isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank <= MAX_RANK):
+        raise BadHypothesis(f"field 'rank' must be a whole number in [0, {MAX_RANK}] (0-based rank in the domain's list), "
+                            f"not {_short(rank)}", "rank")
     out["rank"] = rank
     for name, (low, high, whole) in EVIDENCE.items():
         value = record.get(name)
@@ -142,12 +174,12 @@ def parse_hypothesis(record: Any, context_fields: Sequence[str], context: Mappin
         if value is None and context is not None:
             value = context.get(c)
         if value is not None and not isinstance(value, (str, int)):
-            raise BadHypothesis(f"context field {c!r} must be a string, not {value!r}", c)
+            raise BadHypothesis(f"context field {c!r} must be a string, not {_short(value)}", c)
         out[c] = _intern(str(value)) if value is not None else UNKNOWN_CONTEXT
     if need_utt_id:
         utt_id = record["utt_id"]
         if not isinstance(utt_id, (str, int)) or isinstance(utt_id, bool):
-            raise BadHypothesis(f"field 'utt_id' must be a string, not {utt_id!r}", "utt_id")
+            raise BadHypothesis(f"field 'utt_id' must be a string, not {_short(utt_id)}", "utt_id")
         out["utt_id"] = str(utt_id)
     return out
 

@@ -14,6 +14,9 @@ input files; nothing is written to or beside the inputs. Bad input is an error
 that names the file, the line (or Parquet row) and the field; with
 ``on_error=skip`` such lines are skipped and counted instead. Gold utterances
 with no hypothesis are counted and reported: they count as full errors.
+
+An existing set of the same name (imported or prepared) is replaced only with
+``overwrite=true``: a typo in ``name`` must not throw away another set's tables.
 """
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
-from rerank.corpus.jsonl import MAX_LINE_BYTES, CorpusError, ReadReport, check_on_error, fail, iter_jsonl
+from rerank.corpus.jsonl import MAX_LINE_BYTES, CorpusError, ReadReport, check_on_error, fail, iter_lines
 from rerank.corpus.massive import MAX_TOKENS, read_massive
 from rerank.corpus.utterance import SPLITS, Utterance, check_name
 from rerank.hypotheses.labels import label
@@ -39,13 +42,31 @@ from rerank.hypotheses.nbest import BadHypothesis, parse_hypothesis
 from rerank.hypotheses.prepare import FEATURE_COLUMNS
 from rerank.hypotheses.schema import EVIDENCE_COLUMNS, filled_evidence, hypothesis_schema, utterance_table
 from rerank.hypotheses.summary import render_summary, split_figures
-from rerank.hypotheses.tables import TableSetWriter, build_lock, clean_leftovers, data_root
-from rerank.io import sha256_file
+from rerank.hypotheses.tables import MANIFEST, TableSetWriter, build_lock, clean_leftovers, data_root
+from rerank.io import read_json, sha256_file
 from rerank.metrics.semer import normalize_value
 
 HINT = "on_error=skip"
 #: ``n_ranks: auto`` reads the deepest rank of the file, up to this (deeper ranks share the last one-hot)
 MAX_AUTO_RANKS = 10
+
+
+class TablesExist(FileExistsError):
+    """``import`` would replace an existing table set (or folder) without ``overwrite=true``."""
+
+
+def check_replace(root: Path, name: str, overwrite: bool) -> None:
+    """Refuse to replace ``root/name`` unless ``overwrite``: the message says what is there and how to replace it."""
+    existing = root / name
+    if overwrite or not existing.exists():
+        return
+    try:
+        manifest = read_json(existing / MANIFEST)
+        what = f"the table set {name!r} ({manifest.get('origin', 'of unknown origin')}, built {manifest.get('built_at', '?')})"
+    except (OSError, ValueError, AttributeError):
+        what = "a folder that is not a complete table set"
+    raise TablesExist(f"{existing} already holds {what}; import does not replace it unless told to: "
+                      "add overwrite=true, or choose another name=")
 
 
 @dataclass
@@ -85,19 +106,41 @@ class _Bucket:
 def _nbest_records(path: Path, on_error: str, report: ReadReport, max_line_bytes: int) -> Iterator[tuple[str, int, Any]]:
     """``(where, line or row number, record)`` of a JSONL or Parquet n-best file."""
     if path.suffix.lower() in (".parquet", ".pq"):
-        try:
-            pf = pq.ParquetFile(path)
-        except (pa.ArrowInvalid, OSError) as err:
-            raise CorpusError(f"{path}: not a readable Parquet file ({err})") from None
-        row = 0
-        for batch in pf.iter_batches(batch_size=65536):
-            for record in batch.to_pylist():
-                row += 1
-                report.lines += 1
-                yield f"{path}: row {row}", row, record
+        yield from _parquet_records(path, report)
         return
-    for where, record in iter_jsonl(path, on_error, report, max_line_bytes, HINT):
+    for where, text in iter_lines(path, on_error, report, max_line_bytes, HINT):
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError as err:
+            fail(f"{where}: bad JSON ({err.msg} at column {err.colno})", on_error, report, HINT)
+            continue
+        except RecursionError:  # (json has no depth limit of its own: Python's recursion limit stops it)
+            fail(f"{where}: JSON nested too deep to read", on_error, report, HINT)
+            continue
+        if not isinstance(record, dict):
+            fail(f"{where}: a line must hold a JSON object, not {type(record).__name__}", on_error, report, HINT)
+            continue
         yield where, int(where.rsplit(":", 1)[1]), record
+
+
+def _parquet_records(path: Path, report: ReadReport) -> Iterator[tuple[str, int, Any]]:
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as err:
+        raise CorpusError(f"{path}: not a readable Parquet file ({err})") from None
+    row = 0
+    batches = pf.iter_batches(batch_size=65536)
+    while True:
+        try:
+            batch = next(batches, None)
+        except (pa.ArrowException, OSError) as err:  # a damaged row group: the rows after it cannot be found
+            raise CorpusError(f"{path}: row {row + 1} onwards cannot be read ({err})") from None
+        if batch is None:
+            return
+        for record in batch.to_pylist():
+            row += 1
+            report.lines += 1
+            yield f"{path}: row {row}", row, record
 
 
 def _file_info(path: Path) -> dict:
@@ -116,6 +159,8 @@ def import_nbest(cfg: Mapping[str, Any]) -> dict:
         if not p.is_file():
             raise FileNotFoundError(f"{what}={p}: no such file")
     root = data_root(cfg)
+    overwrite = bool(cfg.get("overwrite", False))
+    check_replace(root, name, overwrite)  # before the reading and labelling; again under the lock before writing
 
     gold_report, nbest_report = ReadReport(), ReadReport()
     gold = read_massive(gold_path, on_error=on_error, context_fields=context_fields, report=gold_report,
@@ -159,6 +204,7 @@ def import_nbest(cfg: Mapping[str, Any]) -> dict:
     domains = sorted({d for d, _ in buckets})
     n_ranks = cfg.get("n_ranks", "auto")
     with build_lock(root, name):
+        check_replace(root, name, overwrite)  # (another import may have built it meanwhile)
         clean_leftovers(root, name)
         with TableSetWriter(root, name) as writer:
             tables, max_rank = {}, -1

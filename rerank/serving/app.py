@@ -19,6 +19,14 @@ Bodies are parsed with orjson and checked by :func:`rerank.hypotheses.nbest.pars
 (the rules of ``import``), not by a model class per hypothesis: the check is the same
 and a request of 85 hypotheses costs a fraction of the time. A bad request gets a 4xx
 whose message names the field.
+
+Hostile requests cost bounded memory and never stall the other requests: the body limit
+holds while the body streams in (``Content-Length`` up front, then every chunk counted); an
+Arrow stream's rows and decoded size are checked before any batch is decoded, and its
+columns' types before any is read (:mod:`rerank.serving.arrow_stream`); a body larger than
+``inline_body_bytes`` is parsed and scored on a worker thread (at most ``work_threads`` at
+once), so that ``/health`` and the live watcher keep their event loop
+(:mod:`rerank.serving.offload`).
 """
 from __future__ import annotations
 
@@ -27,22 +35,28 @@ import json
 import logging
 import os
 import time
+import uuid
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
+import anyio
 import numpy as np
 import orjson
 import pyarrow as pa
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.requests import ClientDisconnect
 
-from rerank.hypotheses.nbest import BadHypothesis, parse_hypothesis
-from rerank.hypotheses.nbest_table import check_nbest_table
+from rerank.hypotheses.nbest import EVIDENCE, BadHypothesis, parse_hypothesis
+from rerank.hypotheses.nbest_table import REQUIRED as TABLE_COLUMNS
+from rerank.hypotheses.nbest_table import check_nbest_schema, check_nbest_table
 from rerank.merge.ranker import BASELINE
 from rerank.model.features import BadFeatures, FeatureSpec
 from rerank.model.registry import Registry
+from rerank.serving import arrow_stream
 from rerank.serving import metrics as m
 from rerank.serving.live import LiveModels
+from rerank.serving.offload import run_off_loop
 
 log = logging.getLogger(__name__)
 ARROW = "application/vnd.apache.arrow.stream"
@@ -58,12 +72,30 @@ class ServiceSettings:
     max_hypotheses: int = 2000
     max_utterances: int = 1000
     max_body_bytes: int = 16 << 20
+    #: an Arrow body may be compressed: what its batches may decode to, at most
+    max_decoded_bytes: int = 64 << 20
+    #: requests parsed and scored at once off the event loop
+    work_threads: int = 2
+    #: bodies up to this size are scored on the event loop: their work takes less than a thread hop would add
+    inline_body_bytes: int = 64 << 10
 
 
 class BadRequest(ValueError):
     def __init__(self, message: str, field: str | None = None, status: int = 422):
         super().__init__(message)
         self.field, self.status = field, status
+
+
+class BodyTooLarge(BadRequest):
+    """A body over the limit, refused before it is all read: the answer closes the connection, so that
+    the server does not go on reading (and discarding) the rest, which a chunked body may never end."""
+
+    def __init__(self, message: str):
+        super().__init__(message, None, 413)
+
+
+#: the JSON nesting the service reads (orjson's own limit); deeper is refused with a 400
+MAX_JSON_DEPTH = 1024
 
 
 def _utterance(body: Any, settings: ServiceSettings, where: str = "") -> tuple[list[dict], Any]:
@@ -86,7 +118,58 @@ def _utterance(body: Any, settings: ServiceSettings, where: str = "") -> tuple[l
         except BadHypothesis as err:
             name = f"{where}hypotheses[{i}]" + (f".{err.field}" if err.field else "")
             raise BadRequest(f"{name}: {err}", name) from None
-    return out, body.get("utt_id")
+    return out, _echoable(body.get("utt_id"), f"{where}utt_id")
+
+
+def _echoable(value: Any, name: str) -> Any:
+    """``utt_id`` is echoed back as it came: refuse what the answer could not hold (an integer beyond
+    64 bits, a structure nested too deep for the encoder) here, as a 4xx naming it, not as a 500 later."""
+    try:
+        orjson.dumps(value)
+    except orjson.JSONEncodeError as err:
+        raise BadRequest(f"field '{name}' cannot be echoed back ({err}); send a string or a 64-bit integer", name) from None
+    return value
+
+
+def _parse_json(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as err:
+        # NaN and Infinity are not JSON, but clients send them: read them, so that the error names the field.
+        try:
+            return json.loads(raw)
+        except RecursionError:
+            raise BadRequest(f"the body nests deeper than {MAX_JSON_DEPTH} levels", "body", 400) from None
+        except (ValueError, UnicodeDecodeError):
+            raise BadRequest(f"the body is not JSON: {err}", "body", 400) from None
+
+
+def _arrow_columns(context_fields: Sequence[str]) -> set[str]:
+    """The columns of an Arrow request the ranking reads (the others are not decoded)."""
+    return {*TABLE_COLUMNS, "rank", *context_fields, *EVIDENCE}
+
+
+def _arrow_table(raw: bytes, settings: ServiceSettings) -> pa.Table:
+    """The request's Arrow table, decoded only once its rows, decoded size and column types are known to be fine."""
+    try:
+        size = arrow_stream.measure(raw)
+    except arrow_stream.BadStream as err:
+        raise BadRequest(f"the body is not an Arrow IPC stream: {err}", "body", 400) from None
+    max_rows = settings.max_utterances * settings.max_hypotheses
+    if size.rows > max_rows:
+        raise BadRequest(f"the table holds {size.rows} hypotheses, more than the limit of {max_rows}", "body", 413)
+    if size.decoded_bytes > settings.max_decoded_bytes:
+        raise BadRequest(f"the stream decodes to {size.decoded_bytes} bytes, more than the limit of "
+                         f"{settings.max_decoded_bytes} (max_decoded_bytes)", "body", 413)
+    try:
+        check_nbest_schema(size.schema, settings.context_fields)
+    except BadHypothesis as err:
+        raise BadRequest(str(err), err.field) from None
+    wanted = _arrow_columns(settings.context_fields)
+    try:
+        return arrow_stream.decode(raw, [i for i, f in enumerate(size.schema) if f.name in wanted])
+    except arrow_stream.BadStream as err:
+        raise BadRequest(f"the body is not a valid Arrow IPC stream: {err}", "body", 400) from None
 
 
 def _ranked(snapshot, hyps: list[dict], utt_id: Any, where: str = "") -> dict:
@@ -114,8 +197,9 @@ def _top_confidence(snapshot, score: np.ndarray, rank: np.ndarray) -> np.ndarray
     return out
 
 
-def _json(obj: Any, status: int = 200) -> Response:
-    return Response(orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status, media_type="application/json")
+def _json(obj: Any, status: int = 200, headers: Mapping[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY), status_code=status, media_type="application/json",
+                    headers=headers)
 
 
 def create_app(settings: ServiceSettings, live: LiveModels | None = None) -> FastAPI:
@@ -125,6 +209,8 @@ def create_app(settings: ServiceSettings, live: LiveModels | None = None) -> Fas
     app = FastAPI(title="rerank", description="Cross-domain ranking with each domain's live re-ranker.")
     app.state.live, app.state.settings = live, settings
     watcher: list = []
+    limiter: list = []  # made at the first request: a CapacityLimiter belongs to the running event loop
+    worker = uuid.uuid4().hex[:12]  # tells the workers apart in /health (not the PID: that is no client's business)
 
     def ensure_watching() -> None:
         # at startup, or at the first request where a host (Ray Serve) runs no ASGI lifespan events
@@ -140,38 +226,55 @@ def create_app(settings: ServiceSettings, live: LiveModels | None = None) -> Fas
         live.stop()
 
     async def _raw(request: Request) -> bytes:
-        raw = await request.body()
-        if len(raw) > settings.max_body_bytes:
-            raise BadRequest(f"the body holds {len(raw)} bytes, more than the limit of {settings.max_body_bytes}", None, 413)
-        return raw
+        """The body, refused as soon as it is known to exceed the limit: from its Content-Length, else while it streams."""
+        limit = settings.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise BodyTooLarge(f"the body holds {int(declared)} bytes (Content-Length), more than the limit of {limit}")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise BodyTooLarge(f"the body holds more than the limit of {limit} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
-    async def _body(request: Request) -> Any:
-        raw = await _raw(request)
-        try:
-            return orjson.loads(raw)
-        except orjson.JSONDecodeError as err:
-            # NaN and Infinity are not JSON, but clients send them: read them, so that the error names the field.
-            try:
-                return json.loads(raw)
-            except (ValueError, UnicodeDecodeError):
-                raise BadRequest(f"the body is not JSON: {err}", "body", 400) from None
+    async def _work(fn: Callable[[bytes], Response], raw: bytes) -> Response:
+        """``fn(raw)`` on the event loop for a small body, else on a worker thread (bounded), so the loop stays free."""
+        if len(raw) <= settings.inline_body_bytes:
+            return fn(raw)
+        if not limiter:
+            limiter.append(anyio.CapacityLimiter(max(1, settings.work_threads)))
+        return await run_off_loop(fn, raw, limiter[0])
 
     def _handle(endpoint: str, fn, arrow_fn=None):
+        def answer(rank: Callable, parse: Callable[[bytes], Any]) -> Callable[[bytes], Response]:
+            def run(raw: bytes) -> Response:
+                out, n = rank(parse(raw))
+                m.HYPOTHESES.labels(endpoint).inc(n)
+                return out if isinstance(out, Response) else _json(out)
+            return run
+
+        by_json = answer(fn, _parse_json)
+        by_arrow = answer(arrow_fn, lambda raw: _arrow_table(raw, settings)) if arrow_fn is not None else None
+
         async def handler(request: Request) -> Response:
             t0 = time.perf_counter()
             ensure_watching()
+            status = 500  # (until known: a cancelled request is counted as one that failed)
             try:
-                if arrow_fn is not None and ARROW in request.headers.get("content-type", ""):
-                    out, n = arrow_fn(await _raw(request))
-                else:
-                    out, n = fn(await _body(request))
+                arrow = by_arrow is not None and ARROW in request.headers.get("content-type", "")
+                out = await _work(by_arrow if arrow else by_json, await _raw(request))
                 status = 200
-                m.HYPOTHESES.labels(endpoint).inc(n)
-                return out if isinstance(out, Response) else _json(out)
+                return out
             except BadRequest as err:
                 status = err.status
                 m.ERRORS.labels(endpoint, "bad_request").inc()
-                return _json({"error": str(err), "field": err.field}, status)
+                headers = {"connection": "close"} if isinstance(err, BodyTooLarge) else None
+                return _json({"error": str(err), "field": err.field}, status, headers)
+            except ClientDisconnect:  # the client left while its body was streaming: nobody to answer
+                status = 499
+                return Response(status_code=499)
             except Exception as err:  # a bug must not take the service down; it is counted and logged
                 status = 500
                 m.ERRORS.labels(endpoint, "internal").inc()
@@ -198,17 +301,13 @@ def create_app(settings: ServiceSettings, live: LiveModels | None = None) -> Fas
         return ({"results": [_ranked(snapshot, h, u, f"utterances[{i}].") for i, (h, u) in enumerate(parsed)],
                  "generation": snapshot.generation}, sum(len(h) for h, _ in parsed))
 
-    def rank_arrow(raw: bytes):
-        try:
-            table = pa.ipc.open_stream(raw).read_all()
-        except (pa.ArrowInvalid, OSError) as err:
-            raise BadRequest(f"the body is not an Arrow IPC stream: {err}", "body", 400) from None
-        if table.num_rows > settings.max_utterances * settings.max_hypotheses:
-            raise BadRequest(f"the table holds {table.num_rows} hypotheses, more than the limit", "body", 413)
+    def rank_arrow(table: pa.Table):
         try:
             checked = check_nbest_table(table, settings.context_fields)
         except BadHypothesis as err:
             raise BadRequest(str(err), err.field) from None
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as err:  # what the checks did not foresee
+            raise BadRequest(f"the table cannot be read: {err}", "body") from None
         snapshot = live.snapshot
         try:
             score, rank, versions = snapshot.ranker.rank_table(checked, unknown="baseline")
@@ -240,7 +339,7 @@ def create_app(settings: ServiceSettings, live: LiveModels | None = None) -> Fas
         age = time.time() - live.last_poll
         ok = age < max(5.0, 20 * settings.poll_seconds)
         return JSONResponse({"status": "ok" if ok else "stale", "corpus": settings.corpus, "generation": snap.generation,
-                             "domains": len(snap.versions), "seconds_since_poll": round(age, 3), "pid": os.getpid()},
+                             "domains": len(snap.versions), "seconds_since_poll": round(age, 3), "worker": worker},
                             status_code=200 if ok else 503)
 
     @app.get("/versions")
@@ -275,7 +374,8 @@ def settings_from_config(cfg: Mapping[str, Any]) -> ServiceSettings:
     return ServiceSettings(registry_dir=cfg["paths"]["registry_dir"], corpus=cfg["data"]["name"],
                            context_fields=tuple(context or ("device",)), specs=specs,
                            poll_seconds=float(serve["poll_seconds"]), max_hypotheses=int(serve["max_hypotheses"]),
-                           max_utterances=int(serve["max_utterances"]), max_body_bytes=int(serve["max_body_bytes"]))
+                           max_utterances=int(serve["max_utterances"]), max_body_bytes=int(serve["max_body_bytes"]),
+                           **{k: int(serve[k]) for k in ("max_decoded_bytes", "work_threads", "inline_body_bytes") if k in serve})
 
 
 def app_from_env() -> FastAPI:
