@@ -15,6 +15,8 @@ from rerank.metrics.calibration import N_BINS, ece, reliability_bins  # noqa: E4
 # A bin with a handful of points draws a zig-zag that says nothing: such bins are not drawn
 # (the ECE in the legend still counts them).
 MIN_BIN_COUNT = 10
+#: the longest figure side in inches: 4,000 px at the 110 dpi of :func:`save`, whatever the number of domains
+MAX_INCHES = 4000 / 110
 
 
 def reliability_diagram(systems: Mapping[str, tuple[np.ndarray, np.ndarray]], title: str = "", n_bins: int = N_BINS,
@@ -56,7 +58,7 @@ def reliability_grid(per_domain: Mapping[str, Mapping[str, tuple[np.ndarray, np.
     """Small multiples: one reliability diagram per domain (bins of fewer than ``min_count`` points not drawn)."""
     names = list(per_domain)
     rows = max(1, int(np.ceil(len(names) / cols)))
-    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 2.8 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(_inches(cols, 3.0, 0, 0), _inches(rows, 2.8, 0, 0)), squeeze=False)
     for ax, name in zip(axes.flat, names):
         ax.plot([0, 1], [0, 1], ":", color="grey")
         for sys_name, (conf, correct) in per_domain[name].items():
@@ -79,16 +81,100 @@ def feature_weights(weights: Mapping[str, Mapping[str, float]], features: Sequen
     """Heat map: domains (rows) x features (columns) of learned weights."""
     domains = list(weights)
     features = list(features or dict.fromkeys(f for d in domains for f in weights[d]))
-    M = np.array([[weights[d].get(f, np.nan) for f in features] for d in domains], dtype=float)
-    lim = np.nanmax(np.abs(M)) if np.isfinite(M).any() else 1.0
-    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(features) + 2), max(2.5, 0.35 * len(domains) + 1.5)))
-    im = ax.imshow(M, cmap="coolwarm", vmin=-lim, vmax=lim, aspect="auto")
-    ax.set_xticks(range(len(features)), features, rotation=60, ha="right", fontsize=7)
-    ax.set_yticks(range(len(domains)), domains, fontsize=8)
-    fig.colorbar(im, ax=ax, shrink=0.8)
+    fig, ax = plt.subplots(figsize=(_inches(len(features), 0.35, 2, 6), _inches(len(domains), 0.35, 1.5, 2.5)))
+    fig.colorbar(_weights_heat_map(ax, weights, domains, features), ax=ax, shrink=0.8)
     ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def weights_overview(weights: Mapping[str, Mapping[str, float]], rows: Sequence[str], features: Sequence[str],
+                     title: str = "learned feature weights (standardised)"):
+    """The weights of ``features`` as a heat map of the ``rows`` domains, and below, their spread over every domain
+    of ``weights`` (box: quartiles, whiskers: 5th-95th percentile): the size does not grow with the domains."""
+    fig, (ax, box) = plt.subplots(2, 1, figsize=(_inches(len(features), 0.35, 3, 7), _inches(len(rows), 0.3, 4.5, 6)),
+                                  gridspec_kw={"height_ratios": [max(len(rows), 4), 6]}, layout="constrained")
+    # one colour bar beside both panels keeps their columns aligned
+    fig.colorbar(_weights_heat_map(ax, weights, rows, features), ax=[ax, box], shrink=0.6, aspect=40, pad=0.02)
+    ax.set_xticks(range(len(features)), [])
+    ax.set_title(title, fontsize=10)
+    spread = [[w[f] for w in weights.values() if f in w] for f in features]
+    box.boxplot(spread, positions=range(len(features)), whis=(5, 95), showfliers=False, widths=0.6)
+    box.axhline(0, color="grey", lw=0.5)
+    box.set_xlim(-0.5, len(features) - 0.5)
+    box.set_xticks(range(len(features)), features, rotation=60, ha="right", fontsize=7)
+    box.set_ylabel(f"every domain ({len(weights)})", fontsize=8)
+    box.tick_params(axis="y", labelsize=7)
+    return fig
+
+
+def _weights_heat_map(ax, weights, domains, features):
+    """The heat map of ``domains`` x ``features`` on ``ax``, coloured symmetrically around 0; its image."""
+    M = np.array([[weights[d].get(f, np.nan) for f in features] for d in domains], dtype=float)
+    lim = np.nanmax(np.abs(M)) if np.isfinite(M).any() else 1.0
+    im = ax.imshow(M, cmap="coolwarm", vmin=-lim, vmax=lim, aspect="auto")
+    ax.set_xticks(range(len(features)), features, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(len(domains)), domains, fontsize=8)
+    return im
+
+
+def domain_summary(semer_change: tuple[Sequence[str], np.ndarray, np.ndarray],
+                   ece: tuple[Sequence[str], np.ndarray, np.ndarray, np.ndarray], system: str, reference: str, label: int = 5):
+    """Every domain in two sorted dot-and-interval plots, readable at a thousand domains.
+
+    Above, ``semer_change``: (domains, ``system``'s SemER minus ``reference``'s, ``[n, 2]`` intervals), coloured
+    by whether the interval lies below 0 (better), above (worse) or across it. Below, ``ece``: (domains,
+    ``system``'s top-hypothesis ECE, its intervals, ``reference``'s ECE). Domains have no tick labels (there
+    can be a thousand); the ``label`` highest of each plot are named.
+    """
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(12, 8))
+    domains, values, ci = semer_change
+    _sorted_intervals(top, domains, values, ci, label)
+    top.axhline(0, color="k", lw=0.8)
+    top.set_ylabel(f"SemER, {system} - {reference}")
+    top.set_title(f"SemER change against {reference}, every gold domain ({len(domains)}), 95% paired bootstrap intervals",
+                  fontsize=10)
+    domains, values, ci, ref = ece
+    order = _sorted_intervals(bottom, domains, values, ci, label, name=system)
+    bottom.plot(np.arange(len(order)), np.asarray(ref, dtype=float)[order], "x", color="grey", ms=3, label=reference)
+    bottom.set_ylabel("top-hypothesis ECE")
+    bottom.set_title(f"ECE of {system} (95% bias-corrected bootstrap intervals) and of {reference}, every gold domain",
+                     fontsize=10)
+    bottom.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def _sorted_intervals(ax, domains, values, ci, label: int, name: str | None = None) -> np.ndarray:
+    """Values in ascending order with their intervals, the ``label`` largest named; coloured by the sign of the
+    interval, or in one colour with the legend ``name``. Returns the order."""
+    values, ci = np.asarray(values, dtype=float), np.asarray(ci, dtype=float).reshape(-1, 2)
+    order = np.argsort(values, kind="stable")
+    x, v, lo, hi = np.arange(len(order)), values[order], ci[order, 0], ci[order, 1]
+    # thin intervals and small dots: at a thousand domains they form a band whose shape is the message
+    lw, ms = (1.2, 4) if len(order) <= 100 else (0.5, 1.5)
+    groups = [(hi < 0, "#2a9d55", "better (interval below 0)"), (lo > 0, "#c0392b", "worse (interval above 0)"),
+              ((hi >= 0) & (lo <= 0), "#7f7f7f", "no clear change")] if name is None else [(np.ones(len(v), bool), "#4c72b0", name)]
+    for keep, colour, legend in groups:
+        if keep.any():
+            ax.vlines(x[keep], lo[keep], hi[keep], color=colour, lw=lw, alpha=0.7)
+            ax.plot(x[keep], v[keep], "o", color=colour, ms=ms, label=f"{legend}: {int(keep.sum())}")
+    # the highest named in a corner: at the end of a sorted band, labels beside their dots would pile up
+    last = x[~np.isnan(v)][-label:][::-1]
+    ax.plot(last, v[last], "o", mfc="none", mec="k", ms=ms + 3)
+    fmt = "+.3f" if name is None else ".3f"  # a change has a sign
+    ax.text(0.99, 0.03, "highest:\n" + "\n".join(f"{domains[order[i]]}  {v[i]:{fmt}}" for i in last), transform=ax.transAxes,
+            ha="right", va="bottom", fontsize=7, family="monospace", bbox={"fc": "white", "ec": "0.8"})
+    ax.set_xlim(-1, len(order))
+    ax.set_xticks([])
+    ax.set_xlabel("gold domains, sorted")
+    ax.legend(fontsize=8, loc="upper left")
+    return order
+
+
+def _inches(n: int, per: float, fixed: float, least: float, most: float = MAX_INCHES) -> float:
+    """A figure side of ``n`` items of ``per`` inches and ``fixed`` more, within [least, most]."""
+    return float(min(max(least, per * n + fixed), most))
 
 
 def interval_rows(rows: Sequence[tuple[str, float, Sequence[float]]], xlabel: str, title: str = "",

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 from rerank.hypotheses.figures import oracle_score
 from rerank.hypotheses.tables import open_tables
 from rerank.io import atomic_path
-from rerank.merge.evaluate import evaluate, load_split, split_baseline, top_hypotheses
+from rerank.merge.evaluate import evaluate, load_split, semer_change, split_baseline, top_hypotheses
 from rerank.merge.ranker import CrossDomainRanker, ranked_table
 from rerank.merge.report import write_report
 from rerank.merge.top_calibration import read_top_calibration
@@ -59,6 +59,8 @@ def merge(cfg: Mapping[str, Any]) -> dict:
     versions[main_name] = {d: s.version for d, s in main.scorers.items()}
     base = split_baseline(data)
     systems["baseline"] = evaluate(data, base, True, n_boot, seed)
+    for d, change in semer_change(data, ranked.score, base, n_boot, seed).items():
+        systems[main_name]["per_domain"][d].update(change)  # the report's every-domain picture
     tops["baseline"] = top_hypotheses(data, base)
     for loss in LOSS_NAMES:
         if not any(registry.resolve(corpus, d, loss=loss) for d in domains):
