@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from rerank.merge.evaluate import TopHypotheses
-from rerank.merge.report import GRID_DOMAINS, TABLE_DOMAINS, shared_features, worst_calibrated, write_report
+from rerank.merge import report
 
 MAX_SIDE = 4000
 SHARED = ["dc", "ic", "ner", "log_dc", "log_ic", "log_ner", "n_slots", *(f"rank_{r}" for r in range(5)),
@@ -61,14 +61,14 @@ def synthetic_inputs(n_domains: int, seed: int = 0):
 @pytest.mark.parametrize("n_domains", [200, 1000])
 def test_no_picture_side_exceeds_4000_px(tmp_path, n_domains):
     metrics, meta, tops, scorers = synthetic_inputs(n_domains)
-    text = write_report(tmp_path, metrics, meta, tops, scorers, log_dir=None)
+    text = report.write_report(tmp_path, metrics, meta, tops, scorers, log_dir=None)
     pictures = sorted(tmp_path.glob("*.png"))
-    assert {p.stem for p in pictures} == {"reliability", "reliability_per_domain", "domains", "feature_weights"}
     for p in pictures:
         assert max(png_size(p)) <= MAX_SIDE, (p.name, png_size(p))
+    assert {p.stem for p in pictures} == {"reliability", "reliability_per_domain", "domains", "feature_weights"}
     # report.md names the few domains that matter; per_domain.csv holds every domain of every system
     named = {d for d in metrics["baseline"]["per_domain"] if f"| {d} |" in text}
-    assert 0 < len(named) <= TABLE_DOMAINS + GRID_DOMAINS
+    assert 0 < len(named) <= report.TABLE_DOMAINS + report.GRID_DOMAINS
     with open(tmp_path / "per_domain.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == n_domains * len(SYSTEMS)
@@ -77,10 +77,10 @@ def test_no_picture_side_exceeds_4000_px(tmp_path, n_domains):
 def test_the_domains_that_matter():
     metrics, _, _, scorers = synthetic_inputs(50, seed=1)
     weights = {d: s.feature_weights() for d, s in scorers.items()}
-    assert shared_features(weights) == SHARED  # each domain's own intents and slot types drop out
+    assert report.shared_features(weights) == SHARED  # each domain's own intents and slot types drop out
     per_domain = metrics["live"]["per_domain"]
-    worst = worst_calibrated(per_domain)
-    assert len(worst) == GRID_DOMAINS
+    worst = report.worst_calibrated(per_domain)
+    assert len(worst) == report.GRID_DOMAINS
     lows = [per_domain[d]["ece_top_ci"][0] for d in worst]
     assert lows == sorted(lows, reverse=True)
     assert min(lows) >= max(m["ece_top_ci"][0] for d, m in per_domain.items() if d not in worst)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import csv
 import io
+import struct
+import time
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -125,7 +127,10 @@ def figures(metrics: Mapping[str, Mapping], meta: Mapping, tops: Mapping, scorer
     per_domain = metrics[system]["per_domain"]
     figs = {"reliability": reliability_diagram({n: (t.conf, t.correct) for n, t in tops.items()},
                                                title=f"{meta['corpus']} {meta['split']}: top hypothesis"),
-            "reliability_per_domain": reliability_grid(domain_tops(tops, worst_calibrated(per_domain))),
+            "reliability_per_domain": reliability_grid(
+                domain_tops(tops, worst_calibrated(per_domain)),
+                title=f"the {GRID_DOMAINS} domains whose top-hypothesis ECE ({system}) has the highest lower 95% bound "
+                      "(bins of equal count, at least 10 points each)"),
             "domains": summary_figure(metrics, system)}
     W = {d: w for d, s in scorers.items() if (w := s.feature_weights()) is not None}
     if W:
@@ -138,14 +143,15 @@ def figures(metrics: Mapping[str, Mapping], meta: Mapping, tops: Mapping, scorer
 
 def per_domain_csv(metrics: Mapping[str, Mapping]) -> str:
     """Every figure of every system and gold domain, one row per (domain, system)."""
-    keys = ["n", *FIGURES, "semer_vs_baseline"]
+    rows = [(d, name, m["per_domain"].get(d, {})) for d in metrics[REFERENCE]["per_domain"] for name, m in metrics.items()]
+    with_ci = {k for _, _, f in rows for k in f if f"{k}_ci" in f}
+    keys = [k for k in ("n", *FIGURES, "semer_vs_baseline") if any(k in f for _, _, f in rows)]
     out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
-    w.writerow(["domain", "system", *(c for k in keys for c in (k, f"{k}_ci_low", f"{k}_ci_high"))])
-    for d in metrics[REFERENCE]["per_domain"]:
-        for name, m in metrics.items():
-            f = m["per_domain"].get(d, {})
-            w.writerow([d, name, *(v for k in keys for v in (f.get(k), *(f.get(f"{k}_ci") or (None, None))))])
+    w.writerow(["domain", "system", *(c for k in keys for c in ((k, f"{k}_ci_low", f"{k}_ci_high") if k in with_ci else (k,)))])
+    for d, name, f in rows:
+        w.writerow([d, name, *(v for k in keys for v in ((f.get(k), *(f.get(f"{k}_ci") or (None, None))) if k in with_ci
+                                                          else (f.get(k),)))])
     return out.getvalue()
 
 
@@ -192,27 +198,41 @@ def write_report(report_dir: Path, metrics: dict, meta: dict, tops: dict, scorer
     write_json(report_dir / "metrics.json", {**metrics, "_meta": meta})
     write_text(report_dir / "per_domain.csv", per_domain_csv(metrics))
     figs = figures(metrics, meta, tops, scorers)
-    if log_dir:
-        _tensorboard(log_dir, meta, figs, metrics)
     for name, fig in figs.items():
         save(fig, report_dir / f"{name}.png")
+    if log_dir:
+        _tensorboard(Path(log_dir) / "tensorboard" / meta["corpus"] / "_merge" / meta["split"],
+                     {name: report_dir / f"{name}.png" for name in figs}, metrics)
     text = "\n".join(_markdown(metrics, meta, "feature_weights" in figs)) + "\n"
     write_text(report_dir / "report.md", text)
     return text
 
 
-def _tensorboard(log_dir: str, meta: Mapping, figs: Mapping, metrics: Mapping) -> None:
+def _tensorboard(event_dir: Path, pictures: Mapping[str, Path], metrics: Mapping) -> None:
+    """The pictures (their PNG files as they are) and the headline figures as one TensorBoard event.
+
+    Written with the tensorboard package alone: torch's SummaryWriter would cost the merge an import of
+    torch (3.5 s) and a second drawing of every picture.
+    """
     try:
-        from torch.utils.tensorboard import SummaryWriter
+        from tensorboard.compat.proto.event_pb2 import Event
+        from tensorboard.compat.proto.summary_pb2 import Summary
+        from tensorboard.summary.writer.event_file_writer import EventFileWriter
     except ImportError:
         return
-    with SummaryWriter(str(Path(log_dir) / "tensorboard" / meta["corpus"] / "_merge" / meta["split"])) as w:
-        for name, fig in figs.items():
-            w.add_figure(f"merge/{name}", fig, close=False)
-        for sys_name, m in metrics.items():
-            for k in ("semer", "irer", "ece_top", "brier_top"):
-                if m.get(k) is not None:
-                    w.add_scalar(f"merge/{sys_name}/{k}", m[k])
+    values = []
+    for name, path in pictures.items():
+        png = path.read_bytes()
+        width, height = struct.unpack(">II", png[16:24])  # the PNG's IHDR chunk
+        values.append(Summary.Value(tag=f"merge/{name}", image=Summary.Image(
+            height=height, width=width, colorspace=4, encoded_image_string=png)))  # RGBA, as matplotlib writes it
+    for sys_name, m in metrics.items():
+        values += [Summary.Value(tag=f"merge/{sys_name}/{k}", simple_value=m[k])
+                   for k in ("semer", "irer", "ece_top", "brier_top") if m.get(k) is not None]
+    event_dir.mkdir(parents=True, exist_ok=True)
+    writer = EventFileWriter(str(event_dir))
+    writer.add_event(Event(wall_time=time.time(), step=0, summary=Summary(value=values)))
+    writer.close()
 
 
 def _markdown(metrics: Mapping, meta: Mapping, weights: bool) -> list[str]:
@@ -242,8 +262,8 @@ def _markdown(metrics: Mapping, meta: Mapping, weights: bool) -> list[str]:
               "![every domain](domains.png)", ""]
     if weights:
         lines += ["## Learned feature weights (published models, standardised)", "",
-                  f"The features at least half the domains have (dense, rank, context, evidence), for the {TABLE_DOMAINS} "
-                  "domains with the most test utterances; below, their spread over every domain with a published model.", "",
+                  f"The features at least half the domains have (dense, rank, context, evidence), for the domains with the "
+                  f"most test utterances (at most {TABLE_DOMAINS}); below, their spread over every domain with a published model.", "",
                   "![feature weights](feature_weights.png)", ""]
     lines += per_domain_tables(metrics)
     if meta.get("versions"):
