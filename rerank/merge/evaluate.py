@@ -16,6 +16,7 @@ import numpy as np
 import pyarrow as pa
 
 from rerank.hypotheses.figures import baseline_score, top_hypothesis_outcome
+from rerank.hypotheses.schema import SLOT_TYPE
 from rerank.metrics.calibration import bin_index, brier, ece, ece_rows, mce, nll
 from rerank.metrics.corpus import bootstrap_ci, slot_counts, slot_f1_from_counts
 from rerank.hypotheses.tables import TableSet
@@ -53,8 +54,8 @@ class SplitData:
 
     @cached_property
     def _slots(self) -> pa.ChunkedArray:
-        return pa.chunked_array([c for d in self.domains for c in self.tables[d]["slots"].chunks],
-                                type=self.tables[self.domains[0]].schema.field("slots").type) if self.domains else pa.chunked_array([], pa.null())
+        """Every domain's ``slots``, in row order."""
+        return pa.chunked_array([c for d in self.domains for c in self.tables[d]["slots"].chunks], type=SLOT_TYPE)
 
     @cached_property
     def gold_slots(self) -> list[list[tuple[str, str]]]:
@@ -197,4 +198,3 @@ def semer_change(data: SplitData, score: np.ndarray, reference: np.ndarray, n_bo
             out[d]["semer_vs_baseline_ci"] = list(bootstrap_ci(lambda e, r, t: (e.sum(1) - r.sum(1)) / t.sum(1), e, r, t,
                                                                n_resamples=n_boot, seed=seed, vectorized=True))
     return out
-

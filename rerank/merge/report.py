@@ -20,6 +20,8 @@ from rerank.merge.evaluate import FIGURES
 
 #: panels of the per-domain reliability grid
 GRID_DOMAINS = 12
+#: the grid's bins: a domain of 40 test utterances gets two, one of 200 or more ten
+GRID_BINS, GRID_BIN_COUNT = 10, 20
 #: rows of the weights heat map and of the per-domain tables; a corpus with no more domains shows them all
 TABLE_DOMAINS = 30
 #: the system the others are compared with
@@ -125,17 +127,22 @@ def figures(metrics: Mapping[str, Mapping], meta: Mapping, tops: Mapping, scorer
 
     system = next(iter(metrics))  # the live models come first: what serves traffic
     per_domain = metrics[system]["per_domain"]
+    worst = worst_calibrated(per_domain)
     figs = {"reliability": reliability_diagram({n: (t.conf, t.correct) for n, t in tops.items()},
                                                title=f"{meta['corpus']} {meta['split']}: top hypothesis"),
-            "reliability_per_domain": reliability_grid(
-                domain_tops(tops, worst_calibrated(per_domain)),
-                title=f"the {GRID_DOMAINS} domains whose top-hypothesis ECE ({system}) has the highest lower 95% bound "
-                      "(bins of equal count, at least 10 points each)"),
+            "reliability_per_domain": reliability_grid(domain_tops(tops, worst), n_bins=GRID_BINS, min_count=GRID_BIN_COUNT,
+                                                       title=_grid_title(len(worst), len(per_domain), system)),
             "domains": summary_figure(metrics, system)}
     W = {d: w for d, s in scorers.items() if (w := s.feature_weights()) is not None}
     if W:
         figs["feature_weights"] = weights_overview(W, busiest(per_domain, list(W)), shared_features(W))
     return figs
+
+
+def _grid_title(shown: int, domains: int, system: str) -> str:
+    which = f"the {shown} domains" if shown < domains else "every domain"
+    return (f"{which} by the lower 95% bound of their top-hypothesis ECE ({system}), highest first "
+            f"(bins of equal count: at most {GRID_BINS}, of at least {GRID_BIN_COUNT} points)")
 
 
 # ------------------------------------------------------------------ tables
@@ -253,7 +260,7 @@ def _markdown(metrics: Mapping, meta: Mapping, weights: bool) -> list[str]:
         lines += ["## Domains scored by the unweighted baseline (no live version, or none of that loss)", ""]
         lines += [f"- **{n}**: {', '.join(f)}" for n, f in flagged.items()] + [""]
     lines += ["## Calibration", "", "![reliability diagram](reliability.png)", "",
-              f"Per domain, the {GRID_DOMAINS} whose top-hypothesis ECE ({system}) has the highest lower 95% bound: "
+              f"Per domain, at most {GRID_DOMAINS}: those whose top-hypothesis ECE ({system}) has the highest lower 95% bound, "
               "the most surely miscalibrated (a small domain's ECE is large by chance alone).", "",
               "![per domain](reliability_per_domain.png)", "",
               "## Every domain", "",
