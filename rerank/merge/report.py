@@ -135,7 +135,9 @@ def figures(metrics: Mapping[str, Mapping], meta: Mapping, tops: Mapping, scorer
             "domains": summary_figure(metrics, system)}
     W = {d: w for d, s in scorers.items() if (w := s.feature_weights()) is not None}
     if W:
-        figs["feature_weights"] = weights_overview(W, busiest(per_domain, list(W)), shared_features(W))
+        rows = busiest(per_domain, list(W))
+        figs["feature_weights"] = weights_overview(W, rows, shared_features(W), title=(
+            f"learned weights (standardised) of the features most domains have: the {len(rows)} busiest domains"))
     return figs
 
 
@@ -242,6 +244,13 @@ def _tensorboard(event_dir: Path, pictures: Mapping[str, Path], metrics: Mapping
     writer.close()
 
 
+def _some(domains: Sequence[str]) -> str:
+    """The domains by name, or the first of them and how many (a thousand names are no longer read)."""
+    if len(domains) <= TABLE_DOMAINS:
+        return ", ".join(domains)
+    return f"{len(domains)} domains: {', '.join(domains[:TABLE_DOMAINS])}, ... (all in `_meta.fallback_domains` of metrics.json)"
+
+
 def _markdown(metrics: Mapping, meta: Mapping, weights: bool) -> list[str]:
     system = next(iter(metrics))
     lines = [f"# Merge report: {meta['corpus']} / {meta['split']}", "",
@@ -258,7 +267,7 @@ def _markdown(metrics: Mapping, meta: Mapping, weights: bool) -> list[str]:
     flagged = {n: f for n, f in meta["fallback_domains"].items() if f}
     if flagged:
         lines += ["## Domains scored by the unweighted baseline (no live version, or none of that loss)", ""]
-        lines += [f"- **{n}**: {', '.join(f)}" for n, f in flagged.items()] + [""]
+        lines += [f"- **{n}**: {_some(f)}" for n, f in flagged.items()] + [""]
     lines += ["## Calibration", "", "![reliability diagram](reliability.png)", "",
               f"Per domain, at most {GRID_DOMAINS}: those whose top-hypothesis ECE ({system}) has the highest lower 95% bound, "
               "the most surely miscalibrated (a small domain's ECE is large by chance alone).", "",
