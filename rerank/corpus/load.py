@@ -4,7 +4,6 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from rerank.corpus.jsonl import MAX_LINE_BYTES, ReadReport
 from rerank.corpus.massive import MAX_TOKENS, corpus_files, read_massive, record_to_utterance
@@ -45,9 +44,8 @@ def load_corpus(data) -> Corpus:
         records = synthetic.generate(**params)
         utts = [record_to_utterance(r, context_fields, report) for r in records]
         report.lines = len(utts)
-        # The generator's code is part of the corpus: a change to it must rebuild.
-        source = Path(synthetic.__file__).read_bytes()
-        digest = _sha256(json.dumps(params, sort_keys=True).encode(), source)
+        # The generator's code and catalogues are part of the corpus: a change to either must rebuild.
+        digest = _sha256(json.dumps(params, sort_keys=True).encode(), synthetic.generator_source())
     elif fmt == "massive":
         if not data.get("path"):
             raise ValueError(f"data.path is required for the {data['name']!r} corpus (format massive)")

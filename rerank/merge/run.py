@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 from rerank.hypotheses.figures import oracle_score
 from rerank.hypotheses.tables import open_tables
 from rerank.io import atomic_path
-from rerank.merge.evaluate import evaluate, load_split, split_baseline, top_hypotheses
+from rerank.merge.evaluate import evaluate, load_split, semer_change, split_baseline, top_hypotheses
 from rerank.merge.ranker import CrossDomainRanker, ranked_table
 from rerank.merge.report import write_report
 from rerank.merge.top_calibration import read_top_calibration
@@ -59,17 +59,21 @@ def merge(cfg: Mapping[str, Any]) -> dict:
     versions[main_name] = {d: s.version for d, s in main.scorers.items()}
     base = split_baseline(data)
     systems["baseline"] = evaluate(data, base, True, n_boot, seed)
+    for d, change in semer_change(data, ranked.score, base, n_boot, seed).items():
+        systems[main_name]["per_domain"][d].update(change)  # the report's every-domain picture
     tops["baseline"] = top_hypotheses(data, base)
     for loss in LOSS_NAMES:
         if not any(registry.resolve(corpus, d, loss=loss) for d in domains):
             continue
         ranker = CrossDomainRanker.from_registry(registry, corpus, domains, versions=_pins_of_loss(registry, corpus, pins, loss),
                                                  loss=loss, missing="baseline", specs=specs)
-        score = ranker.score_tables(data.tables).score
+        versions[f"newest {loss}"] = {d: s.version for d, s in ranker.scorers.items()}
+        # the live models are often the newest of their loss: the same models give the same scores
+        same = versions[f"newest {loss}"] == versions[main_name]
+        score = ranked.score if same else ranker.score_tables(data.tables).score
         systems[f"newest {loss}"] = evaluate(data, score, True, n_boot, seed)
         tops[f"newest {loss}"] = top_hypotheses(data, score)
         flags[f"newest {loss}"] = ranker.fallbacks
-        versions[f"newest {loss}"] = {d: s.version for d, s in ranker.scorers.items()}
     systems["oracle"] = evaluate(data, oracle_score(data.semer), False, n_boot, seed)
 
     metrics = {name: {**{k: v for k, v in r["overall"].items()}, "per_domain": r["per_domain"]} for name, r in systems.items()}
