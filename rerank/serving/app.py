@@ -338,15 +338,19 @@ def create_app(settings: ServiceSettings, live: LiveModels | None = None) -> Fas
         snap = live.snapshot
         age = time.time() - live.last_poll
         ok = age < max(5.0, 20 * settings.poll_seconds)
-        return JSONResponse({"status": "ok" if ok else "stale", "corpus": settings.corpus, "generation": snap.generation,
-                             "domains": len(snap.versions), "seconds_since_poll": round(age, 3), "worker": worker},
-                            status_code=200 if ok else 503)
+        # degraded: it serves, but not the live state (a release it could not load); the body names the domain
+        state = live.health()
+        status = state["status"] if ok else "stale"
+        return JSONResponse({**state, "status": status, "corpus": settings.corpus, "generation": snap.generation,
+                             "release": snap.release, "domains": len(snap.versions), "seconds_since_poll": round(age, 3),
+                             "worker": worker}, status_code=200 if ok else 503)
 
     @app.get("/versions")
     def versions() -> JSONResponse:
         snap = live.snapshot
         cal = snap.top_calibration
-        return JSONResponse({"corpus": settings.corpus, "generation": snap.generation, "versions": dict(snap.versions),
+        return JSONResponse({"corpus": settings.corpus, "generation": snap.generation, "release": snap.release,
+                             "versions": dict(snap.versions),
                              "top_calibration": None if cal is None else {**cal.to_dict(), "stale": cal.stale(snap.versions)}})
 
     @app.get("/metrics")
