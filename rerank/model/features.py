@@ -157,6 +157,8 @@ class FeatureSpec:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "FeatureSpec":
+        if not isinstance(d, Mapping):
+            raise FeatureSpecMismatch(f"a feature spec is a JSON object, not {type(d).__name__}")
         if d.get("version") not in READ_SPEC_VERSIONS:
             raise FeatureSpecMismatch(f"feature spec version {d.get('version')} is not one this rerank reads {READ_SPEC_VERSIONS}")
         return cls(domain=d["domain"], intents=tuple(d["intents"]),

@@ -400,8 +400,10 @@ def _load_version(path: Path, corpus: str = "", domain: str = "", version: str =
     try:
         meta = read_json(path / "meta.json")
         spec = FeatureSpec.from_dict(read_json(path / "spec.json"))
-    except (OSError, json.JSONDecodeError, KeyError, FeatureSpecMismatch) as err:
-        raise RegistryError(f"{path}: unreadable meta.json or spec.json ({err})") from None
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError, FeatureSpecMismatch) as err:
+        raise RegistryError(f"{path}: unreadable meta.json or spec.json ({err!r})") from None
+    if not isinstance(meta, dict):
+        raise RegistryError(f"{path / 'meta.json'}: a JSON object is expected, not {type(meta).__name__}")
     metrics_path = path / "metrics.json"
     try:
         metrics = read_json(metrics_path) if metrics_path.exists() else {}
