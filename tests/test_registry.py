@@ -368,3 +368,45 @@ def test_two_nodes_publishing_the_same_domain_at_once(tmp_path):
     for seed, v in results.items():
         assert reg.meta(CORPUS, DOMAIN, v)["host"] == f"node{seed % 2}"
         assert_same_weights(reg.load(CORPUS, DOMAIN, v), make_model(seed))
+
+
+def test_a_staging_folder_is_owned_by_its_lock_not_by_a_host_name_and_pid(tmp_path):
+    """Containers that share a host name see each other's PIDs as dead: the owner's lock, not the PID, keeps a
+    publisher's staging folder alive."""
+    reg = Registry(tmp_path)
+    publish(reg, make_model(1))
+    folder = reg.domain_dir(CORPUS, DOMAIN) / f".staging-{registry_mod.host_name()}-4194303-abc"  # a PID not alive here
+    folder.mkdir()
+    (folder / ".owner").touch()
+    holder = subprocess.Popen([sys.executable, "-c", "import fcntl, sys, time; f = open(sys.argv[1]); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); print('held', flush=True); time.sleep(60)",
+                               str(folder / ".owner")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert reg.clean_staging(CORPUS, DOMAIN) == [] and folder.exists()
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    assert reg.clean_staging(CORPUS, DOMAIN) == [folder.name] and not folder.exists()
+
+
+def test_publish_and_release_sync_their_files_and_folders_before_and_after_the_renames(tmp_path, monkeypatch):
+    synced = []
+    real = os.fsync
+
+    def record(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", record)
+    reg = Registry(tmp_path)
+    v = publish(reg, make_model(1))
+    base = str(reg.domain_dir(CORPUS, DOMAIN))
+    assert base in synced  # the folder that holds the renamed version
+    # the weights (and the JSON files) before their rename inside the staging folder, and that folder
+    assert any(s.startswith(base + "/.staging-") and "/.weights.safetensors." in s for s in synced)
+    assert any(s.startswith(base + "/.staging-") and s.count("/") == base.count("/") + 1 for s in synced)
+    synced.clear()
+    reg.release(CORPUS, {DOMAIN: v}, {"action": "test"})
+    releases = str(reg.releases(CORPUS).folder)
+    assert releases in synced and sum(s.startswith(releases + "/") for s in synced) >= 2  # the record and the state

@@ -32,7 +32,8 @@ import pyarrow.parquet as pq
 
 from rerank.corpus.utterance import SPLITS, check_name
 from rerank.hypotheses.schema import SCHEMA_VERSION
-from rerank.io import file_lock, host_name, make_temp_dir, pid_alive, read_json, sha256_bytes, write_json, write_text
+from rerank.io import (file_lock, fsync_dir, fsync_file, host_name, make_temp_dir, pid_alive, read_json, sha256_bytes, write_json,
+                       write_text)
 
 MANIFEST = "manifest.json"
 UTTERANCES = "_utterances"
@@ -241,6 +242,7 @@ class TableSetWriter:
         pq.write_table(table, sink)
         data = sink.getvalue().to_pybytes()
         path.write_bytes(data)
+        fsync_file(path)  # on disk before the set that names it can be renamed into place
         self.files[rel] = {"rows": table.num_rows, "bytes": len(data), "sha256": sha256_bytes(data)}
 
     def write_json(self, rel: str, obj: Any) -> None:
@@ -258,11 +260,14 @@ class TableSetWriter:
         full = {**manifest, "schema_version": SCHEMA_VERSION, "corpus": self.name, "files": self.files,
                 "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         write_json(self.staging / MANIFEST, full)
+        for folder in {(self.staging / rel).parent for rel in self.files} | {self.staging}:
+            fsync_dir(folder)
         old = None
         if self.final.exists():
             old = self.root / f"{OLD}{self.name}-{host_name()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             os.rename(self.final, old)
         os.rename(self.staging, self.final)
+        fsync_dir(self.root)  # the rename itself survives a power loss
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
         return full

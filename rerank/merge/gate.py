@@ -91,7 +91,7 @@ def _no_harm(name: str, before: float, after: float, ci: list[float], max_delta:
 
 
 def judge(limits: GateLimits, overall: Mapping, ece_fig: Mapping | None, per_domain: Mapping[str, dict], *,
-          moved: set, added: float, removed: float) -> dict:
+          added: float, removed: float) -> dict:
     """The checks of one world from its figures; ``per_domain`` rows gain ``harmed``. Returns the verdict's part
     of the report: ``accepted``, ``failed``, ``checks``, ``harmed``, ``per_domain``, ``policy``, ``errors_added``..."""
     checks = [_no_worse("overall SemER", overall["before"], overall["after"], list(overall["ci"]),

@@ -45,7 +45,7 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
-from rerank.io import append_line, atomic_path, file_lock, host_name, read_json, write_json
+from rerank.io import append_line, atomic_path, file_lock, fsync_dir, host_name, read_json, write_json
 from rerank.model.features import FeatureSpec, FeatureSpecMismatch
 from rerank.model.releases import LiveState, ReleaseError, Releases
 from rerank.model.scorer import BadWeights, LogitScorer
@@ -246,7 +246,9 @@ class Registry:
                 meta["version"] = f"v{n}"
                 write_json(staging / "meta.json", meta)
                 os.unlink(staging / ".owner")
+                fsync_dir(staging)
                 os.rename(staging, base / f"v{n}")
+                fsync_dir(base)
             return f"v{n}"
         finally:
             owner.close()
