@@ -110,7 +110,7 @@ def test_train_option_composes_and_builds(group, option, tmp_path, deterministic
     assert {("loss",), ("model",), ("optimizer", "torch"), ("trainer",), ("logger",)} <= set(built)
     if group == "loss":
         assert loss_name(built[("loss",)]) == option
-    assert set(cfg["slates"]) == {"candidates", "competitors"}
+    assert set(cfg["slates"]) == {"candidates", "competitors", "world"}
     assert cfg["optimized_metric"] == "semer"
     # non-constructor settings sit beside the optimizer, never inside what torch gets
     assert {"batch_size", "l2"} <= set(cfg["optimizer"]) and not {"batch_size", "l2"} & set(cfg["optimizer"]["torch"])

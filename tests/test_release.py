@@ -242,3 +242,33 @@ def test_co_adaptation_retrains_the_harmed_domains_against_the_releases_world(li
         assert config["slates"]["world"][big] == bad and config["slates"]["competitors"] == "live"
         assert reg.live(CORPUS, d) in ("v1", v)
     assert "## Co-adaptation" in open(out["paths"]["md"]).read()
+
+
+def test_a_world_is_evaluated_as_a_full_merge_would_be(live_world, tmp_path):
+    """The world's incremental tops and one-pass intervals equal a full ranking and bootstrap_ci's intervals."""
+    from rerank.hypotheses.figures import top_hypothesis_outcome
+    from rerank.merge.world import World
+    from rerank.metrics.corpus import bootstrap_ci
+
+    reg = Registry(live_world.registry_copy(tmp_path / "registry"))
+    tables = TableSet.open(live_world.output_dir / "data" / CORPUS)
+    domains = sorted(live_world.manifest["domains"])
+    moves = {domains[0]: publish_biased(reg, domains[0], 1.5), domains[2]: None, domains[3]: publish_biased(reg, domains[3], -1.0)}
+    world = World(tables, reg, GateLimits(bootstrap=300))
+    report = world.evaluate(moves)
+    data = world.data
+    score = world.world_scores(moves)
+    _, e_c, _ = top_hypothesis_outcome(data.utt_index, score, data.sem_errors, data.ie, data.totals)
+    _, e_n, _ = top_hypothesis_outcome(data.utt_index, world.base, data.sem_errors, data.ie, data.totals)
+    assert report["checks"][0]["after"] == pytest.approx(e_c.sum() / data.totals.sum(), abs=1e-12)
+    diff = e_c - e_n
+    lo, hi = bootstrap_ci(lambda d, t: d.sum(1) / t.sum(1), diff, data.totals, n_resamples=300, seed=0, vectorized=True)
+    assert report["checks"][0]["ci"] == pytest.approx([lo, hi], abs=1e-12)
+    assert report["changed_top"] > 0
+    for d, row in report["per_domain"].items():
+        m = data.gold_domain == d
+        assert row["after"] == pytest.approx(e_c[m].sum() / data.totals[m].sum(), abs=1e-12)
+        if np.any(diff[m]):
+            want = bootstrap_ci(lambda d_, t: d_.sum(1) / t.sum(1), np.where(m, diff, 0.0), np.where(m, data.totals, 0.0),
+                                n_resamples=300, seed=0, vectorized=True)
+            assert row["ci"] == pytest.approx(list(want), abs=1e-12), d

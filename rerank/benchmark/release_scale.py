@@ -50,9 +50,9 @@ def test_worlds(work: Path, name: str) -> dict:
     return out
 
 
-def run_size(n_domains: int, work: Path, fresh: bool) -> dict:
+def run_size(n_domains: int, work: Path, fresh: bool, n_utterances: int | None = None) -> dict:
     name = f"synthetic_{n_domains}d"
-    n = utterances_for(n_domains)
+    n = n_utterances or utterances_for(n_domains)
     data = ["data=synthetic", f"data.name={name}", f"data.synthetic.n_domains={n_domains}", f"data.synthetic.n_utterances={n}"]
     work.mkdir(parents=True, exist_ok=True)
     row: dict = {"domains": n_domains, "utterances": n}
@@ -75,13 +75,14 @@ def run_size(n_domains: int, work: Path, fresh: bool) -> dict:
     return row
 
 
-def run(work: str, sizes: Sequence[int] = (200, 1000), fresh: bool = False) -> int:
+def run(work: str, sizes: Sequence[int] = (200, 1000), fresh: bool = False, utterances: dict | None = None) -> int:
+    """``utterances``: {domains: utterances} of a corpus (default: enough for 100 training utterances a domain)."""
     work_dir = Path(work).resolve()
     out = work_dir / "release.json"
     results = read_json(out) if out.exists() else []
     print(f"# release benchmark, {time.strftime('%Y-%m-%d %H:%M %Z')}\n# machine: {machine()}", flush=True)
     for size in sizes:
-        row = run_size(int(size), work_dir / f"d{int(size)}", fresh)
+        row = run_size(int(size), work_dir / f"d{int(size)}", fresh, (utterances or {}).get(int(size)))
         results = [r for r in results if r["domains"] != row["domains"]] + [row]
         write_json(out, sorted(results, key=lambda r: r["domains"]))
     print("\n| domains | utterances | moves | refused | on the baseline | plan s | release process s | peak MB | "

@@ -105,9 +105,8 @@ def make_plan(world: World, units: Sequence[Unit], progress=print) -> Plan:
     evaluations = 0
     solo = {}
     for u in units:
-        r = world.evaluate(u.moves, fit_calibration=False)
+        solo[u.name] = world.overall_delta(u.moves)  # (the figure alone: it only orders the units)
         evaluations += 1
-        solo[u.name] = r["checks"][0]["delta"]
     order = sorted(units, key=lambda u: (solo[u.name], len(u.moves), u.name))
     chosen: dict[str, str | None] = {}
     accepted: list[Unit] = []
@@ -121,7 +120,7 @@ def make_plan(world: World, units: Sequence[Unit], progress=print) -> Plan:
                 refused[u.name] = {"accepted": False, "failed": ["conflicts with the plan"], "conflict": True}
                 continue
             trial = {**chosen, **u.moves}
-            r = world.evaluate(trial)
+            r = world.evaluate(trial, intervals="checks")
             evaluations += 1
             if r["accepted"]:
                 chosen, joined = trial, True

@@ -23,6 +23,7 @@ from typing import Mapping
 import numpy as np
 
 from rerank.hypotheses.figures import top_hypothesis_outcome
+from rerank.ranking import top_per_utterance
 from rerank.hypotheses.tables import TableSet
 from rerank.merge.evaluate import SplitData, load_split
 from rerank.merge.gate import GateLimits, judge
@@ -67,6 +68,15 @@ class World:
         self.gold_names = sorted(set(gold.tolist()))
         self.gold_code = np.searchsorted(np.array(self.gold_names, dtype=object), gold) if len(gold) else np.zeros(0, int)
         self._counts: np.ndarray | None = None
+        # rows grouped by utterance (ascending rows within each): a world's new tops are found on the
+        # utterances its moves touch, not by sorting every row again
+        self._by_utt = np.argsort(self.data.utt_index, kind="stable")
+        self._utt_start = np.searchsorted(self.data.utt_index[self._by_utt], np.arange(self.data.n_utterances + 1))
+        self._t_gold = np.bincount(self.gold_code, weights=self.totals, minlength=len(self.gold_names)) \
+            if len(self.totals) else np.zeros(len(self.gold_names))
+        self._e_gold = np.bincount(self.gold_code, weights=self.e_n, minlength=len(self.gold_names)) \
+            if len(self.totals) else np.zeros(len(self.gold_names))
+        self._n_gold = np.bincount(self.gold_code, minlength=len(self.gold_names)) if len(self.totals) else np.zeros(0, int)
         self.seconds_to_build = time.perf_counter() - t0
 
     # ------------------------------------------------------------------ scoring, once per version
@@ -104,16 +114,48 @@ class World:
                                        for j in range(len(self.gold_names))], axis=1) if self.gold_names else np.zeros((len(c), 0))
         return self._counts
 
-    def _ratio_ci(self, diff: np.ndarray, gold: int | None = None) -> list[float]:
-        """The interval of ``sum(diff) / sum(totals)`` (overall, or over one gold domain's utterances)."""
+    def _ratio_ci(self, diff: np.ndarray) -> list[float]:
+        """The interval of ``sum(diff) / sum(totals)`` over every utterance."""
         if self.limits.bootstrap <= 0 or not len(diff):
             return [float("nan"), float("nan")]
-        nz = np.flatnonzero(diff if gold is None else np.where(self.gold_code == gold, diff, 0.0))
+        nz = np.flatnonzero(diff)
         if not len(nz):
             return [0.0, 0.0]
         num = self.counts[:, nz] @ diff[nz]
-        den = self._den_all if gold is None else self._den_gold[:, gold]
-        return list(percentile_interval(num / np.maximum(den, 1e-300), self.limits.confidence))
+        return list(percentile_interval(num / np.maximum(self._den_all, 1e-300), self.limits.confidence))
+
+    def _gold_cis(self, diff: np.ndarray, golds: np.ndarray) -> dict[int, list[float]]:
+        """The interval of every gold domain in ``golds``' ``sum(diff) / sum(totals)``, in one pass."""
+        if self.limits.bootstrap <= 0 or not len(golds):
+            return {int(j): [float("nan"), float("nan")] for j in golds}
+        nz = np.flatnonzero(diff)
+        nz = nz[np.isin(self.gold_code[nz], golds)]
+        nz = nz[np.argsort(self.gold_code[nz], kind="stable")]
+        codes = self.gold_code[nz]
+        starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]]) if len(nz) else np.zeros(0, int)
+        num = np.add.reduceat(self.counts[:, nz] * diff[nz], starts, axis=1) if len(nz) else np.zeros((len(self.counts), 0))
+        ratio = num / np.maximum(self._den_gold[:, codes[starts]], 1e-300)
+        alpha = 1.0 - self.limits.confidence
+        lo, hi = np.quantile(ratio, [alpha / 2, 1 - alpha / 2], axis=0) if ratio.shape[1] else (np.zeros(0), np.zeros(0))
+        out = {int(j): [0.0, 0.0] for j in golds}
+        out.update({int(c): [float(a), float(b)] for c, a, b in zip(codes[starts], lo, hi)})
+        return out
+
+    def _tops(self, score: np.ndarray, moves: Moves) -> np.ndarray:
+        """Every utterance's top row in the world ``score`` (moves applied): recomputed where the moves reach."""
+        rows = [np.arange(self.offsets[d], self.offsets[d] + self.sizes[d]) for d in moves if d in self.offsets]
+        top = self.top_n.copy()
+        if not rows:
+            return top
+        utts = np.unique(self.data.utt_index[np.concatenate(rows)])
+        lo, hi = self._utt_start[utts], self._utt_start[utts + 1]
+        size = hi - lo
+        idx = np.repeat(lo - np.cumsum(np.r_[0, size[:-1]]), size) + np.arange(size.sum())
+        sub = np.sort(self._by_utt[idx])  # ascending rows: ties break as a full ranking would
+        local = np.searchsorted(utts, self.data.utt_index[sub])
+        got = top_per_utterance(local, score[sub], len(utts))
+        top[utts] = np.where(got >= 0, sub[np.maximum(got, 0)], -1)
+        return top
 
     # ------------------------------------------------------------------ one world
 
@@ -131,27 +173,49 @@ class World:
         """Every domain's version in the world ``moves`` makes (``baseline`` for none)."""
         return {d: (moves[d] if d in moves else self.live[d]) or BASELINE for d in sorted(self.live)}
 
-    def evaluate(self, moves: Moves, fit_calibration: bool = True) -> dict:
-        """The gate's report on the world ``moves`` makes, against the live state (:func:`rerank.merge.gate.judge`)."""
+    def overall_delta(self, moves: Moves) -> float:
+        """The world's overall SemER minus the live state's (the figure alone, no interval)."""
+        moves = {d: v for d, v in moves.items() if v != self.live.get(d)}
+        top = self._tops(self.world_scores(moves), moves)
+        e_c = self._errors(top)
+        return float((e_c.sum() - self.e_n.sum()) / (self.totals.sum() or 1.0))
+
+    def _errors(self, top: np.ndarray) -> np.ndarray:
+        has = top >= 0
+        return np.where(has, self.data.sem_errors[np.where(has, top, 0)], self.totals).astype(np.float64)
+
+    def evaluate(self, moves: Moves, fit_calibration: bool = True, intervals: str = "all") -> dict:
+        """The gate's report on the world ``moves`` makes, against the live state (:func:`rerank.merge.gate.judge`).
+
+        ``intervals="all"``: every changed gold domain's interval; ``"checks"``: only where a check needs one
+        (a rise beyond ``domain_max_delta``), which is what a planner's trial worlds need.
+        """
         t0 = time.perf_counter()
         moves = {d: v for d, v in moves.items() if v != self.live.get(d)}
         score = self.world_scores(moves)
-        top_c, e_c, ie_c = top_hypothesis_outcome(self.data.utt_index, score, self.data.sem_errors, self.data.ie, self.totals)
-        e_c = np.asarray(e_c, np.float64)
+        top_c = self._tops(score, moves)
+        has_c = top_c >= 0
+        e_c = self._errors(top_c)
+        ie_c = np.where(has_c, self.data.ie[np.where(has_c, top_c, 0)], 1)
         diff = e_c - self.e_n
         t, has = self.totals, self.has
         total = float(t.sum()) or 1.0
-        overall = {"before": float(self.e_n.sum() / total), "after": float(e_c.sum() / total),
-                   "ci": self._ratio_ci(diff)}
-        per_domain = {}
+        overall = {"before": float(self.e_n.sum() / total), "after": float(e_c.sum() / total), "ci": self._ratio_ci(diff)}
         changed = top_c != self.top_n
-        for j, d in enumerate(self.gold_names):
-            m = self.gold_code == j
-            tm = float(t[m].sum()) or 1.0
-            dd = float(diff[m].sum() / tm)
-            per_domain[d] = {"n": int(m.sum()), "before": float(self.e_n[m].sum() / tm), "after": float(e_c[m].sum() / tm),
-                             "delta": dd, "ci": self._ratio_ci(diff, j) if np.any(diff[m]) else [0.0, 0.0],
-                             "changed": int(changed[m].sum())}
+        k = len(self.gold_names)
+        e_gold = np.bincount(self.gold_code, weights=e_c, minlength=k) if len(t) else np.zeros(k)
+        ch_gold = np.bincount(self.gold_code, weights=changed, minlength=k) if len(t) else np.zeros(k)
+        t_gold = np.where(self._t_gold > 0, self._t_gold, 1.0)
+        before, after = self._e_gold / t_gold, e_gold / t_gold
+        delta = after - before
+        moved_gold = np.flatnonzero(np.bincount(self.gold_code, weights=np.abs(diff), minlength=k) > 0) if len(t) else []
+        need = moved_gold if intervals == "all" else np.flatnonzero(delta > self.limits.domain_max_delta)
+        cis = self._gold_cis(diff, np.asarray(need, dtype=int))
+        unknown = set(int(j) for j in moved_gold)  # changed, and no interval asked for: none is claimed
+        per_domain = {d: {"n": int(self._n_gold[j]), "before": float(before[j]), "after": float(after[j]),
+                          "delta": float(delta[j]), "changed": int(ch_gold[j]),
+                          "ci": cis.get(j, [float("nan"), float("nan")] if j in unknown else [0.0, 0.0])}
+                      for j, d in enumerate(self.gold_names)}
         y_n, y_c = 1.0 - self.ie_n[has], 1.0 - np.asarray(ie_c)[has]
         conf_c = self._conf(score, top_c)[has]
         if fit_calibration:
