@@ -1,7 +1,6 @@
 """import against hostile n-best files and careless names (issue 19): ranks beyond int16, deep nesting, replacing a set."""
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 
