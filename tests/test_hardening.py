@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import select
 import socket
 import sys
@@ -17,23 +16,12 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from rerank.serving.process import running_service
-from test_serve import _arrow, utterances
+from test_serve import _arrow, serving, utterances
 
 ARROW = {"content-type": "application/vnd.apache.arrow.stream"}
 #: the limits of the hardened service below: 10,000 rows, 1 MiB of body, 16 MiB decoded
 LIMITS = ("serve.max_hypotheses=200", "serve.max_utterances=50", "serve.max_body_bytes=1048576",
           "serve.max_decoded_bytes=16777216")
-
-
-@contextlib.contextmanager
-def serving(world, registry: Path, *overrides: str):
-    """``scripts/serve.py`` on 127.0.0.1 and a free port; yields (base URL, port, PID)."""
-    log = registry.parent / f"serve-{time.monotonic_ns()}.log"
-    with running_service([f"paths.output_dir={world.output_dir}", f"paths.registry_dir={registry}",
-                          f"paths.log_dir={registry.parent / 'logs'}", "serve.poll_seconds=0.1", *overrides], log,
-                         env={**os.environ, "PYTHONWARNINGS": "ignore"}) as (port, proc, _):
-        yield f"http://127.0.0.1:{port}", port, proc.pid
 
 
 @pytest.fixture(scope="module")

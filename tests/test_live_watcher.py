@@ -4,31 +4,15 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
-
 from rerank.model.registry import Registry
 from rerank.serving.live import LiveModels
-from test_gate import CORPUS
-
-
-def shifted(reg: Registry, domain: str, bias: float) -> str:
-    pub = reg.load(CORPUS, domain, "v1")
-
-    class Shifted:
-        spec, kind = pub.spec, pub.kind
-
-        def weights(self):
-            w = pub.weights()
-            w["linear.bias"] = w["linear.bias"] + np.float32(bias)
-            return w
-
-    return reg.publish(CORPUS, domain, Shifted(), loss="crossentropy", config={}, metrics={}, data_hash="t")
+from test_gate import CORPUS, publish_biased
 
 
 def test_an_unreadable_version_is_retried_and_the_whole_release_swaps_once_it_reads(live_world, tmp_path):
     reg = Registry(live_world.registry_copy(tmp_path / "registry"))
     a, b = sorted(live_world.manifest["domains"])[:2]
-    va, vb = shifted(reg, a, 0.2), shifted(reg, b, 0.2)
+    va, vb = publish_biased(reg, a, 0.2), publish_biased(reg, b, 0.2)
     live = LiveModels(reg, CORPUS, poll_seconds=0.001, max_read_attempts=50)
     assert live.snapshot.versions[a] == "v1" and live.release == 1
     weights = reg.domain_dir(CORPUS, b) / vb / "weights.safetensors"
@@ -50,7 +34,7 @@ def test_an_unreadable_version_is_retried_and_the_whole_release_swaps_once_it_re
 def test_a_version_with_bad_content_refuses_the_release_and_a_later_one_is_served(live_world, tmp_path):
     reg = Registry(live_world.registry_copy(tmp_path / "registry"))
     a, b = sorted(live_world.manifest["domains"])[:2]
-    bad, good = shifted(reg, a, 0.2), shifted(reg, b, 0.2)
+    bad, good = publish_biased(reg, a, 0.2), publish_biased(reg, b, 0.2)
     (reg.domain_dir(CORPUS, a) / bad / "spec.json").write_text("[]")
     events = []
     reg.release(CORPUS, {a: bad, b: good}, {"action": "release", "verdict": "test"})

@@ -22,13 +22,20 @@ CORPUS = "synthetic"
 
 
 @contextlib.contextmanager
-def service(world, registry: Path, *overrides: str):
-    """``scripts/serve.py`` on 127.0.0.1 and a free port, started and stopped here; yields its base URL."""
+def serving(world, registry: Path, *overrides: str):
+    """``scripts/serve.py`` on 127.0.0.1 and a free port, started and stopped here; yields (base URL, port, PID)."""
     log = registry.parent / f"serve-{time.monotonic_ns()}.log"
     with running_service([f"paths.output_dir={world.output_dir}", f"paths.registry_dir={registry}",
                           f"paths.log_dir={registry.parent / 'logs'}", "serve.poll_seconds=0.1", *overrides], log,
-                         env={**os.environ, "PYTHONWARNINGS": "ignore"}) as (port, _, _):
-        yield f"http://127.0.0.1:{port}"
+                         env={**os.environ, "PYTHONWARNINGS": "ignore"}) as (port, proc, _):
+        yield f"http://127.0.0.1:{port}", port, proc.pid
+
+
+@contextlib.contextmanager
+def service(world, registry: Path, *overrides: str):
+    """:func:`serving`, yielding its base URL only."""
+    with serving(world, registry, *overrides) as (url, _, _):
+        yield url
 
 
 def utterances(world, n: int = 40) -> list[list[dict]]:
