@@ -25,7 +25,7 @@ from rerank.training.module import build_loss, build_model, build_optimizer
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 TRAIN_GROUPS = ("model", "loss", "optimizer", "slates", "experiment")
-OTHER_CONFIGS = ("benchmark", "prepare", "merge", "import", "export", "promote", "registry", "serve")
+OTHER_CONFIGS = ("benchmark", "prepare", "merge", "import", "export", "promote", "registry", "serve", "release")
 SPEC = FeatureSpec(domain="toy", intents=("a", "b"), context=(("device", ("tv", "phone")),), slot_types=("song",), n_ranks=2)
 
 
@@ -126,7 +126,8 @@ def test_other_configs_compose_and_build(name, tmp_path, deterministic_flag):
 def test_the_defaults_are_the_yaml_ones():
     cfg = compose_dict("train", ["domain=Music"])
     assert cfg["loss"] == {"_target_": "rerank.losses.combined.combined_loss", "_partial_": True, "alpha": 0.5, "temperature": 0.5}
-    assert cfg["slates"] == {"candidates": "utterance", "competitors": "baseline"}
+    assert cfg["slates"] == {"candidates": "utterance", "competitors": "baseline", "world": None}
+    assert cfg["gate"]["policy"] == "bounded_harm" and cfg["release"]["coadapt"] is False
     loss = build_loss(cfg["loss"])
     assert isinstance(loss, functools.partial) and loss.keywords == {"alpha": 0.5, "temperature": 0.5}
     assert cfg["model"]["kind"] == "linear" and cfg["optimizer"]["torch"]["_target_"] == "torch.optim.LBFGS"
