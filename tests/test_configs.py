@@ -148,7 +148,7 @@ def test_the_defaults_are_the_yaml_ones():
 def test_experiments_set_the_rows_settings_and_the_command_line_wins(name, loss, candidates, competitors):
     cfg = compose_dict("train", ["domain=Music", f"experiment={name}"])
     assert loss_name(build_loss(cfg["loss"])) == loss
-    assert cfg["slates"] == {"candidates": candidates, "competitors": competitors}
+    assert cfg["slates"] == {"candidates": candidates, "competitors": competitors, "world": None}
     assert cfg["calibration"] == ("platt" if name.endswith("platt") else "none")
     assert cfg["model"]["kind"] == ("mlp" if name.endswith("mlp") else "linear")
     # the benchmark's grid (and any other override) goes on top of an experiment
