@@ -67,6 +67,7 @@ def plan_release(tables: TableSet, registry: Registry, limits: GateLimits, rcfg:
     rounds: list[dict] = []
     evaluations = 0
     tried: dict[str, dict] = {}
+    coadapt_seconds = 0.0
     for round_ in range(int(rcfg.get("coadapt_rounds", 2)) + 1):
         candidates = pending(registry, corpus, domains, named)
         units = units_of(registry, corpus, candidates)
@@ -87,12 +88,15 @@ def plan_release(tables: TableSet, registry: Registry, limits: GateLimits, rcfg:
         tried.update(worlds)
         folder = report_folder(registry, corpus, True, rcfg.get("log_dir")) if rcfg.get("log_dir") else \
             registry.releases(corpus).folder / "coadapt"
+        t = time.perf_counter()
         new = retrain(registry, corpus, worlds, overrides, folder, log=log)
+        coadapt_seconds += time.perf_counter() - t
         named = {**named, **new} if named else named
         rounds.append({"round": round_ + 1, "retrained": sorted(worlds), "new": new, "worlds": worlds})
         log(f"co-adaptation round {round_ + 1}: published {', '.join(f'{d} {v}' for d, v in new.items()) or 'nothing'}")
-    fields = {"candidates": candidates, "rounds": rounds, "evaluations": evaluations,
-              "world_seconds": round(world_seconds, 3), "plan_seconds": round(time.perf_counter() - t0, 3)}
+    fields = {"candidates": candidates, "rounds": rounds, "evaluations": evaluations, "world_seconds": round(world_seconds, 3),
+              "coadapt_seconds": round(coadapt_seconds, 3),
+              "plan_seconds": round(time.perf_counter() - t0 - coadapt_seconds, 3)}
     return world, plan, fields
 
 
@@ -109,7 +113,9 @@ def release(cfg: Mapping[str, Any], overrides=(), log=print) -> dict:
         world, plan, fields = plan_release(tables, registry, limits, rcfg, overrides, log)
         dry = bool(rcfg.get("dry_run"))
         refused = {n: r for n, r in plan.refused.items() if "checks" in r}
-        result = {"dry_run": dry, "plan": plan.report, "refused": refused, **fields, "release": None}
+        # the number this release will have: the report is written before the state that commits it
+        number = world.state.release + 1 if plan.moves and not dry else None
+        result = {"dry_run": dry, "plan": plan.report, "refused": refused, **fields, "release": number}
         stem = _stem()
         paths = write_release_report(result, report_folder(registry, corpus, dry, rcfg.get("log_dir")), stem)
         if not dry and plan.moves:
@@ -133,7 +139,8 @@ def release(cfg: Mapping[str, Any], overrides=(), log=print) -> dict:
     semer = plan.report["checks"][0]
     log(f"release {corpus}: {'dry run: ' if dry else ''}{len(plan.moves)} moves ({moves or 'none'}); "
         f"{len(refused)} units refused; dev SemER {semer['before']:.4f} -> {semer['after']:.4f}; "
-        f"plan {fields['plan_seconds']:.1f} s; report {paths['md']}")
+        f"plan {fields['plan_seconds']:.1f} s" + (f" (and co-adaptation {fields['coadapt_seconds']:.1f} s)" if fields["rounds"] else "")
+        + f"; report {paths['md']}")
     return {**result, "report": paths["md"], "paths": paths}
 
 

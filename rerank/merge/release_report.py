@@ -56,7 +56,8 @@ def render_release(result: Mapping[str, Any]) -> str:
     lines = [f"# Release plan: {plan['corpus']}", "",
              f"{head}. {len(result['candidates'])} pending candidates, {len(plan['moves'])} moves in the plan; "
              f"plan {result['plan_seconds']:.1f} s over {result['evaluations']} evaluated worlds "
-             f"(scoring every version once: {result['world_seconds']:.1f} s).", ""]
+             f"(scoring every version once: {result['world_seconds']:.1f} s)"
+             + (f"; co-adaptation's retrains {result['coadapt_seconds']:.1f} s" if result["rounds"] else "") + ".", ""]
     lines.append("Candidates: " + (", ".join(f"{d} {v}" for d, v in sorted(result["candidates"].items())) or "none") + ".")
     if result["refused"]:
         lines += ["", "## Refused", "", "| unit | failed checks | harmed domains (delta [interval]) |", "| --- | --- | --- |"]
