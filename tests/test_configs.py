@@ -193,3 +193,17 @@ def test_a_misspelt_key_fails_before_any_data_is_read(tmp_path):
 def test_a_loss_that_is_not_registered_is_refused():
     with pytest.raises(ValueError, match="not a registered loss"):
         build_loss({"_target_": "torch.nn.functional.mse_loss", "_partial_": True})
+
+
+def test_the_main_job_routes_each_option_to_the_steps_that_have_it():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("pipeline", REPO / "scripts" / "pipeline.py")
+    pipeline = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(pipeline)
+    routed = pipeline.route(["data=hwu64", "recognizers=neural", "loss=semer", "gate.policy=no_harm", "paths.output_dir=/x"])
+    assert routed["prepare"] == ["data=hwu64", "recognizers=neural", "paths.output_dir=/x"]
+    assert routed["train"] == ["data=hwu64", "loss=semer", "gate.policy=no_harm", "paths.output_dir=/x"]
+    assert routed["merge"] == ["data=hwu64", "paths.output_dir=/x"]
+    with pytest.raises(SystemExit, match="recognisers=neural"):
+        pipeline.route(["recognisers=neural"])  # misspelt: fails at once, naming it
