@@ -158,4 +158,7 @@ def test_a_version_refused_once_is_planned_again_on_the_world_of_now(live_world,
         out = release(cfg, log=lambda *_: None)
         assert out["release"] is None and f"{domain} {bad}" in out["refused"] and reg.live(CORPUS, domain) == "v1"
         assert pending(reg, CORPUS, tables.domains) == {domain: bad}
-    assert [h["verdict"].startswith("refused") for h in reg.history(CORPUS, domain) if h.get("to") == bad] == [True, True]
+    refused = [h for h in reg.history(CORPUS, domain) if h.get("to") == bad]
+    assert [h["verdict"].startswith("refused") for h in refused] == [True, True]
+    # two plans within a second: two reports, each still where its history entry points
+    assert refused[0]["report"] != refused[1]["report"] and all(Path(h["report"]).exists() for h in refused)
