@@ -16,7 +16,7 @@ LAYERS = {
     "rerank.recognizers": 1,
     "rerank.hypotheses": 2,
     "rerank.model": 3,
-    "rerank.losses": 4, "rerank.training": 4,
+    "rerank.losses": 4, "rerank.training": 5,
     "rerank.merge": 5, "rerank.serving": 5,
     "rerank.benchmark": 6,
 }

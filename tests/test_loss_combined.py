@@ -33,7 +33,9 @@ def _batch(seed=0, dtype=torch.float32):
 
 def test_registry():
     assert get_loss("combined") is combined_loss
-    assert LOSSES == {"semer": semer_loss, "crossentropy": crossentropy_loss, "combined": combined_loss}
+    assert {n: (e.fn, e.target, e.listwise) for n, e in LOSSES.items()} == {
+        "semer": (semer_loss, "semer", True), "crossentropy": (crossentropy_loss, "correct", False),
+        "combined": (combined_loss, "semer", True)}
     with pytest.raises(ValueError, match="combined, crossentropy, semer"):
         get_loss("listnet")
 

@@ -22,7 +22,7 @@ from rerank.training.train import NoPositives, UnknownDomain, train
 
 SHORT = ("optimizer=lbfgs", "trainer.max_epochs=3")
 #: configs/loss/crossentropy.yaml, composed
-CROSSENTROPY = {"_target_": "rerank.losses.crossentropy.crossentropy_loss", "_partial_": True}
+CROSSENTROPY = {"name": "crossentropy"}
 
 
 @pytest.fixture(scope="module")

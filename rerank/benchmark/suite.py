@@ -150,7 +150,7 @@ class Suite:
         """What ``configs/train.yaml`` trains as it is: loss, alpha, T, slates, model, evidence families."""
         c = self.trainer.config("default", self.domains[0])
         loss, sl = c["loss"], c["slates"]
-        return {"loss": loss["_target_"].rsplit(".", 1)[-1], "alpha": loss.get("alpha"), "temperature": loss.get("temperature"),
+        return {"loss": loss["name"], "alpha": loss.get("alpha"), "temperature": loss.get("temperature"),
                 "candidates": sl["candidates"], "competitors": sl["competitors"], "model": c["model"]["kind"],
                 "evidence": list(c["features"]["evidence"])}
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from rerank.benchmark.measure import machine, script, timed_sweep
 from rerank.config import compose_config
+from rerank.losses import PADDED_Y_VALUE
 
 
 def throughput(out: Path, rows_target: int) -> list[tuple]:
@@ -45,7 +46,7 @@ def throughput(out: Path, rows_target: int) -> list[tuple]:
         # the loss and optimizer nodes of configs/ (R3 at alpha 0.5, T 1)
         train_cfg = compose_config("train", ["domain=Music", "loss=combined", "loss.alpha=0.5", "loss.temperature=1.0", *optimizer])
         model = DomainReranker(spec)
-        model.fit_standardisation(slates.x[slates.semer != -1])
+        model.fit_standardisation(slates.x[slates.semer != PADDED_Y_VALUE])
         module = RerankerModule(model, train_cfg["loss"], train_cfg["optimizer"])
         dm = SlateDataModule(slates, slates, batch_size=train_cfg["optimizer"]["batch_size"])
         trainer = L.Trainer(max_epochs=epochs, limit_val_batches=0, logger=False, enable_checkpointing=False,

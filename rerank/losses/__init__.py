@@ -10,97 +10,89 @@ the per-hypothesis target of the same shape, padded entries marked by
 - ``crossentropy``: R2, BCE on logits against ``1 - IE`` (``y_true`` = 1 - IE);
 - ``combined``: R3, ``alpha * R1 + (1 - alpha) * R2`` (``y_true`` = SemER).
 
-A loss is chosen by its config, ``configs/loss/<name>.yaml``: ``_target_`` is
-the function, ``_partial_: true``, and the keys beside them are its keyword
-arguments (``temperature``, ``alpha``), whose values there are the ones the
-toolkit uses. The short name of a loss (the registry's ``meta.json`` "loss",
-checkpoint folders, printed lines) is read from the function through
-:data:`LOSSES`, the one mapping between the two.
+A loss is chosen by its config, ``configs/loss/<name>.yaml``: ``name`` (a key of
+:data:`LOSSES`, as allRank looks a loss up) and its keyword arguments beside it
+(``temperature``, ``alpha``), whose values there are the ones the toolkit uses.
+:func:`build_loss` binds them, refusing a key the function does not take.
 """
 from __future__ import annotations
 
 import functools
 import inspect
-from typing import Any, Callable, Dict
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Mapping
 
+from rerank.losses._helpers import PADDED_Y_VALUE
 from rerank.losses.combined import combined_loss
 from rerank.losses.crossentropy import crossentropy_loss
 from rerank.losses.semer import semer_loss
-from rerank.training.data import PADDED_Y_VALUE
 
-#: every loss by its short name
-LOSSES: Dict[str, Callable] = {
-    "semer": semer_loss,
-    "crossentropy": crossentropy_loss,
-    "combined": combined_loss,
+
+@dataclass(frozen=True)
+class Loss:
+    """A registered loss: its function, the ``y_true`` it takes and whether it sees the cross-domain list."""
+
+    fn: Callable
+    #: "semer" (the hypothesis's SemER) or "correct" (``1 - IE``)
+    target: str
+    #: takes ``other_logsumexp`` and ``other_expected_semer`` (``slates.candidates=utterance``)
+    listwise: bool
+
+
+#: every loss by its short name (a config's ``name``; the registry's ``meta.json`` "loss")
+LOSSES: Dict[str, Loss] = {
+    "semer": Loss(semer_loss, "semer", True),
+    "crossentropy": Loss(crossentropy_loss, "correct", False),
+    "combined": Loss(combined_loss, "semer", True),
 }
-#: the ``y_true`` each loss takes: "semer" (the hypothesis's SemER) or "correct" (``1 - IE``)
-TARGETS: Dict[str, str] = {"semer": "semer", "crossentropy": "correct", "combined": "semer"}
 
 
 def get_loss(name: str) -> Callable:
     """The loss function registered as ``name`` (one of ``LOSSES``)."""
+    return _entry(name).fn
+
+
+def _entry(name: str) -> Loss:
     try:
         return LOSSES[name]
     except (KeyError, TypeError):
-        raise ValueError(
-            f"unknown loss {name!r}; known losses: {', '.join(sorted(LOSSES))}"
-        ) from None
+        raise ValueError(f"unknown loss {name!r}; known losses: {', '.join(sorted(LOSSES))}") from None
 
 
-def unwrap_partial(f: Callable) -> tuple[Callable, list, dict[str, Any]]:
-    """The function behind ``f`` (a function or a nested ``functools.partial``) and what the partials bind."""
-    args: list = []
-    kwargs: dict[str, Any] = {}
-    while isinstance(f, functools.partial):
-        args, kwargs = [*f.args, *args], {**f.keywords, **kwargs}
-        f = f.func
-    return f, args, kwargs
+def build_loss(cfg: Mapping[str, Any]) -> Callable:
+    """The loss of a ``configs/loss`` node: ``LOSSES[cfg["name"]]`` with the node's other keys bound.
+
+    ``ValueError`` for an unknown name; ``TypeError`` for a key the function does not take
+    (``+loss.alpah=0.3`` fails before any data is read).
+    """
+    if "name" not in cfg:
+        raise ValueError(f"a loss config names its loss (name: one of {', '.join(sorted(LOSSES))}); got keys {sorted(cfg)}")
+    entry = _entry(cfg["name"])
+    kwargs = {k: v for k, v in cfg.items() if k != "name"}
+    try:
+        inspect.signature(entry.fn).bind_partial(None, None, **kwargs)
+    except TypeError as err:
+        raise TypeError(f"loss {cfg['name']!r} ({entry.fn.__module__}.{entry.fn.__name__}): {err}") from None
+    return functools.partial(entry.fn, **kwargs)
 
 
-def loss_function(loss: Callable) -> Callable:
-    """The function behind ``loss``: itself, or what a (nested) ``functools.partial`` wraps."""
-    return unwrap_partial(loss)[0]
-
-
-def loss_name(loss: Callable) -> str:
-    """The short name of ``loss`` (a loss function or a partial of one), e.g. ``"combined"``."""
-    fn = loss_function(loss)
-    for name, registered in LOSSES.items():
-        if fn is registered:
-            return name
-    raise ValueError(
-        f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', fn)!s} is not a registered loss; "
-        f"known losses: {', '.join(f'{n} ({f.__module__}.{f.__name__})' for n, f in LOSSES.items())}"
-    )
-
-
-def takes_competitors(loss: Callable) -> bool:
-    """Whether ``loss`` sees the whole cross-domain list (``other_logsumexp``, ``other_expected_semer``)."""
-    return "other_logsumexp" in inspect.signature(loss_function(loss)).parameters
-
-
-def bound_argument(loss: Callable, name: str) -> Any:
-    """The value ``loss`` passes as ``name``: what its partial binds, else the function's default."""
-    loss, _, bound = unwrap_partial(loss)
-    if name in bound:
-        return bound[name]
-    param = inspect.signature(loss).parameters.get(name)
+def loss_argument(cfg: Mapping[str, Any], name: str) -> Any:
+    """The value the loss of ``cfg`` passes as ``name``: the config's, else the function's default."""
+    if name in cfg:
+        return cfg[name]
+    param = inspect.signature(_entry(cfg["name"]).fn).parameters.get(name)
     if param is None or param.default is inspect.Parameter.empty:
-        raise TypeError(f"{loss.__name__} has no value for {name!r}: set it in the loss config (loss.{name}=...)")
+        raise TypeError(f"loss {cfg['name']!r} has no value for {name!r}: set it in the loss config (loss.{name}=...)")
     return param.default
 
 
 __all__ = [
     "PADDED_Y_VALUE",
+    "Loss",
     "LOSSES",
-    "TARGETS",
     "get_loss",
-    "loss_function",
-    "unwrap_partial",
-    "loss_name",
-    "takes_competitors",
-    "bound_argument",
+    "build_loss",
+    "loss_argument",
     "semer_loss",
     "crossentropy_loss",
     "combined_loss",

@@ -6,6 +6,10 @@ import math
 import torch
 from torch import Tensor
 
+#: value of a loss's ``y_true`` marking a padded slate entry (allRank's ``PADDED_Y_VALUE``); the
+#: losses take it as their ``padded_value_indicator`` default and the slates are padded with it
+PADDED_Y_VALUE = -1.0
+
 
 def _check_pair(y_pred: Tensor, y_true: Tensor, name: str = "y_true") -> None:
     """Raise unless ``y_pred`` and ``y_true`` are 2-D tensors of the same shape."""

@@ -6,10 +6,9 @@ from typing import Optional
 
 from torch import Tensor
 
-from rerank.losses._helpers import _check_pair
+from rerank.losses._helpers import PADDED_Y_VALUE, _check_pair
 from rerank.losses.crossentropy import _masked_crossentropy
 from rerank.losses.semer import semer_loss
-from rerank.training.data import PADDED_Y_VALUE
 
 
 def combined_loss(

@@ -5,8 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rerank.losses._helpers import _check_pair, _masked_mean
-from rerank.training.data import PADDED_Y_VALUE
+from rerank.losses._helpers import PADDED_Y_VALUE, _check_pair, _masked_mean
 
 
 def _masked_crossentropy(y_pred: Tensor, target: Tensor, valid: Tensor) -> Tensor:

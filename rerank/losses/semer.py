@@ -6,13 +6,12 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from rerank.losses._helpers import (
+from rerank.losses._helpers import (PADDED_Y_VALUE,
     _check_pair,
     _check_row_vector,
     _check_temperature,
     _masked_mean,
 )
-from rerank.training.data import PADDED_Y_VALUE
 
 
 def semer_loss(

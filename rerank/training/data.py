@@ -14,9 +14,7 @@ import torch
 
 from rerank.model.features import FeatureSpec, features_from_table
 
-#: value of ``semer`` (a loss's ``y_true``) marking a padded slate entry (as allRank's
-#: ``PADDED_Y_VALUE``); the losses take it as their ``padded_value_indicator`` default
-PADDED_Y_VALUE = -1.0
+from rerank.losses import PADDED_Y_VALUE  # (the losses own it: they read it)
 
 
 @dataclass

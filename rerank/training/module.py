@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from hydra.utils import instantiate
 
-from rerank.losses import TARGETS, loss_name, takes_competitors, unwrap_partial
+from rerank.losses import LOSSES, build_loss
 from rerank.metrics.calibration import brier, ece, nll
 from rerank.model.scorer import sigmoid
 from rerank.training.data import PADDED_Y_VALUE
@@ -29,23 +29,12 @@ def check_partial(make: Callable, *runtime: Any) -> Callable:
     """
     if not isinstance(make, functools.partial):
         raise TypeError(f"expected a partial (_partial_: true in its config), got {type(make).__name__}")
-    target, args, kwargs = unwrap_partial(make)
+    target, args, kwargs = make.func, list(make.args), dict(make.keywords)
     try:
         inspect.signature(target).bind_partial(*args, *runtime, **kwargs)
     except TypeError as err:
         raise TypeError(f"{getattr(target, '__module__', '')}.{getattr(target, '__qualname__', target)}: {err}") from None
     return make
-
-
-def build_loss(cfg: Mapping[str, Any]) -> Callable:
-    """The loss of a ``configs/loss`` node: its ``_target_`` with its keyword arguments bound.
-
-    ``TypeError`` for an argument the function does not take; ``ValueError`` for a
-    function that is not a registered loss (``rerank.losses.LOSSES``).
-    """
-    loss = check_partial(instantiate(cfg))
-    loss_name(loss)
-    return loss
 
 
 def build_optimizer(cfg: Mapping[str, Any]) -> Callable[..., torch.optim.Optimizer]:
@@ -59,7 +48,7 @@ def build_model(cfg: Mapping[str, Any]) -> Callable[..., DomainReranker]:
 
 
 class RerankerModule(L.LightningModule):
-    """``loss``: a ``configs/loss`` node (``_target_`` and keyword arguments); ``optimizer``: a
+    """``loss``: a ``configs/loss`` node (``name`` and keyword arguments); ``optimizer``: a
     ``configs/optimizer`` node (``torch``: the torch optimizer's node; ``l2``: the weight penalty).
 
     Both stay plain containers here (a checkpoint must load with ``weights_only=True``);
@@ -74,9 +63,9 @@ class RerankerModule(L.LightningModule):
         self.loss_cfg = dict(loss)
         self.optim_cfg = dict(optimizer)
         self.loss_fn = build_loss(self.loss_cfg)
-        self.loss_name = loss_name(self.loss_fn)
-        self.target = TARGETS[self.loss_name]
-        self.listwise = takes_competitors(self.loss_fn)
+        self.loss_name = self.loss_cfg["name"]
+        self.target = LOSSES[self.loss_name].target
+        self.listwise = LOSSES[self.loss_name].listwise
         self.make_optimizer = build_optimizer(self.optim_cfg)
         self.l2 = float(self.optim_cfg["l2"])
         self.dev_errors, self.dev_total = dev_errors, dev_total

@@ -21,13 +21,13 @@ from rerank.hypotheses.tables import TableSet, open_tables
 from rerank.model.features import spec_from_manifest
 from rerank.model.registry import Registry
 from rerank.model.scorer import sigmoid
-from rerank.losses import bound_argument, loss_name, takes_competitors
+from rerank.losses import LOSSES, PADDED_Y_VALUE, build_loss, loss_argument
 from rerank.training.cli import in_multirun
 from rerank.training.competitors import other_domains, world_of
 from rerank.training.data import SlateTensors, competitor_numbers, to_slates
 from rerank.training.datamodule import SlateDataModule
 from rerank.training.model import DomainReranker
-from rerank.training.module import RerankerModule, build_loss, build_model, build_optimizer, slate_metrics
+from rerank.training.module import RerankerModule, build_model, build_optimizer, slate_metrics
 
 log = logging.getLogger(__name__)
 #: slates.candidates: the domain's own n-best, or the utterance's whole cross-domain list
@@ -73,8 +73,8 @@ def train(cfg: Mapping[str, Any]) -> dict:
     L.seed_everything(int(cfg["seed"]), workers=True, verbose=False)
     loss_cfg, optim_cfg, model_cfg, slates_cfg = dict(cfg["loss"]), dict(cfg["optimizer"]), dict(cfg["model"]), dict(cfg["slates"])
     # built (and their arguments checked) before any data is read: a misspelt key fails at once
-    loss_fn = build_loss(loss_cfg)
-    loss = loss_name(loss_fn)  # the short name: registry metadata, folders, printed lines
+    build_loss(loss_cfg)
+    loss = loss_cfg["name"]  # the short name: registry metadata, folders, printed lines
     make_model = build_model(model_cfg)
     build_optimizer(optim_cfg)
     if slates_cfg["candidates"] not in CANDIDATES:
@@ -99,17 +99,17 @@ def train(cfg: Mapping[str, Any]) -> dict:
         slates_cfg = dict(cfg["slates"])
     slates = {}
     # the whole cross-domain list: for the losses that see it (semer, combined; crossentropy is pointwise)
-    utterance = slates_cfg["candidates"] == "utterance" and takes_competitors(loss_fn)
+    utterance = slates_cfg["candidates"] == "utterance" and LOSSES[loss].listwise
     for split in ("train", "dev"):
         s = to_slates(tables.read(domain, split), spec)
         if utterance:
-            add_competitors(s, tables, domain, split, float(bound_argument(loss_fn, "temperature")), slates_cfg["competitors"], registry,
+            add_competitors(s, tables, domain, split, float(loss_argument(loss_cfg, "temperature")), slates_cfg["competitors"], registry,
                             world)
         slates[split] = s
     check_trainable(slates["train"], domain)
 
     model: DomainReranker = make_model(spec)
-    valid = slates["train"].semer != -1
+    valid = slates["train"].semer != PADDED_Y_VALUE
     model.fit_standardisation(slates["train"].x[valid])
     module = RerankerModule(model, loss_cfg, optim_cfg, slates["dev"].errors, slates["dev"].total)
     batch_size = optim_cfg["batch_size"]  # null: the full batch (L-BFGS)
@@ -136,7 +136,7 @@ def train(cfg: Mapping[str, Any]) -> dict:
     calibration = cfg.get("calibration", "none")
     if calibration == "platt":
         dv = slates["dev"]
-        valid = dv.semer != -1
+        valid = dv.semer != PADDED_Y_VALUE
         if bool((dv.semer[valid] == 0).any()) and bool((dv.semer[valid] != 0).any()):
             model.fit_calibration(dv.x[valid], (dv.semer[valid] == 0).float())
         else:
@@ -186,7 +186,7 @@ def add_competitors(s: SlateTensors, tables: TableSet, domain, split, temperatur
 
 
 def check_trainable(s: SlateTensors, domain: str) -> None:
-    valid = s.semer != -1
+    valid = s.semer != PADDED_Y_VALUE
     if not bool(valid.any()):
         raise NoPositives(f"domain {domain!r} emitted no training hypothesis: nothing to learn from")
     if not bool((s.semer[valid] == 0).any()):
@@ -208,7 +208,7 @@ def log_pictures(logger, model: DomainReranker, dev_logits: np.ndarray, dev: Sla
     exp = getattr(logger, "experiment", None)
     if exp is None or not hasattr(exp, "add_figure"):
         return
-    valid = dev.semer.numpy() != -1
+    valid = dev.semer.numpy() != PADDED_Y_VALUE
     p = sigmoid(dev_logits[valid])
     correct = (dev.semer.numpy()[valid] == 0).astype(float)
     exp.add_figure("dev/reliability", reliability_diagram({f"{domain} {loss}": (p, correct)}, title=f"{domain}: all dev hypotheses"))
