@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -276,18 +277,24 @@ class CrossDomainRanker:
         A :class:`BadFeatures` here says less than :meth:`rank` would: ask it for the message."""
         domains = cols.domain
         n = len(domains)
-        by_domain: dict[str, list[int]] = {}
-        for i, d in enumerate(domains):
-            by_domain.setdefault(d, []).append(i)
+        distinct = dict.fromkeys(domains)
         if unknown == "baseline":
-            scorers = {d: self.scorers.get(d) or DomainScorer(d, BASELINE) for d in by_domain}
+            scorers = {d: self.scorers.get(d) or DomainScorer(d, BASELINE) for d in distinct}
         else:
-            scorers = {d: self._scorer(d) for d in by_domain}
+            scorers = {d: self._scorer(d) for d in distinct}
+        by_domain_rows: dict[str, list[int]] = {}
+
+        def by_domain() -> dict[str, list[int]]:  # (only where one domain at a time is needed)
+            if not by_domain_rows:
+                for i, d in enumerate(domains):
+                    by_domain_rows.setdefault(d, []).append(i)
+            return by_domain_rows
+
         raw = cols.scores
         logs = log_scores(raw)
         if None in cols.rank:
             ranks = [0] * n
-            for d, idx in by_domain.items():
+            for d, idx in by_domain().items():
                 for i, r in zip(idx, given_ranks([cols.rank[i] for i in idx], raw[idx], d)):
                     ranks[i] = r
         else:
@@ -297,12 +304,12 @@ class CrossDomainRanker:
         scores = np.empty(n)
         model = np.zeros(n, dtype=bool)
         linear_names = self._linear_names()
-        linear = [d for d in by_domain if d in linear_names]
+        linear = [d for d in distinct if d in linear_names]
         if len(linear) < RANK_TOGETHER:
             linear = []
         if linear:
             many = self._linear_domains()
-            code = np.array([many.code.get(d, -1) for d in domains], dtype=np.int64)
+            code = np.array(list(map(many.code.get, domains, repeat(-1))), dtype=np.int64)
             rows = np.flatnonzero(code >= 0)
             every = len(rows) == n
             take = (lambda a: a) if every else (lambda a: a[rows])
@@ -310,24 +317,23 @@ class CrossDomainRanker:
             ev = None
             if many.evidence:
                 ev = self._evidence_values(many, cols, take(raw[:, 0]), rows if not every else None)
-                used = many.evidence_used[c]
-                if not np.isfinite(ev[used]).all():
+                if not np.isfinite(ev).all() and not np.isfinite(ev[many.evidence_used[c]]).all():
                     raise BadFeatures("an evidence field a model needs is not given")
             pick = (lambda col: col) if every else (lambda col: [col[i] for i in rows.tolist()])
             types = pick(cols.slot_types)
-            scores[rows] = many.column_logits(c.tolist(), take(raw), take(logs), pick(ranks), [len(t) for t in types],
+            scores[rows] = many.column_logits(c.tolist(), take(raw), take(logs), pick(ranks), list(map(len, types)),
                                               pick(cols.intent), [pick(cols.context[f]) for f in many.context_fields], types,
                                               ev)
             model[rows] = True
-        rest = [d for d in by_domain if d not in linear]
-        base = [i for d in rest if scorers[d].is_baseline for i in by_domain[d]]
+        rest = [d for d in distinct if d not in linear]
+        base = [i for d in rest if scorers[d].is_baseline for i in by_domain()[d]]
         if base:
             scores[base] = baseline_score(*raw[base].T)
         for d in rest:
             scorer = scorers[d]
             if scorer.is_baseline:
                 continue
-            idx = by_domain[d]
+            idx = by_domain()[d]
             evidence = None
             if scorer.spec.evidence:
                 fields, plan = _evidence_plan(scorer.spec.evidence)
@@ -350,15 +356,19 @@ class CrossDomainRanker:
     @staticmethod
     def _evidence_values(many: LinearDomains, cols: HypothesisColumns, dc: np.ndarray, rows: np.ndarray | None) -> np.ndarray:
         """Every evidence feature of ``many``'s union, for every row (NaN where a field is not given)."""
-        fields, plan = _evidence_plan(tuple(many.evidence))
-        if cols.evidence is None or any(f not in cols.evidence_fields for f in fields):
-            raise BadFeatures(f"evidence fields {list(fields)} not given")
+        key = tuple(cols.evidence_fields)
+        layout = many.__dict__.setdefault("_column_layout", {}).get(key)
+        if layout is None:  # where each feature's field is among [dc, *cols.evidence_fields], and its transform
+            fields, plan = _evidence_plan(tuple(many.evidence))
+            if any(f not in key for f in fields):
+                raise BadFeatures(f"evidence fields {list(fields)} not given")
+            at = np.array([0 if src < 0 else 1 + key.index(fields[src]) for src, _ in plan], dtype=np.int64)
+            layout = many._column_layout[key] = (at, [(j, t) for j, (_, t) in enumerate(plan) if t is not None])
+        at, transforms = layout
         E = cols.evidence if rows is None else cols.evidence[rows]
-        at = [cols.evidence_fields.index(f) for f in fields]
-        out = np.empty((len(E), len(plan)))
-        for j, (src, transform) in enumerate(plan):
-            v = dc if src < 0 else E[:, at[src]]
-            out[:, j] = transform(v) if transform is not None else v
+        out = np.concatenate([dc[:, None], E], axis=1)[:, at]
+        for j, transform in transforms:
+            out[:, j] = transform(out[:, j])
         return out
 
     def _linear_names(self) -> frozenset:

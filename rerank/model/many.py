@@ -16,6 +16,7 @@ of the floating-point additions (the features are rounded to float32 first, as t
 """
 from __future__ import annotations
 
+from itertools import repeat
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -189,23 +190,26 @@ class LinearDomains:
         out = np.einsum("ij,ij->i", dense, self.dense[codes])
         out += self.rank[codes, np.minimum(np.asarray(ranks, dtype=np.int64), self.rank.shape[1] - 1)]
         intent_w, slot_w = self._intent_w, self._slot_w
-        extra = []
-        for i, intent in zip(code, intents):
-            w = intent_w.get((i, intent))
-            if w is None and isinstance(intent, str):
-                w = intent_w.get((i, qualify_intent(self.domains[i], intent)))
-            extra.append(w or 0.0)
-        # (summed in the order of record_logits: the intent's weight, every context value's, every slot type's)
+        keys = list(zip(code, intents))
+        found = list(map(intent_w.get, keys))
+        if None in found:
+            for j, w in enumerate(found):
+                if w is None:
+                    i, intent = keys[j]
+                    if isinstance(intent, str):
+                        w = intent_w.get((i, qualify_intent(self.domains[i], intent)))
+                    found[j] = w or 0.0
+        # summed in this order, as floats (numpy's float64 sums are Python's): the intent's weight, every context
+        # value's, every slot type's
+        extra = np.array(found, dtype=np.float64)
         for keyed, values in zip(self._context_w.values(), context):
-            extra = [t + keyed.get((i, v), 0.0) for t, i, v in zip(extra, code, values)]
-        if self._slot_w:
-            for j, (i, types) in enumerate(zip(code, slot_types)):
-                if types:
-                    total = extra[j]
-                    for t in types:
-                        total += slot_w.get((i, t), 0.0)
-                    extra[j] = total
-        out += np.array(extra)
+            extra += np.array(list(map(keyed.get, zip(code, values), repeat(0.0))), dtype=np.float64)
+        if self._slot_w and any(slot_types):
+            # every slot's weight, added to its row's in the slots' order (np.add.at adds in the order given)
+            owner = [j for j, types in enumerate(slot_types) if types for _ in types]
+            keys = [(i, t) for i, types in zip(code, slot_types) if types for t in types]
+            np.add.at(extra, owner, np.array(list(map(slot_w.get, keys, repeat(0.0))), dtype=np.float64))
+        out += extra
         if evidence is not None and self.evidence:
             values = evidence.astype(np.float32).astype(np.float64)
             out += np.where(self.evidence_used[codes], values * self.evidence_w[codes], 0.0).sum(axis=1)

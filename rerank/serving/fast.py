@@ -12,6 +12,9 @@ field) is the service's. So the error messages are the same as ever, and a valid
 from __future__ import annotations
 
 import sys
+from array import array
+from itertools import chain
+from operator import attrgetter
 from typing import Annotated, Any, Mapping, Sequence
 
 import msgspec
@@ -29,6 +32,9 @@ _MAX = sys.float_info.max
 ANSWER_FIELDS = ("domain", "intent", "slots", *SCORES, "rank", *EVIDENCE, "domain_rank", "score", "version")
 
 
+_DOMAIN, _INTENT, _SLOTS, _RANK = attrgetter("domain"), attrgetter("intent"), attrgetter("slots"), attrgetter("rank")
+
+
 class Miss(Exception):
     """The fast path does not take this request: the field-by-field path answers it."""
 
@@ -43,11 +49,16 @@ _Score = Annotated[float, Meta(ge=0.0, le=1.0)]
 NAMES = 1 << 16
 
 
+#: the value of an evidence field not given: this very object (the answer leaves out a field that is it, and no
+#: JSON number decodes to NaN); a field given as null takes the field-by-field path
+NOT_GIVEN = float("nan")
+
+
 def _evidence_type(low: float, high: float, whole: bool) -> Any:
     if whole:
-        return Annotated[int, Meta(ge=int(low), le=int(high))] | None
+        return Annotated[int, Meta(ge=int(low), le=int(high))]
     # finite: the infinite bounds become the largest floats (a JSON number may decode to inf: refused)
-    return Annotated[float, Meta(ge=max(low, -_MAX), le=min(high, _MAX))] | None
+    return Annotated[float, Meta(ge=max(low, -_MAX), le=min(high, _MAX))]
 
 
 def hypothesis_type(context_fields: Sequence[str]) -> type:
@@ -59,8 +70,8 @@ def hypothesis_type(context_fields: Sequence[str]) -> type:
         ("slots", Annotated[list[Slot | tuple[str, str]], Meta(max_length=MAX_SLOTS)]),
         *((s, _Score) for s in SCORES),
         ("rank", Annotated[int, Meta(ge=0, le=MAX_RANK)] | None, None),
-        *((name, _evidence_type(*bounds), None) for name, bounds in EVIDENCE.items()),
-        *((c, str | int | None, None) for c in context_fields),
+        *((name, _evidence_type(*bounds), NOT_GIVEN) for name, bounds in EVIDENCE.items()),
+        *((c, str | None, None) for c in context_fields),  # (a number: the field-by-field path makes it a string)
         # the answer's own fields (a client's values for them are read, and replaced)
         ("domain_rank", int | None, None), ("score", float | None, None), ("version", str | None, None),
     ]
@@ -94,8 +105,9 @@ class Codec:
         self._intents: dict[tuple[str, str], str] = {}  # (domain, intent) -> the qualified intent, both checked
         self._types: set[str] = set()  # slot types checked
         self._evidence = tuple(EVIDENCE)
-        self._get_scores = _getter(SCORES)
-        self._get_evidence = _getter(self._evidence)
+        self._get_scores = attrgetter(*SCORES)
+        self._get_evidence = attrgetter(*self._evidence)
+        self._get_context = [attrgetter(c) for c in self.context_fields]
 
     # ------------------------------------------------------------------ decoding
     def decode_one(self, raw: bytes):
@@ -135,66 +147,67 @@ class Codec:
     def columns(self, utt) -> HypothesisColumns:
         """The columns of one decoded utterance; its hypotheses' context fields, intents and slots are resolved in place."""
         hyps = utt.hypotheses
+        n = len(hyps)
         context = utt.context
         ctx: dict[str, list[str]] = {}
-        for c in self.context_fields:
-            default = UNKNOWN_CONTEXT
-            if context is not None:
-                value = context.get(c)
-                if value is not None:
-                    if isinstance(value, bool) or not isinstance(value, (str, int)):
-                        raise Miss()
-                    default = str(value)
-            values = []
-            for h in hyps:
-                v = getattr(h, c)
-                if v is None:
-                    v = default
-                elif v.__class__ is not str:
-                    if v.__class__ is not int:  # (a bool)
-                        raise Miss()
-                    v = str(v)
-                setattr(h, c, v)
-                values.append(v)
+        for c, get in zip(self.context_fields, self._get_context):
+            values = list(map(get, hyps))
+            if None in values:
+                default = UNKNOWN_CONTEXT
+                if context is not None:
+                    value = context.get(c)
+                    if value is not None:
+                        if isinstance(value, bool) or not isinstance(value, (str, int)):
+                            raise Miss()
+                        default = str(value)
+                for j, h in enumerate(hyps):
+                    if values[j] is None:
+                        values[j] = default
+                        setattr(h, c, default)
             ctx[c] = values
-        intents, types = self._intents, self._types
-        intent, slot_types = [], []
-        for h in hyps:
-            q = intents.get((h.domain, h.intent))
-            if q is None:
-                q = self._qualified(h.domain, h.intent)
-            h.intent = q
-            intent.append(q)
-            slots = h.slots
+        domain = list(map(_DOMAIN, hyps))
+        given = list(map(_INTENT, hyps))
+        pairs = list(zip(domain, given))
+        intent = list(map(self._intents.get, pairs))
+        if None in intent:
+            for j, q in enumerate(intent):
+                if q is None:
+                    intent[j] = self._qualified(*pairs[j])
+        if intent != given:
+            for h, q in zip(hyps, intent):
+                h.intent = q
+        types = self._types
+        slot_types: list = list(map(_SLOTS, hyps))
+        for j, slots in enumerate(slot_types):
             if slots:
                 names = []
-                for j, s in enumerate(slots):
+                for k, s in enumerate(slots):
                     if s.__class__ is Slot:
                         t, v = s.type, s.value
                     else:
                         t, v = s
-                        slots[j] = Slot(t, v)  # (answered as {"type", "value"}, as every slot)
+                        slots[k] = Slot(t, v)  # (answered as {"type", "value"}, as every slot)
                     if t not in types:
                         self._slot_type(t)
                     if not v or v.isspace():
                         raise Miss()
                     names.append(t)
-                slot_types.append(names)
+                slot_types[j] = names
             else:
-                slot_types.append(())
-        n = len(hyps)
-        scores = np.array(list(map(self._get_scores, hyps)), dtype=np.float64).reshape(n, 3)
-        evidence = np.array(list(map(self._get_evidence, hyps)), dtype=np.float64).reshape(n, len(self._evidence))
+                slot_types[j] = ()
+        scores = np.frombuffer(array("d", chain.from_iterable(map(self._get_scores, hyps))), dtype=np.float64).reshape(n, 3)
+        evidence = np.frombuffer(array("d", chain.from_iterable(map(self._get_evidence, hyps))),
+                                 dtype=np.float64).reshape(n, len(self._evidence))
 
         def records(rows: list[int]) -> list[dict]:
             out = []
             for i in rows:
                 r = msgspec.structs.asdict(hyps[i])
                 r["slots"] = [(s.type, s.value) for s in r["slots"]]
-                out.append({k: v for k, v in r.items() if v is not None})
+                out.append({k: v for k, v in r.items() if v is not None and v is not NOT_GIVEN})
             return out
 
-        return HypothesisColumns([h.domain for h in hyps], intent, slot_types, scores, [h.rank for h in hyps], ctx,
+        return HypothesisColumns(domain, intent, slot_types, scores, list(map(_RANK, hyps)), ctx,
                                  evidence, self._evidence, records)
 
     # ------------------------------------------------------------------ ranking and the answer
@@ -223,7 +236,7 @@ class Codec:
             h.rank, h.domain_rank, h.score, h.version = r, domain_rank[i], values[i], version[h.domain]
             out.append(h)
         if fields is not None:
-            out = [{f: v for f in fields if (v := getattr(h, f)) is not None} for h in out]
+            out = [{f: v for f in fields if (v := getattr(h, f)) is not None and v is not NOT_GIVEN} for h in out]
         known = ranker.scorers
         return {"utt_id": utt_id, "hypotheses": out,
                 "confidence": snapshot.confidence(float(scores.max())) if len(scores) else None,
@@ -232,12 +245,6 @@ class Codec:
 
     def encode(self, obj: Any) -> bytes:
         return self._encoder.encode(obj)
-
-
-def _getter(names: Sequence[str]):
-    from operator import attrgetter
-
-    return attrgetter(*names)
 
 
 def selection(top_k: Any, fields: Any, context_fields: Sequence[str], where: str = "") -> tuple[int | None, list[str] | None]:
