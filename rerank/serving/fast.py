@@ -182,22 +182,18 @@ class Codec:
             if slots:
                 names = []
                 for k, s in enumerate(slots):
-                    if s.__class__ is Slot:
-                        t, v = s.type, s.value
-                    else:
-                        t, v = s
-                        slots[k] = Slot(t, v)  # (answered as {"type", "value"}, as every slot)
+                    if s.__class__ is not Slot:
+                        s = slots[k] = Slot(*s)  # (answered as {"type", "value"}, as every slot)
+                    t, v = s.type, s.value
                     if t not in types:
                         self._slot_type(t)
                     if not v or v.isspace():
                         raise Miss()
                     names.append(t)
                 slot_types[j] = names
-            else:
-                slot_types[j] = ()
-        scores = np.frombuffer(array("d", chain.from_iterable(map(self._get_scores, hyps))), dtype=np.float64).reshape(n, 3)
-        evidence = np.frombuffer(array("d", chain.from_iterable(map(self._get_evidence, hyps))),
-                                 dtype=np.float64).reshape(n, len(self._evidence))
+        k = len(self._evidence)
+        scores = np.fromiter(chain.from_iterable(map(self._get_scores, hyps)), np.float64, 3 * n).reshape(n, 3)
+        evidence = np.fromiter(chain.from_iterable(map(self._get_evidence, hyps)), np.float64, k * n).reshape(n, k)
 
         def records(rows: list[int]) -> list[dict]:
             out = []
