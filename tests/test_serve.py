@@ -205,6 +205,77 @@ def test_too_many_hypotheses_and_the_metrics(basic):
     assert 'rerank_requests_total{endpoint="rank",status="413"}' in text
 
 
+def test_the_fast_path_scores_as_the_offline_ranker_exactly(live_world):
+    """The compiled decoder and the column ranking (rerank.serving.fast) give the very numbers of CrossDomainRanker.rank,
+    whatever form the request takes: ranks given or not, the device in the context, slots as pairs, an unknown domain."""
+    import msgspec
+
+    from rerank.serving import fast
+
+    ranker = CrossDomainRanker.from_registry(Registry(live_world.registry_dir), CORPUS).prepare()
+    codec = fast.Codec(("device",), 2000, 1000)
+
+    class Snap:
+        versions, generation = {d: s.version for d, s in ranker.scorers.items()}, 1
+        confidence = staticmethod(float)
+
+    Snap.ranker = ranker
+    forms = []
+    for hyps in utterances(live_world, 12):
+        forms.append({"utt_id": "u", "hypotheses": hyps})
+        bare = [{k: v for k, v in h.items() if k not in ("rank", "device")} for h in hyps]
+        for h in bare:
+            h["slots"] = [[s["type"], s["value"]] for s in h["slots"]]
+        forms.append({"hypotheses": bare, "context": {"device": hyps[0]["device"]}})
+        forms.append({"hypotheses": [*hyps, {"domain": "Astrology", "intent": "x", "slots": [], "dc": 0.9, "ic": 0.8, "ner": 0.7}]})
+    for body in forms:
+        raw = json.dumps(body).encode()
+        got = json.loads(codec.encode(codec.ranked(Snap, codec.decode_one(raw), None, None)))
+        want = ranker.rank([parse(h, body.get("context")) for h in body["hypotheses"]], unknown="baseline")
+        assert [(h["domain"], h["intent"], h["score"], h["domain_rank"], h["version"]) for h in got["hypotheses"]] == \
+            [(h["domain"], h["intent"], h["score"], h["domain_rank"], h["version"]) for h in want]  # exactly
+        assert got["hypotheses"] == json.loads(json.dumps([{**h, "slots": [{"type": t, "value": v} for t, v in h["slots"]]}
+                                                           for h in want]))
+    # what the field-by-field path refuses, the fast path does not take (it answers with the 4xx naming the field)
+    for bad in ('{"hypotheses": [{"domain": "a b", "intent": "x", "slots": [], "dc": 0.5, "ic": 0.5, "ner": 0.5}]}',
+                '{"hypotheses": [{"domain": "a", "intent": " ", "slots": [], "dc": 0.5, "ic": 0.5, "ner": 0.5}]}',
+                '{"hypotheses": [{"domain": "a", "intent": "x", "slots": [["t t", "v"]], "dc": 0.5, "ic": 0.5, "ner": 0.5}]}',
+                '{"hypotheses": [{"domain": "a", "intent": "x", "slots": [{"type": "t", "value": " "}], "dc": 0.5, "ic": 0.5, "ner": 0.5}]}',
+                '{"hypotheses": [{"domain": "a", "intent": "x", "slots": [], "dc": true, "ic": 0.5, "ner": 0.5}]}',
+                '{"hypotheses": [{"domain": "a", "intent": "x", "slots": [], "dc": 0.5, "ic": 0.5, "ner": 0.5, "n_tokens": 0}]}',
+                '{"hypotheses": [{"domain": "a", "intent": "x", "slots": [], "dc": 0.5, "ic": 0.5, "ner": 0.5, "ic_entropy": 1e999}]}'):
+        with pytest.raises(fast.Miss):
+            codec.ranked(Snap, codec.decode_one(bad.encode()), None, None)
+
+
+def parse(h: dict, context: dict | None) -> dict:
+    from rerank.hypotheses.nbest import parse_hypothesis
+
+    return parse_hypothesis(h, ["device"], context)
+
+
+def test_a_client_asks_for_the_top_k_and_the_fields_it_wants(basic, live_world):
+    url, registry = basic
+    hyps = utterances(live_world, 4)[3]
+    with httpx.Client(base_url=url) as client:
+        full = client.post("/rank", json={"hypotheses": hyps}).json()
+        for r in (client.post("/rank", json={"hypotheses": hyps, "top_k": 3, "fields": ["domain", "intent", "score"]}),
+                  client.post("/rank?top_k=3&fields=domain,intent,score", json={"hypotheses": hyps}),
+                  # the slow path (NaN in an unrelated field: read by Python's json) cuts the answer the same way
+                  client.post("/rank?top_k=3&fields=domain,intent,score", content=json.dumps({"hypotheses": hyps, "x": float("nan")}),
+                              headers={"content-type": "application/json"})):
+            assert r.status_code == 200, r.text
+            body = r.json()
+            assert body["hypotheses"] == [{k: h[k] for k in ("domain", "intent", "score")} for h in full["hypotheses"][:3]]
+            assert body["confidence"] == full["confidence"] and body["versions"] == full["versions"]
+        batch = client.post("/rank/batch", json={"utterances": [{"hypotheses": hyps}] * 2, "top_k": 1, "fields": ["intent"]}).json()
+        assert [x["hypotheses"] for x in batch["results"]] == [[{"intent": full["hypotheses"][0]["intent"]}]] * 2
+        for query, body, field in (("", {"top_k": 0}, "top_k"), ("?top_k=x", {}, "top_k"), ("", {"fields": ["domain", "nope"]}, "fields[1]"),
+                                   ("?fields=nope", {}, "fields[0]")):
+            r = client.post("/rank" + query, json={"hypotheses": hyps, **body})
+            assert r.status_code == 422 and r.json()["field"] == field, r.text
+
+
 def _client_loop(url: str, pool: list[list[dict]], stop: threading.Event, out: list, errors: list) -> None:
     with httpx.Client(base_url=url, timeout=10) as client:
         i = 0

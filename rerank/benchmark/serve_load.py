@@ -11,7 +11,12 @@ deliberately broken (its weights file truncated after publishing). Measured:
 - that every sampled response's scores equal an offline ``CrossDomainRanker`` with the
   versions the response reports (within 1e-9);
 - ``POST /rank/batch`` throughput in hypotheses/s;
-- where a request's time goes (parse, checks, ranking, encoding; the rest is HTTP).
+- where a request's time goes (parse, checks, ranking, encoding; the rest is HTTP);
+- **side by side with its floor** (``side_by_side_seconds``): the same bodies sent by the same client (wrk, a Lua
+  script rotating the bodies, ``connections`` keep-alive connections) to the floor app
+  (:mod:`rerank.benchmark.serve_floor`: FastAPI + orjson, parse, ``dc*ic*ner``, sort, answer) and to the service,
+  in turn, ``side_by_side_rounds`` times each; requests/s, p50/p99 and server CPU per request of both, and their
+  ratio; then the service again with a client that asks for less (``top_k=5`` and three fields).
 
 The client is a minimal asyncio HTTP/1.1 client over keep-alive connections (bodies
 encoded once up front), so that it costs the shared 2 cores as little as possible.
@@ -69,11 +74,12 @@ def arrow_batch(utterances: list[list[dict]], first: int) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-async def _connection(addr, requests: list[bytes], until: float, out: list, start_index: int, keep_every: int) -> None:
+async def _connection(addr, requests: list[bytes], until: float, out: list, start_index: int, keep_every: int,
+                      stop_after: int | None = None) -> None:
     reader, writer = await asyncio.open_connection(*addr)
     i = start_index
     try:
-        while time.monotonic() < until:
+        while time.monotonic() < until and (stop_after is None or i - start_index < stop_after):
             idx = i % len(requests)
             t0 = time.monotonic()
             writer.write(requests[idx])
@@ -91,12 +97,14 @@ async def _connection(addr, requests: list[bytes], until: float, out: list, star
         writer.close()
 
 
-def run_clients(addr, requests: list[bytes], seconds: float, connections: int, keep_every: int) -> list:
+def run_clients(addr, requests: list[bytes], seconds: float, connections: int, keep_every: int,
+                stop_after: int | None = None) -> list:
     out: list = []
 
     async def main():
         until = time.monotonic() + seconds
-        await asyncio.gather(*(_connection(addr, requests, until, out, k * 7919, keep_every) for k in range(connections)))
+        await asyncio.gather(*(_connection(addr, requests, until, out, k * 7919, keep_every, stop_after)
+                               for k in range(connections)))
 
     try:
         import uvloop
@@ -194,8 +202,95 @@ def proc_cpu_seconds(pid: int) -> float:
     return total
 
 
+WRK_SCRIPT = Path(__file__).with_name("wrk_bodies.lua")
+
+
+def wrk(port: int, bodies: Path, seconds: float, connections: int, path: str = "/rank", threads: int = 1) -> dict:
+    """One wrk run of ``POST path`` with the bodies of ``bodies`` (one a line) in turn; its figures (latencies in µs)."""
+    exe = shutil.which("wrk")
+    if exe is None:
+        raise RuntimeError("the side-by-side run needs wrk (apt-get install -y wrk)")
+    cmd = [exe, f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "-s", str(WRK_SCRIPT), f"http://127.0.0.1:{port}",
+           "--", str(bodies), path]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    line = next((x for x in out.splitlines() if x.startswith("WRK_RESULT ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no result:\n{out[-2000:]}")
+    return orjson.loads(line.split(" ", 1)[1])
+
+
+@contextlib.contextmanager
+def floor_server(log: Path):
+    """The floor app (:mod:`rerank.benchmark.serve_floor`) on a free port; yields (port, process)."""
+    from rerank.serving.process import _healthy
+
+    port = free_port()
+    with open(log, "w") as fh:
+        proc = subprocess.Popen([sys.executable, "-m", "rerank.benchmark.serve_floor", str(port)], cwd=REPO, stdout=fh,
+                                stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(REPO)})
+        try:
+            deadline = time.monotonic() + 60
+            while not _healthy(port):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"the floor app did not start:\n{log.read_text()[-2000:]}")
+                time.sleep(0.2)
+            yield port, proc
+        finally:
+            proc.terminate()
+            proc.wait(timeout=20)
+
+
+def side_by_side(floor: tuple[int, int], service: tuple[int, int], bodies: Path, seconds: float, connections: int,
+                 rounds: int, warmup: float = 3.0) -> dict:
+    """The floor and the service in turn (``rounds`` times each, after a warm-up of each), the same bodies and client."""
+    runs: dict[str, list[dict]] = {"floor": [], "service": [], "service, top_k=5 and 3 fields": []}
+    targets = [("floor", floor, "/rank"), ("service", service, "/rank")]
+    for name, (port, _), path in targets:
+        wrk(port, bodies, warmup, connections, path)
+    for _ in range(rounds):
+        for name, (port, pid), path in targets:
+            cpu = proc_cpu_seconds(pid)
+            r = wrk(port, bodies, seconds, connections, path)
+            r["cpu_s"] = proc_cpu_seconds(pid) - cpu
+            runs[name].append(r)
+    port, pid = service
+    cpu = proc_cpu_seconds(pid)
+    r = wrk(port, bodies, seconds, connections, "/rank?top_k=5&fields=domain,intent,score")
+    r["cpu_s"] = proc_cpu_seconds(pid) - cpu
+    runs["service, top_k=5 and 3 fields"].append(r)
+    return runs
+
+
+def _summary(rs: list[dict]) -> dict:
+    n = sum(r["requests"] for r in rs)
+    return {"rps": n / (sum(r["duration_us"] for r in rs) / 1e6), "p50": float(np.median([r["p50_us"] for r in rs])) / 1e3,
+            "p99": max(r["p99_us"] for r in rs) / 1e3, "cpu_ms": 1e3 * sum(r["cpu_s"] for r in rs) / max(1, n),
+            "errors": sum(r["status_errors"] + r["read_errors"] + r["timeouts"] for r in rs), "requests": n,
+            "kb": sum(r["bytes"] for r in rs) / max(1, n) / 1024, "per_round": [r["requests"] / (r["duration_us"] / 1e6) for r in rs]}
+
+
+def _print_side_by_side(runs: dict, command: str, connections: int, sizes, n_bodies: int, checked: int, worst: float) -> None:
+    s = {k: _summary(v) for k, v in runs.items() if v}
+    f, v = s["floor"], s["service"]
+    print(f"\n## Service, side by side with its floor\n\ncommand: {command}\n"
+          f"client: wrk, 1 thread, {connections} keep-alive connections, {n_bodies} bodies in turn "
+          f"({np.mean(sizes):.1f} hypotheses each, evidence included); {len(runs['floor'])} rounds of "
+          f"{runs['floor'][0]['duration_us'] / 1e6:.0f} s each, floor and service in turn\n")
+    print("| app | requests/s | p50 (ms) | p99 (ms) | server CPU per request (ms) | answer (KB) | errors | requests/s per round |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    for name, x in s.items():
+        print(f"| {name} | {x['rps']:,.0f} | {x['p50']:.2f} | {x['p99']:.2f} | {x['cpu_ms']:.3f} | {x['kb']:.1f} | {x['errors']} | "
+              f"{', '.join(f'{r:,.0f}' for r in x['per_round'])} |")
+    print(f"\n| ratio | service / floor | target |\n| --- | ---: | --- |")
+    print(f"| requests/s | {v['rps'] / f['rps']:.1%} | >= 50% |")
+    print(f"| server CPU per request (floor / service) | {f['cpu_ms'] / v['cpu_ms']:.1%} | |")
+    print(f"| service p99 at {connections} connections | {v['p99']:.2f} ms | <= 5 ms |")
+    print(f"| service answers checked against the offline ranker | {checked}, max abs diff {worst:.1e} | <= 1e-9 |")
+
+
 def run(output_dir: str, data: str = "hwu64", seconds: float = 60.0, connections: int = 8, promote_every: float = 3.0,
-        workers: int = 1, batch_utterances: int = 200, batch_seconds: float = 10.0, keep_every: int = 25, ray: int = 0) -> int:
+        workers: int = 1, batch_utterances: int = 200, batch_seconds: float = 10.0, keep_every: int = 25, ray: int = 0,
+        side_by_side_seconds: float = 0.0, side_by_side_rounds: int = 2, mode: str = "all") -> int:
     """The load test (or, with ``ray`` replicas, the Ray Serve run) against the tables and registry of ``output_dir``."""
     from rerank.hypotheses.tables import open_tables
     from rerank.merge.ranker import CrossDomainRanker
@@ -221,6 +316,9 @@ def run(output_dir: str, data: str = "hwu64", seconds: float = 60.0, connections
     sizes = [len(h) for h in pool]
     counts = {d: sum(any(h["domain"] == d for h in u) for u in pool) for d in domains}
     moving = sorted(domains, key=lambda d: -counts[d])[:3]
+    if mode == "side_by_side":
+        return _side_by_side_only(out_dir, work, reg, corpus, data, pool, sizes, workers, connections,
+                                  side_by_side_seconds or 20.0, side_by_side_rounds)
     rounds = max(1, int(seconds / promote_every / 3) + 1)
     prof = stage_profile(CrossDomainRanker.from_registry(reg, corpus, domains), pool, tables.manifest["context_fields"])
     plan, broken = prepare_versions(reg, corpus, moving, rounds)
@@ -321,6 +419,45 @@ def run(output_dir: str, data: str = "hwu64", seconds: float = 60.0, connections
           + ", ".join(f"{k} {v:.0f}" for k, v in prof.items())
           + f"; total {sum(prof.values()):.0f} of {1e6 * server_cpu / max(1, len(results)):.0f} µs of server CPU per request "
           "(the rest: HTTP, ASGI and the event loop).")
+    shutil.rmtree(work, ignore_errors=True)
+    if side_by_side_seconds:
+        return run(output_dir, data, connections=connections, workers=workers, side_by_side_seconds=side_by_side_seconds,
+                   side_by_side_rounds=side_by_side_rounds, mode="side_by_side")
+    return 0
+
+
+def _side_by_side_only(out_dir: Path, work: Path, reg, corpus: str, data: str, pool, sizes, workers: int, connections: int,
+                       seconds: float, rounds: int) -> int:
+    from rerank.merge.ranker import CrossDomainRanker
+
+    bodies = work / "bodies.jsonl"
+    encoded = [orjson.dumps({"utt_id": i, "hypotheses": h}) for i, h in enumerate(pool)]
+    bodies.write_bytes(b"\n".join(encoded) + b"\n")
+    print(f"# service side by side with its floor, {time.strftime('%Y-%m-%d %H:%M %Z')}\n# machine: {machine()}; "
+          f"load average before: {' / '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    with floor_server(work / "floor.log") as (floor_port, floor_proc), \
+            server(out_dir, work / "registry", data, workers, work / "serve.log", []) as (addr, proc, command):
+        runs = side_by_side((floor_port, floor_proc.pid), (addr[1], proc.pid), bodies, seconds, connections, rounds)
+        # answers equal to the offline ranker (every 12th body, one connection)
+        picks = list(range(0, len(pool), 12))
+        got = run_clients(addr, [request_bytes("/rank", encoded[i]) for i in picks], 1e9, 1, 1, stop_after=len(picks))
+    ranker_cache: dict = {}
+    checked, worst = 0, 0.0
+    for t0, t1, idx, status, tail, body in got:
+        assert status == 200, body[:300]
+        answer = orjson.loads(body)
+        key = tuple(sorted(answer["versions"].items()))
+        if key not in ranker_cache:
+            pins = {d: v for d, v in answer["versions"].items() if v != "baseline"}
+            ranker_cache[key] = CrossDomainRanker.from_registry(reg, corpus, sorted(answer["versions"]), versions=pins)
+        want = ranker_cache[key].rank(pool[picks[idx]], unknown="baseline")
+        assert [(h["domain"], h["intent"]) for h in answer["hypotheses"]] == [(h["domain"], h["intent"]) for h in want]
+        worst = max(worst, max((abs(a["score"] - b["score"]) for a, b in zip(answer["hypotheses"], want)), default=0.0))
+        checked += 1
+    cmd = (f"python scripts/bench.py bench=serve bench.mode=side_by_side bench.output_dir={out_dir} bench.data={data} "
+           f"bench.connections={connections} bench.side_by_side_seconds={seconds:g} bench.side_by_side_rounds={rounds}")
+    _print_side_by_side(runs, cmd, connections, sizes, len(pool), checked, worst)
+    print(f"\nserver: {command}\nload average after: {' / '.join(f'{x:.2f}' for x in os.getloadavg())}")
     shutil.rmtree(work, ignore_errors=True)
     return 0
 

@@ -393,7 +393,11 @@ def record_scores(records: Sequence[Mapping[str, Any]], where: str = "hypotheses
 
 def record_ranks(records: Sequence[Mapping[str, Any]], scores: np.ndarray, domain: str) -> list[int]:
     """The rank of each of one domain's hypothesis dicts in its own list: given (all or none, >= 0), else by ``ic * ner``."""
-    ranks = [r.get("rank") for r in records]
+    return given_ranks([r.get("rank") for r in records], scores, domain)
+
+
+def given_ranks(ranks: Sequence[int | None], scores: np.ndarray, domain: str) -> list[int]:
+    """:func:`record_ranks` of the ``rank`` values of one domain's hypotheses (None: not given)."""
     if None in ranks:
         if any(x is not None for x in ranks):
             raise BadFeatures(f"{domain}: {sum(x is not None for x in ranks)} of {len(ranks)} hypotheses have a 'rank'; "

@@ -16,6 +16,7 @@ of the floating-point additions (the features are rounded to float32 first, as t
 """
 from __future__ import annotations
 
+from itertools import repeat
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -167,28 +168,48 @@ class LinearDomains:
         hypotheses of every domain are scored with a few whole-array operations and one pass of dictionary
         lookups, instead of one feature matrix per domain.
         """
-        n = len(records)
+        slots = [r.get("slots") or () for r in records]
+        types = [[s_[0] if isinstance(s_, (tuple, list)) else s_["type"] for s_ in ss] for ss in slots]
+        n_slots = [r.get("n_slots", len(ss)) for r, ss in zip(records, slots)]
+        context = [[r.get(c) for r in records] for c in self._context_w]
+        return self.column_logits(code, scores, logs, ranks, n_slots, [r.get("intent") for r in records], context, types,
+                                  evidence)
+
+    def column_logits(self, code: Sequence[int], scores: np.ndarray, logs: np.ndarray, ranks: Sequence[int],
+                      n_slots: Sequence[int], intents: Sequence[str], context: Sequence[Sequence[str]],
+                      slot_types: Sequence[Sequence[str]], evidence: np.ndarray | None = None) -> np.ndarray:
+        """:meth:`record_logits` of hypotheses given as columns: ``context`` holds a column per context field of
+        :attr:`context_fields` (in that order), ``slot_types`` each hypothesis' slot types in order. The same
+        numbers as :meth:`record_logits` (it is its arithmetic)."""
+        n = len(code)
         codes = np.asarray(code, dtype=np.int64)
         dense = np.empty((n, DENSE))
         dense[:, 0:3] = scores.astype(np.float32)
         dense[:, 3:6] = logs.astype(np.float32)
-        dense[:, 6] = np.array([r.get("n_slots", len(r.get("slots") or ())) for r in records], dtype=np.float32)
+        dense[:, 6] = np.asarray(n_slots, dtype=np.float32)
         out = np.einsum("ij,ij->i", dense, self.dense[codes])
         out += self.rank[codes, np.minimum(np.asarray(ranks, dtype=np.int64), self.rank.shape[1] - 1)]
-        intent_w, slot_w, context_w = self._intent_w, self._slot_w, tuple(self._context_w.items())
-        extra = [0.0] * n
-        for j, (r, i) in enumerate(zip(records, code)):
-            intent = r.get("intent")
-            w = intent_w.get((i, intent))
-            if w is None and isinstance(intent, str):
-                w = intent_w.get((i, qualify_intent(self.domains[i], intent)))
-            total = w or 0.0
-            for c, keyed in context_w:
-                total += keyed.get((i, r.get(c)), 0.0)
-            for s_ in r.get("slots") or ():
-                total += slot_w.get((i, s_[0] if isinstance(s_, (tuple, list)) else s_["type"]), 0.0)
-            extra[j] = total
-        out += np.array(extra)
+        intent_w, slot_w = self._intent_w, self._slot_w
+        keys = list(zip(code, intents))
+        found = list(map(intent_w.get, keys))
+        if None in found:
+            for j, w in enumerate(found):
+                if w is None:
+                    i, intent = keys[j]
+                    if isinstance(intent, str):
+                        w = intent_w.get((i, qualify_intent(self.domains[i], intent)))
+                    found[j] = w or 0.0
+        # summed in this order, as floats (numpy's float64 sums are Python's): the intent's weight, every context
+        # value's, every slot type's
+        extra = np.array(found, dtype=np.float64)
+        for keyed, values in zip(self._context_w.values(), context):
+            extra += np.array(list(map(keyed.get, zip(code, values), repeat(0.0))), dtype=np.float64)
+        if self._slot_w and any(slot_types):
+            # every slot's weight, added to its row's in the slots' order (np.add.at adds in the order given)
+            owner = [j for j, types in enumerate(slot_types) if types for _ in types]
+            keys = [(i, t) for i, types in zip(code, slot_types) if types for t in types]
+            np.add.at(extra, owner, np.array(list(map(slot_w.get, keys, repeat(0.0))), dtype=np.float64))
+        out += extra
         if evidence is not None and self.evidence:
             values = evidence.astype(np.float32).astype(np.float64)
             out += np.where(self.evidence_used[codes], values * self.evidence_w[codes], 0.0).sum(axis=1)

@@ -57,7 +57,8 @@ def sigmoid(s) -> np.ndarray:
 
 def logit(p, eps: float = 1e-6) -> np.ndarray:
     r""":math:`\log(p / (1 - p))` of ``p`` clipped to ``[eps, 1 - eps]``: a probability read as a logit."""
-    p = np.clip(np.asarray(p, dtype=np.float64), eps, 1 - eps)
+    # np.clip without its per-call overhead (same values)
+    p = np.minimum(np.maximum(np.asarray(p, dtype=np.float64), eps), 1 - eps)
     return np.log(p) - np.log1p(-p)
 
 

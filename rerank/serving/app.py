@@ -31,6 +31,8 @@ once), so that ``/health`` and the live watcher keep their event loop
 from __future__ import annotations
 
 import asyncio
+import functools
+import gc
 import json
 import logging
 import os
@@ -53,7 +55,7 @@ from rerank.hypotheses.nbest_table import check_nbest_schema, check_nbest_table
 from rerank.merge.ranker import BASELINE
 from rerank.model.features import BadFeatures, FeatureSpec
 from rerank.model.registry import Registry
-from rerank.serving import arrow_stream
+from rerank.serving import arrow_stream, fast
 from rerank.serving import metrics as m
 from rerank.serving.live import LiveModels
 from rerank.serving.offload import run_off_loop
@@ -119,6 +121,11 @@ def _utterance(body: Any, settings: ServiceSettings, where: str = "") -> tuple[l
             name = f"{where}hypotheses[{i}]" + (f".{err.field}" if err.field else "")
             raise BadRequest(f"{name}: {err}", name) from None
     return out, _echoable(body.get("utt_id"), f"{where}utt_id")
+
+
+def _choice(body: Any) -> tuple[Any, Any]:
+    """The ``top_k`` and ``fields`` a body asks for (None: not asked)."""
+    return (body.get("top_k"), body.get("fields")) if isinstance(body, dict) else (None, None)
 
 
 def _echoable(value: Any, name: str) -> Any:
@@ -188,6 +195,28 @@ def _ranked(snapshot, hyps: list[dict], utt_id: Any, where: str = "") -> dict:
             "fallback": fallback, "generation": snapshot.generation}
 
 
+def _selection(top_k: Any, fields: Any, query: Mapping[str, str] | None, context_fields: Sequence[str]
+               ) -> tuple[int | None, list[str] | None]:
+    """The client's ``top_k`` and ``fields``: from the body, else from the query string; checked."""
+    if query:
+        q_top, q_fields = fast.query_selection(query)
+        top_k = q_top if top_k is None else top_k
+        fields = q_fields if fields is None else fields
+    try:
+        return fast.selection(top_k, fields, context_fields)
+    except fast.BadSelection as err:
+        raise BadRequest(str(err), err.field) from None
+
+
+def _trim(answer: dict, top_k: int | None, fields: Sequence[str] | None) -> dict:
+    """An answer cut to the client's ``top_k`` best hypotheses and its ``fields``."""
+    if top_k is not None:
+        answer["hypotheses"] = answer["hypotheses"][:top_k]
+    if fields is not None:
+        answer["hypotheses"] = [{f: h[f] for f in fields if f in h} for h in answer["hypotheses"]]
+    return answer
+
+
 def _top_confidence(snapshot, score: np.ndarray, rank: np.ndarray) -> np.ndarray:
     """The confidence column of a batch answer: on each utterance's top row, NaN on the others."""
     top = rank == 0
@@ -211,6 +240,9 @@ def create_app(settings: ServiceSettings, live: LiveModels | None = None) -> Fas
     watcher: list = []
     limiter: list = []  # made at the first request: a CapacityLimiter belongs to the running event loop
     worker = uuid.uuid4().hex[:12]  # tells the workers apart in /health (not the PID: that is no client's business)
+    # the compiled decoder of the fast path (rerank.serving.fast); None: every request takes the field-by-field path
+    codec = fast.Codec(settings.context_fields, settings.max_hypotheses, settings.max_utterances) \
+        if fast.usable(settings.context_fields) else None
 
     def ensure_watching() -> None:
         # at startup, or at the first request where a host (Ray Serve) runs no ASGI lifespan events
@@ -220,6 +252,9 @@ def create_app(settings: ServiceSettings, live: LiveModels | None = None) -> Fas
     @app.on_event("startup")
     async def _start() -> None:
         ensure_watching()
+        # what the process holds by now (the app, the models, the libraries) is never garbage: the collector's
+        # full passes need not walk it again (they otherwise stall a request now and then)
+        gc.freeze()
 
     @app.on_event("shutdown")
     def _stop() -> None:
@@ -247,24 +282,43 @@ def create_app(settings: ServiceSettings, live: LiveModels | None = None) -> Fas
             limiter.append(anyio.CapacityLimiter(max(1, settings.work_threads)))
         return await run_off_loop(fn, raw, limiter[0])
 
-    def _handle(endpoint: str, fn, arrow_fn=None):
-        def answer(rank: Callable, parse: Callable[[bytes], Any]) -> Callable[[bytes], Response]:
-            def run(raw: bytes) -> Response:
-                out, n = rank(parse(raw))
-                m.HYPOTHESES.labels(endpoint).inc(n)
-                return out if isinstance(out, Response) else _json(out)
-            return run
+    def _handle(endpoint: str, fn, arrow_fn=None, fast_fn=None):
+        hypotheses = m.HYPOTHESES.labels(endpoint)
 
-        by_json = answer(fn, _parse_json)
-        by_arrow = answer(arrow_fn, lambda raw: _arrow_table(raw, settings)) if arrow_fn is not None else None
+        def by_json(raw: bytes, query: Mapping[str, str] | None = None) -> Response:
+            if fast_fn is not None:
+                try:
+                    out, n = fast_fn(raw, query)
+                    hypotheses.inc(n)
+                    return out
+                except fast.Miss:  # not for the fast path: the field-by-field path answers (or names the bad field)
+                    pass
+            out, n = fn(_parse_json(raw), query)
+            hypotheses.inc(n)
+            return _json(out)
+
+        def by_arrow(raw: bytes, query: Mapping[str, str] | None = None) -> Response:
+            out, n = arrow_fn(_arrow_table(raw, settings))
+            hypotheses.inc(n)
+            return out
+
+        latency = m.LATENCY.labels(endpoint)
+        counted: dict[int, Any] = {}
+
+        def count(status: int) -> None:
+            c = counted.get(status)
+            if c is None:
+                c = counted[status] = m.REQUESTS.labels(endpoint, str(status))
+            c.inc()
 
         async def handler(request: Request) -> Response:
             t0 = time.perf_counter()
             ensure_watching()
             status = 500  # (until known: a cancelled request is counted as one that failed)
             try:
-                arrow = by_arrow is not None and ARROW in request.headers.get("content-type", "")
-                out = await _work(by_arrow if arrow else by_json, await _raw(request))
+                arrow = arrow_fn is not None and ARROW in request.headers.get("content-type", "")
+                query = request.query_params if request.scope.get("query_string") else None
+                out = await _work(functools.partial(by_arrow if arrow else by_json, query=query), await _raw(request))
                 status = 200
                 return out
             except BadRequest as err:
@@ -281,25 +335,41 @@ def create_app(settings: ServiceSettings, live: LiveModels | None = None) -> Fas
                 log.exception("%s: %s", endpoint, err)
                 return _json({"error": f"internal error: {type(err).__name__}"}, 500)
             finally:
-                m.REQUESTS.labels(endpoint, str(status)).inc()
-                m.LATENCY.labels(endpoint).observe(time.perf_counter() - t0)
+                count(status)
+                latency.observe(time.perf_counter() - t0)
         return handler
 
-    def rank_one(body):
+    def rank_one(body, query=None):
+        top_k, fields = _selection(*_choice(body), query, settings.context_fields)
         hyps, utt_id = _utterance(body, settings)
-        return _ranked(live.snapshot, hyps, utt_id), len(hyps)
+        return _trim(_ranked(live.snapshot, hyps, utt_id), top_k, fields), len(hyps)
 
-    def rank_batch(body):
+    def rank_batch(body, query=None):
         if not isinstance(body, dict) or not isinstance(body.get("utterances"), list):
             raise BadRequest("missing field 'utterances' (a list of {\"hypotheses\": [...]} objects)", "utterances")
+        top_k, fields = _selection(*_choice(body), query, settings.context_fields)
         utts = body["utterances"]
         if len(utts) > settings.max_utterances:
             raise BadRequest(f"'utterances' holds {len(utts)} utterances, more than the limit of {settings.max_utterances}",
                              "utterances", 413)
         parsed = [_utterance(u, settings, f"utterances[{i}].") for i, u in enumerate(utts)]
         snapshot = live.snapshot  # one snapshot for the whole batch
-        return ({"results": [_ranked(snapshot, h, u, f"utterances[{i}].") for i, (h, u) in enumerate(parsed)],
+        return ({"results": [_trim(_ranked(snapshot, h, u, f"utterances[{i}]."), top_k, fields) for i, (h, u) in enumerate(parsed)],
                  "generation": snapshot.generation}, sum(len(h) for h, _ in parsed))
+
+    def fast_one(raw: bytes, query):
+        req = codec.decode_one(raw)
+        top_k, fields = _selection(req.top_k, req.fields, query, settings.context_fields)
+        answer = codec.ranked(live.snapshot, req, top_k, fields)
+        return Response(codec.encode(answer), media_type="application/json"), len(req.hypotheses)
+
+    def fast_batch(raw: bytes, query):
+        req = codec.decode_batch(raw)
+        top_k, fields = _selection(req.top_k, req.fields, query, settings.context_fields)
+        snapshot = live.snapshot  # one snapshot for the whole batch
+        results = [codec.ranked(snapshot, u, top_k, fields) for u in req.utterances]
+        return (Response(codec.encode({"results": results, "generation": snapshot.generation}), media_type="application/json"),
+                sum(len(u.hypotheses) for u in req.utterances))
 
     def rank_arrow(table: pa.Table):
         try:
@@ -328,8 +398,11 @@ def create_app(settings: ServiceSettings, live: LiveModels | None = None) -> Fas
             writer.write_table(out)
         return Response(sink.getvalue().to_pybytes(), media_type=ARROW), table.num_rows
 
-    app.add_api_route("/rank", _handle("rank", rank_one), methods=["POST"], summary="Rank one utterance's hypotheses")
-    app.add_api_route("/rank/batch", _handle("rank_batch", rank_batch, rank_arrow), methods=["POST"],
+    handlers = {"/rank": _handle("rank", rank_one, fast_fn=fast_one if codec else None),
+                "/rank/batch": _handle("rank_batch", rank_batch, rank_arrow, fast_batch if codec else None)}
+    app.state.post_handlers = handlers  # (DirectRoutes calls them without FastAPI's per-request machinery)
+    app.add_api_route("/rank", handlers["/rank"], methods=["POST"], summary="Rank one utterance's hypotheses")
+    app.add_api_route("/rank/batch", handlers["/rank/batch"], methods=["POST"],
                       summary="Rank many utterances (JSON, or an Arrow IPC stream for throughput)")
 
     @app.get("/health")
@@ -382,10 +455,33 @@ def settings_from_config(cfg: Mapping[str, Any]) -> ServiceSettings:
                            **{k: int(serve[k]) for k in ("max_decoded_bytes", "work_threads", "inline_body_bytes") if k in serve})
 
 
-def app_from_env() -> FastAPI:
+class DirectRoutes:
+    """The app, its ``POST /rank`` and ``POST /rank/batch`` called straight from the ASGI scope.
+
+    Those two handlers take the raw request and answer every outcome themselves (4xx, 500, a client gone), so
+    FastAPI's middleware stack, router and dependency solving add nothing to them but time (about a fifth of a
+    small request's server CPU). Every other request, and the lifespan events, go to the FastAPI app as before
+    (its routes still document ``/rank`` at ``/docs``).
+    """
+
+    def __init__(self, app: FastAPI):
+        self.app, self.state = app, app.state
+        self._handlers = dict(app.state.post_handlers)
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            handler = self._handlers.get(scope["path"])
+            if handler is not None:
+                response = await handler(Request(scope, receive))
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def app_from_env() -> DirectRoutes:
     """The app of the settings in ``RERANK_SERVE_CONFIG`` (JSON): what each uvicorn worker process builds."""
     cfg = orjson.loads(os.environ["RERANK_SERVE_CONFIG"])
-    return create_app(settings_from_config(cfg))
+    return DirectRoutes(create_app(settings_from_config(cfg)))
 
 
 def rank_records(ranked: Sequence[Mapping[str, Any]]) -> list[tuple]:
