@@ -208,7 +208,6 @@ def test_too_many_hypotheses_and_the_metrics(basic):
 def test_the_fast_path_scores_as_the_offline_ranker_exactly(live_world):
     """The compiled decoder and the column ranking (rerank.serving.fast) give the very numbers of CrossDomainRanker.rank,
     whatever form the request takes: ranks given or not, the device in the context, slots as pairs, an unknown domain."""
-    import msgspec
 
     from rerank.serving import fast
 

@@ -281,7 +281,7 @@ def _print_side_by_side(runs: dict, command: str, connections: int, sizes, n_bod
     for name, x in s.items():
         print(f"| {name} | {x['rps']:,.0f} | {x['p50']:.2f} | {x['p99']:.2f} | {x['cpu_ms']:.3f} | {x['kb']:.1f} | {x['errors']} | "
               f"{', '.join(f'{r:,.0f}' for r in x['per_round'])} |")
-    print(f"\n| ratio | service / floor | target |\n| --- | ---: | --- |")
+    print("\n| ratio | service / floor | target |\n| --- | ---: | --- |")
     print(f"| requests/s | {v['rps'] / f['rps']:.1%} | >= 50% |")
     print(f"| server CPU per request (floor / service) | {f['cpu_ms'] / v['cpu_ms']:.1%} | |")
     print(f"| service p99 at {connections} connections | {v['p99']:.2f} ms | <= 5 ms |")

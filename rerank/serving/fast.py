@@ -12,7 +12,6 @@ field) is the service's. So the error messages are the same as ever, and a valid
 from __future__ import annotations
 
 import sys
-from array import array
 from itertools import chain
 from operator import attrgetter
 from typing import Annotated, Any, Mapping, Sequence
