@@ -1,0 +1,552 @@
+"""Fault injection (issue 19 item 3), bounded in time: kill -9 at random points during publish, release, import and
+prepare; a full disk (ENOSPC) during publish and import; unreadable registry files while the service runs under load.
+
+Every trial is checked: afterwards there is no mixed or half-visible artefact (a version folder is complete and loads,
+a live state is exactly the old or the new release, a table set is absent or exactly the old or the new one), the next
+operation cleans what the killed one left, and while the service runs no request fails, the old model serves until the
+whole new release can, and ``/health`` tells the truth.
+
+A killed operation runs in a child forked from this process (its imports are warm, so a trial costs the operation and
+no interpreter start); the child is killed with SIGKILL after a random delay within the operation's duration, measured
+here first. While it runs, this process reads what the operation writes, as a reader in production would.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Callable
+
+import httpx
+import numpy as np
+import pytest
+
+import rerank.model.registry as registry_mod
+from conftest import compose_config, prepare_config
+from rerank.hypotheses.export import export_nbest
+from rerank.hypotheses.nbest_import import import_nbest
+from rerank.hypotheses.prepare import prepare
+from rerank.hypotheses.tables import TableSet, TableSetWriter, TablesCorrupt, TablesMissing
+from rerank.merge.release import rollback
+from rerank.model.registry import Registry
+from test_registry import CORPUS, DOMAIN, FILES, make_model, publish, staging_dirs
+from test_release import _toy_registry
+
+#: kill -9 trials per operation that must land while the operation runs (a child that finished first does not count)
+KILLS = 20
+#: at most this many trials per operation to get them
+MAX_TRIALS = 40
+
+
+def quiet(*_):
+    pass
+
+
+# ----------------------------------------------------------------------------- the killer
+
+
+def fork_and_kill(op: Callable[[], object], delay: float, reader: Callable[[], None] | None = None) -> bool:
+    """Run ``op`` in a forked child; SIGKILL it ``delay`` seconds after it starts, calling ``reader`` meanwhile.
+
+    Returns True when the kill landed while ``op`` ran, False when the child had finished (it must have succeeded).
+    """
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: no pytest machinery, no atexit; exit 0 only when op returned
+        code = 1
+        try:
+            os.close(r)
+            os.write(w, b"g")
+            op()
+            code = 0
+        except BaseException:  # noqa: BLE001 (reported through the exit code)
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    os.close(w)
+    try:
+        assert os.read(r, 1) == b"g"
+    finally:
+        os.close(r)
+    deadline = time.monotonic() + delay
+    while time.monotonic() < deadline:
+        if reader is not None:
+            reader()
+        else:
+            time.sleep(max(0.0, deadline - time.monotonic()))
+    os.kill(pid, signal.SIGKILL)
+    _, status = os.waitpid(pid, 0)
+    if os.WIFSIGNALED(status):
+        assert os.WTERMSIG(status) == signal.SIGKILL
+        return True
+    assert os.WEXITSTATUS(status) == 0, "the operation failed in the child on its own (see the captured stderr)"
+    return False
+
+
+def kill_delays(rng: random.Random, seconds: float, writing_from: float = 0.0):
+    """Random kill delays within ``seconds``: every other one within the writing phase (from ``writing_from``)."""
+    i = 0
+    while True:
+        yield rng.uniform(0.0, seconds) if i % 2 == 0 else rng.uniform(writing_from, seconds)
+        i += 1
+
+
+# ----------------------------------------------------------------------------- publish
+
+
+def check_versions(reg: Registry, models: dict) -> list[str]:
+    """Every listed version is complete and loads the weights its publisher wrote; only versions and staging folders."""
+    base = reg.domain_dir(CORPUS, DOMAIN)
+    versions = reg.versions(CORPUS, DOMAIN)
+    assert versions == [f"v{i}" for i in range(1, len(versions) + 1)], versions  # no gap, no half-visible number
+    for v in versions:
+        folder = base / v
+        assert {p.name for p in folder.iterdir()} == FILES, (v, sorted(p.name for p in folder.iterdir()))
+        got = reg.load(CORPUS, DOMAIN, v)
+        assert got.meta["version"] == v
+        want = models[int(got.meta["data_hash"].split("-")[1])].weights()
+        assert all(np.array_equal(got.tensors[k], np.asarray(want[k])) for k in want), v
+    strays = [p.name for p in base.iterdir() if p.is_dir() and not registry_mod.VERSION_DIR.fullmatch(p.name)
+              and not p.name.startswith(registry_mod.STAGING_PREFIX)]
+    assert strays == []
+    return versions
+
+
+def test_kill_9_at_random_points_during_publish(tmp_path):
+    """Afterwards no half-visible version; every listed version loads (also while the publisher writes); the
+    staging folder a killed publisher left is removed by the next publish."""
+    reg = Registry(tmp_path)
+    models = {seed: make_model(seed, kind="mlp" if seed % 2 else "linear") for seed in range(4)}
+    times = []
+    for seed in range(3):
+        t0 = time.perf_counter()
+        publish(reg, models[seed], tag=str(seed))
+        times.append(time.perf_counter() - t0)
+    duration = sorted(times)[1]
+    rng, delays = random.Random(1903), kill_delays(random.Random(1904), duration, duration / 3)
+    kills = trials = left_staging = 0
+    while kills < KILLS:
+        trials += 1
+        assert trials <= MAX_TRIALS, f"only {kills} of {trials} kills landed during a publish"
+        seed = rng.randrange(4)
+        before = reg.versions(CORPUS, DOMAIN)
+        killed = fork_and_kill(lambda: publish(Registry(tmp_path), models[seed], tag=str(seed)), next(delays),
+                               reader=lambda: check_versions(Registry(tmp_path), models))
+        kills += killed
+        after = check_versions(Registry(tmp_path), models)
+        assert after[: len(before)] == before and len(after) - len(before) == (len(after) > len(before))
+        if not killed:
+            assert len(after) == len(before) + 1 and staging_dirs(reg) == []
+        left = staging_dirs(reg)
+        assert len(left) <= 1
+        left_staging += bool(left)
+        # the next publish removes what the killed one left and gets the next number
+        n = len(after)
+        assert publish(reg, models[seed], tag=str(seed)) == f"v{n + 1}"
+        assert staging_dirs(reg) == []
+        check_versions(reg, models)
+    assert left_staging >= 3, f"only {left_staging} kills landed while a version was staged"
+    print(f"publish: {trials} trials, {kills} killed mid-publish, {left_staging} left a staging folder")
+
+
+# ----------------------------------------------------------------------------- release
+
+
+def check_releases(root: Path, states: list[dict]) -> int:
+    """The live state is one of ``states`` (one release's, never a mix) and the records r1..rN make it."""
+    reg = Registry(root)
+    state = reg.live_state("toy")
+    assert dict(state.versions) in states, state.versions
+    records = reg.releases("toy").records()
+    assert [r["release"] for r in records] == list(range(1, state.release + 1))
+    assert dict(state.versions) == records[-1]["state"]["versions"] and state.token == records[-1]["token"]
+    for a, b in zip(records, records[1:]):  # each release moved from the state the one before it made
+        assert {m["domain"]: m["from"] for m in b["moves"]} == {m["domain"]: a["state"]["versions"].get(m["domain"])
+                                                                for m in b["moves"]}
+    return state.release
+
+
+def test_kill_9_at_random_points_during_rollback_releases(tmp_path):
+    """The planner's rollback (``scripts/release.py release.rollback=true``: the promotion lock, the records, one
+    release) killed at random points: the live state is the old or the new one, records r1..rN stay consistent,
+    and the next release is neither blocked by a lock nor confused by an orphan record. (tests/test_release.py
+    kills ``Registry.release`` itself 24 times.)"""
+    reg = _toy_registry(tmp_path)
+    states = [{d: v for d in "ABCDE"} for v in ("v1", "v2")]
+    for s in states:
+        reg.release("toy", s, {"action": "test"})
+    times = []
+    for _ in range(4):
+        t0 = time.perf_counter()
+        rollback(Registry(tmp_path), "toy", True, log=quiet)
+        times.append(time.perf_counter() - t0)
+    duration = sorted(times)[2]
+    delays = kill_delays(random.Random(1905), duration, duration / 2)
+    kills = trials = orphans = 0
+    while kills < KILLS:
+        trials += 1
+        assert trials <= MAX_TRIALS, f"only {kills} of {trials} kills landed during a release"
+        before = check_releases(tmp_path, states)
+        old = dict(Registry(tmp_path).live_state("toy").versions)
+        killed = fork_and_kill(lambda: rollback(Registry(tmp_path), "toy", True, log=quiet), next(delays),
+                               reader=lambda: check_releases(tmp_path, states))
+        kills += killed
+        after = check_releases(tmp_path, states)
+        now = dict(Registry(tmp_path).live_state("toy").versions)
+        assert (after, now) == (before, old) or (after == before + 1 and now != old), (before, after)
+        if not killed:
+            assert after == before + 1
+        orphans += (tmp_path / "toy" / "_releases" / f"r{after + 1}.json").exists()
+        # the next release: not blocked by the killed one's locks, writes over an orphan record
+        out = rollback(Registry(tmp_path), "toy", True, log=quiet)
+        assert out["release"] == after + 1 and check_releases(tmp_path, states) == after + 1
+        assert dict(Registry(tmp_path).live_state("toy").versions) != now
+    print(f"release: {trials} trials, {kills} killed mid-release, {orphans} left an orphan record")
+
+
+# ----------------------------------------------------------------------------- tables: import and prepare
+
+
+@pytest.fixture(scope="module")
+def small_sets(tmp_path_factory):
+    """Two 100-utterance corpora (seeds 0 and 1), prepared once (timed, with the moment the writing starts), and the
+    n-best export of the first with a second, shorter n-best file: the inputs of the prepare and import trials."""
+    root = tmp_path_factory.mktemp("faults_sets")
+    out = {"root": root, "prepare": {}, "import": {}}
+    real = TableSetWriter.write_table
+    for seed in (0, 1):
+        first = []
+
+        def timed(self, *args, **kwargs):
+            first or first.append(time.perf_counter())
+            return real(self, *args, **kwargs)
+
+        TableSetWriter.write_table = timed
+        try:
+            t0 = time.perf_counter()
+            prepare(small_config(root / f"ref{seed}", seed))
+            out["prepare"][seed] = TableSet.open(root / f"ref{seed}" / "data" / "synthetic").manifest
+            out["prepare_seconds"], out["prepare_writing"] = time.perf_counter() - t0, first[0] - t0
+        finally:
+            TableSetWriter.write_table = real
+    exported = export_nbest(TableSet.open(root / "ref0" / "data" / "synthetic"), root / "export")
+    lines = exported["nbest"].read_text().splitlines(keepends=True)
+    short = root / "export" / "nbest_short.jsonl"
+    short.write_text("".join(lines[: len(lines) * 2 // 3]))
+    out["nbest"], out["gold"] = {0: exported["nbest"], 1: short}, exported["gold"]
+    return out
+
+
+def small_config(output_dir: Path, seed: int, *more: str) -> dict:
+    return prepare_config(output_dir, "data.synthetic.n_utterances=100", f"data.synthetic.seed={seed}",
+                          "recognizers.n_jobs=1", *more, tiny=True)
+
+
+def import_cfg(sets, output_dir: Path, which: int, *more: str) -> dict:
+    return compose_config("import", ["name=copy", f"nbest={sets['nbest'][which]}", f"gold={sets['gold']}",
+                                     f"paths.output_dir={output_dir}", "overwrite=true", *more])
+
+
+def leftovers(root: Path) -> list[str]:
+    return sorted(p.name for p in root.iterdir() if p.name.startswith((".staging-", ".old-"))) if root.exists() else []
+
+
+def which_set(path: Path, references: dict) -> int | None:
+    """None when there is no set at ``path``; else which reference it is, every file checked against its manifest."""
+    try:
+        tables = TableSet.open(path)
+    except TablesMissing:
+        return None
+    tables.verify()
+    found = [k for k, ref in references.items() if ref == tables.manifest["files"]]
+    assert len(found) == 1, "a table set that is neither the old one nor the new one"
+    return found[0]
+
+
+def set_reader(path: Path, references: dict, seen: dict) -> Callable[[], None]:
+    """A reader while the set is rebuilt: it opens a whole set (old or new) or none; a read that fails its checksums
+    is one that the swap overtook, and only that (the set on disk changed meanwhile)."""
+    def read() -> None:
+        try:
+            tables = TableSet.open(path)
+        except TablesMissing:
+            seen["absent"] = seen.get("absent", 0) + 1
+            return
+        try:
+            tables.verify()
+        except TablesCorrupt:
+            with contextlib.suppress(TablesMissing):
+                assert TableSet.open(path).manifest != tables.manifest, "a checksum failure with no swap"
+            seen["overtaken"] = seen.get("overtaken", 0) + 1
+            return
+        except FileNotFoundError:  # (the folder was renamed away under the read)
+            seen["overtaken"] = seen.get("overtaken", 0) + 1
+            return
+        assert tables.manifest["files"] in references.values()
+        seen["whole"] = seen.get("whole", 0) + 1
+    return read
+
+
+def table_trials(what: str, final: Path, references: dict, run: Callable[[int], object], seconds: float,
+                 writing_from: float, seed: int) -> dict:
+    """Kill ``run(target)`` (which builds reference ``target`` at ``final``) at random points, ``KILLS`` times."""
+    delays = kill_delays(random.Random(seed), seconds, writing_from)
+    kills = trials = absent = left = 0
+    seen: dict = {}
+    while kills < KILLS:
+        trials += 1
+        assert trials <= MAX_TRIALS, f"only {kills} of {trials} kills landed during {what}"
+        before = which_set(final, references)
+        target = 1 if before in (None, 0) else 0
+        killed = fork_and_kill(lambda: run(target), next(delays), reader=set_reader(final, references, seen))
+        kills += killed
+        after = which_set(final, references)
+        assert after in (before, target) or (after is None and killed), (before, target, after)
+        if not killed:
+            assert after == target
+        absent += after is None
+        left += bool(leftovers(final.parent))
+    assert left >= 3, f"only {left} kills landed while {what} was writing its set"
+    # the next build removes what the killed ones left, and gives a whole set
+    run(0)
+    assert leftovers(final.parent) == [] and which_set(final, references) == 0
+    print(f"{what}: {trials} trials, {kills} killed mid-{what}, {left} left a staging or old folder, "
+          f"{absent} found the set absent (between the renames); the reader saw {seen}")
+    return seen
+
+
+def test_kill_9_at_random_points_during_import(small_sets, tmp_path):
+    """``import name=copy overwrite=true`` from one n-best file and then the other, killed at random points: the set is
+    absent or exactly the old or the new one, and a reader never takes a half-written set."""
+    refs = {}
+    for which in (0, 1):
+        import_nbest(import_cfg(small_sets, tmp_path / f"ref{which}", which))
+        refs[which] = TableSet.open(tmp_path / f"ref{which}" / "data" / "copy").manifest["files"]
+    assert refs[0] != refs[1]
+    work = tmp_path / "work"
+    real = TableSetWriter.write_table
+    first = []
+
+    def timed(self, *args, **kwargs):
+        first or first.append(time.perf_counter())
+        return real(self, *args, **kwargs)
+
+    t0 = time.perf_counter()
+    TableSetWriter.write_table = timed
+    try:
+        import_nbest(import_cfg(small_sets, work, 0))
+    finally:
+        TableSetWriter.write_table = real
+    seconds, writing = time.perf_counter() - t0, first[0] - t0
+    table_trials("import", work / "data" / "copy", refs, lambda target: import_nbest(import_cfg(small_sets, work, target)),
+                 seconds, writing, seed=1906)
+
+
+def test_kill_9_at_random_points_during_prepare(small_sets, tmp_path):
+    """``prepare`` of one corpus and then of another (a changed corpus, same name), killed at random points: the set
+    is absent or exactly the old or the new one, and a reader never takes a half-written set."""
+    refs = {k: m["files"] for k, m in small_sets["prepare"].items()}
+    assert refs[0] != refs[1]
+    work = tmp_path / "work"
+    shutil.copytree(small_sets["root"] / "ref0" / "data", work / "data")
+    assert which_set(work / "data" / "synthetic", refs) == 0
+    table_trials("prepare", work / "data" / "synthetic", refs, lambda target: prepare(small_config(work, target)),
+                 small_sets["prepare_seconds"], small_sets["prepare_writing"], seed=1907)
+
+
+# ----------------------------------------------------------------------------- a full disk
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, size: str = "4m"):
+    """A tmpfs of ``size`` at ``path`` (root only); yields False without one (the injected failures still run)."""
+    path.mkdir(parents=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                             capture_output=True).returncode == 0
+    try:
+        yield mounted
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def fill(disk: Path, leave: int) -> Path:
+    """Fill ``disk`` but ``leave`` bytes (rounded to pages)."""
+    filler = disk / "filler"
+    filler.unlink(missing_ok=True)
+    st = os.statvfs(disk)
+    free = st.f_bavail * st.f_frsize
+    fd = os.open(filler, os.O_CREAT | os.O_WRONLY)
+    try:
+        if free - leave > 0:
+            os.posix_fallocate(fd, 0, free - leave)
+    finally:
+        os.close(fd)
+    return filler
+
+
+class FailingWrites:
+    """Every write of an operation (files, tables, JSON, weights) is counted; the ``fail_at``-th writes half of
+    its data, then raises ENOSPC, as a full disk does."""
+
+    def __init__(self, monkeypatch, fail_at: int | None):
+        self.calls, self.fail_at = 0, fail_at
+        real_text, real_bytes, real_save = Path.write_text, Path.write_bytes, registry_mod.save_file
+
+        def hit(path) -> bool:
+            self.calls += 1
+            return self.calls - 1 == self.fail_at
+
+        def full(path):
+            return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+        def write_text(p, data, *a, **k):
+            if hit(p):
+                real_text(p, data[: len(data) // 2], *a, **k)
+                raise full(p)
+            return real_text(p, data, *a, **k)
+
+        def write_bytes(p, data):
+            if hit(p):
+                real_bytes(p, data[: len(data) // 2])
+                raise full(p)
+            return real_bytes(p, data)
+
+        def save_file(tensors, path, *a, **k):
+            if hit(path):
+                real_save(tensors, path, *a, **k)
+                os.truncate(path, os.path.getsize(path) // 2)
+                raise full(path)
+            return real_save(tensors, path, *a, **k)
+
+        monkeypatch.setattr(Path, "write_text", write_text)
+        monkeypatch.setattr(Path, "write_bytes", write_bytes)
+        monkeypatch.setattr(registry_mod, "save_file", save_file)
+
+
+def assert_disk_full(err: BaseException) -> None:
+    """A clear error: ENOSPC, said in words (and the file, when the failing call names one)."""
+    text = f"{type(err).__name__}: {err}"
+    assert (isinstance(err, OSError) and err.errno == errno.ENOSPC) or "No space left on device" in text, text
+    assert "No space left on device" in text, text
+
+
+def test_a_full_disk_during_publish_fails_clearly_and_leaves_the_registry_as_it_was(tmp_path, monkeypatch):
+    """ENOSPC at every write of a publish (injected), then on a real tmpfs filled but a few pages: each publish fails
+    with a clear error, no version or staging folder is left, the previous versions load; with room, it succeeds."""
+    models = {seed: make_model(seed, kind="mlp") for seed in range(2)}
+    reg = Registry(tmp_path / "injected")
+    publish(reg, models[0], tag="0")
+    counter = FailingWrites(monkeypatch, None)
+    publish(reg, models[1], tag="1")
+    writes = counter.calls
+    assert writes >= 5  # the weights, four JSON files
+    failures = 0
+    for k in range(writes):
+        monkeypatch.undo()
+        FailingWrites(monkeypatch, k)
+        with pytest.raises(Exception) as err:
+            publish(reg, models[1], tag="1")
+        monkeypatch.undo()
+        assert_disk_full(err.value)
+        assert reg.versions(CORPUS, DOMAIN) == ["v1", "v2"] and staging_dirs(reg) == []
+        check_versions(reg, models)
+        failures += 1
+    assert publish(reg, models[1], tag="1") == "v3"
+
+    real_failures = 0
+    with small_disk(tmp_path / "disk") as mounted:
+        if mounted:
+            reg = Registry(tmp_path / "disk" / "registry")
+            publish(reg, models[0], tag="0")
+            for pages in range(0, 64):
+                filler = fill(tmp_path / "disk", pages * 4096)
+                try:
+                    v = publish(reg, models[1], tag="1")
+                except Exception as err:  # noqa: BLE001 (checked)
+                    assert_disk_full(err)
+                    assert reg.versions(CORPUS, DOMAIN) == ["v1"] and staging_dirs(reg) == []
+                    check_versions(reg, models)
+                    real_failures += 1
+                    continue
+                finally:
+                    filler.unlink()
+                assert v == "v2" and real_failures >= 2
+                check_versions(reg, models)
+                break
+            else:
+                raise AssertionError("the publish never fitted on the disk")
+    print(f"ENOSPC during publish: {failures} injected failures (one per write), {real_failures} on a full tmpfs "
+          f"({'mounted' if mounted else 'mount -t tmpfs not permitted here'})")
+
+
+def test_a_full_disk_during_import_fails_clearly_and_leaves_the_old_set(small_sets, tmp_path, monkeypatch):
+    """ENOSPC at every write of an import that replaces a set (injected), then on a real tmpfs: each import fails with
+    a clear error, the old set is whole and unchanged, nothing is left behind; with room, the new set is written."""
+    from test_import import GOLD, NBEST, files, hyp
+
+    refs, inputs = {}, {}
+
+    def cfg(which: int, out: Path, *more: str) -> dict:
+        nbest, gold = inputs[which]
+        return compose_config("import", ["name=acme", f"nbest={nbest}", f"gold={gold}", f"paths.output_dir={out}",
+                                         "overwrite=true", *more])
+
+    for which, nbest in ((0, NBEST), (1, NBEST + [hyp("a5", "music", "music_play", [("song_name", "halo")])])):
+        inputs[which] = files(tmp_path / f"in{which}", nbest, GOLD)
+        import_nbest(cfg(which, tmp_path / f"ref{which}"))
+        refs[which] = TableSet.open(tmp_path / f"ref{which}" / "data" / "acme").manifest["files"]
+    assert refs[0] != refs[1]
+    out = tmp_path / "injected"
+    import_nbest(cfg(0, out))
+    final = out / "data" / "acme"
+    counter = FailingWrites(monkeypatch, None)
+    import_nbest(cfg(1, tmp_path / "count"))
+    writes = counter.calls
+    monkeypatch.undo()
+    assert writes >= 10  # every table, the manifest, the summaries
+    failures = 0
+    for k in range(writes):
+        FailingWrites(monkeypatch, k)
+        with pytest.raises(Exception) as err:
+            import_nbest(cfg(1, out))
+        monkeypatch.undo()
+        assert_disk_full(err.value)
+        assert which_set(final, refs) == 0 and leftovers(final.parent) == []
+        failures += 1
+    import_nbest(cfg(1, out))
+    assert which_set(final, refs) == 1
+
+    real_failures = 0
+    with small_disk(tmp_path / "disk", "8m") as mounted:
+        if mounted:
+            data = tmp_path / "disk" / "data"
+            import_nbest(cfg(0, tmp_path / "elsewhere", f"paths.data_dir={data}"))
+            final = data / "acme"
+            for pages in range(0, 256, 2):
+                filler = fill(tmp_path / "disk", pages * 4096)
+                try:
+                    import_nbest(cfg(1, tmp_path / "elsewhere", f"paths.data_dir={data}"))
+                except Exception as err:  # noqa: BLE001 (checked)
+                    assert_disk_full(err)
+                    assert which_set(final, refs) == 0 and leftovers(data) == []
+                    real_failures += 1
+                    continue
+                finally:
+                    filler.unlink()
+                assert which_set(final, refs) == 1 and leftovers(data) == [] and real_failures >= 2
+                break
+            else:
+                raise AssertionError("the import never fitted on the disk")
+    print(f"ENOSPC during import: {failures} injected failures (one per write), {real_failures} on a full tmpfs "
+          f"({'mounted' if mounted else 'mount -t tmpfs not permitted here'})")
