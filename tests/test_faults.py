@@ -104,12 +104,19 @@ def kill_delays(rng: random.Random, seconds: float, writing_from: float = 0.0):
 # ----------------------------------------------------------------------------- publish
 
 
-def check_versions(reg: Registry, models: dict) -> list[str]:
-    """Every listed version is complete and loads the weights its publisher wrote; only versions and staging folders."""
+def check_versions(reg: Registry, models: dict, checked: set | None = None) -> list[str]:
+    """Every listed version is complete and loads the weights its publisher wrote; only versions and staging folders.
+
+    ``checked``: versions already checked (skipped, and the new ones added: a version never changes once listed).
+    """
     base = reg.domain_dir(CORPUS, DOMAIN)
     versions = reg.versions(CORPUS, DOMAIN)
     assert versions == [f"v{i}" for i in range(1, len(versions) + 1)], versions  # no gap, no half-visible number
     for v in versions:
+        if checked is not None:
+            if v in checked:
+                continue
+            checked.add(v)
         folder = base / v
         assert {p.name for p in folder.iterdir()} == FILES, (v, sorted(p.name for p in folder.iterdir()))
         got = reg.load(CORPUS, DOMAIN, v)
@@ -135,15 +142,16 @@ def test_kill_9_at_random_points_during_publish(tmp_path):
     duration = sorted(times)[1]
     rng, delays = random.Random(1903), kill_delays(random.Random(1904), duration, duration / 3)
     kills = trials = left_staging = 0
+    checked: set = set()
     while kills < KILLS:
         trials += 1
         assert trials <= MAX_TRIALS, f"only {kills} of {trials} kills landed during a publish"
         seed = rng.randrange(4)
         before = reg.versions(CORPUS, DOMAIN)
         killed = fork_and_kill(lambda: publish(Registry(tmp_path), models[seed], tag=str(seed)), next(delays),
-                               reader=lambda: check_versions(Registry(tmp_path), models))
+                               reader=lambda: check_versions(Registry(tmp_path), models, checked))
         kills += killed
-        after = check_versions(Registry(tmp_path), models)
+        after = check_versions(Registry(tmp_path), models, checked)
         assert after[: len(before)] == before and len(after) - len(before) == (len(after) > len(before))
         if not killed:
             assert len(after) == len(before) + 1 and staging_dirs(reg) == []
@@ -154,7 +162,8 @@ def test_kill_9_at_random_points_during_publish(tmp_path):
         n = len(after)
         assert publish(reg, models[seed], tag=str(seed)) == f"v{n + 1}"
         assert staging_dirs(reg) == []
-        check_versions(reg, models)
+        check_versions(reg, models, checked)
+    check_versions(Registry(tmp_path), models)  # all of them again, by a new reader
     assert left_staging >= 3, f"only {left_staging} kills landed while a version was staged"
     print(f"publish: {trials} trials, {kills} killed mid-publish, {left_staging} left a staging folder")
 
