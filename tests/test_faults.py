@@ -228,7 +228,7 @@ def test_kill_9_at_random_points_during_rollback_releases(tmp_path):
 
 @pytest.fixture(scope="module")
 def small_sets(tmp_path_factory):
-    """Two 100-utterance corpora (seeds 0 and 1), prepared once (timed, with the moment the writing starts), and the
+    """Two 150-utterance, 3-domain corpora (seeds 0 and 1), prepared once (timed, with the moment the writing starts), and the
     n-best export of the first with a second, shorter n-best file: the inputs of the prepare and import trials."""
     root = tmp_path_factory.mktemp("faults_sets")
     out = {"root": root, "prepare": {}, "import": {}}
@@ -257,7 +257,7 @@ def small_sets(tmp_path_factory):
 
 
 def small_config(output_dir: Path, seed: int, *more: str) -> dict:
-    return prepare_config(output_dir, "data.synthetic.n_utterances=100", f"data.synthetic.seed={seed}",
+    return prepare_config(output_dir, "data.synthetic.n_utterances=150", "data.synthetic.n_domains=3", f"data.synthetic.seed={seed}",
                           "recognizers.n_jobs=1", *more, tiny=True)
 
 
