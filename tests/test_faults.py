@@ -559,3 +559,141 @@ def test_a_full_disk_during_import_fails_clearly_and_leaves_the_old_set(small_se
                 raise AssertionError("the import never fitted on the disk")
     print(f"ENOSPC during import: {failures} injected failures (one per write), {real_failures} on a full tmpfs "
           f"({'mounted' if mounted else 'mount -t tmpfs not permitted here'})")
+
+
+# ----------------------------------------------------------------------------- unreadable registry files under load
+
+
+@pytest.fixture(scope="module")
+def serving_world(prepared, tmp_path_factory):
+    """The tiny prepared corpus with every domain's v1 (live) and v2 (another bias) published: models with random
+    weights of the tables' own specs (what is served matters here, not how well it ranks)."""
+    import torch
+
+    from rerank.model.features import spec_from_manifest
+    from rerank.training.model import DomainReranker
+
+    registry = tmp_path_factory.mktemp("faults_serve") / "registry"
+    reg = Registry(registry)
+    domains = list(prepared.manifest["domains"])
+    for i, d in enumerate(domains):
+        model = DomainReranker(spec_from_manifest(prepared.manifest, d))
+        g = torch.Generator().manual_seed(i)
+        with torch.no_grad():
+            model.linear.weight.copy_(torch.randn(model.linear.weight.shape, generator=g) * 0.3)
+        for bias in (0.0, 0.6):
+            with torch.no_grad():
+                model.linear.bias.fill_(bias)
+            reg.publish(SERVED, d, model, loss="crossentropy", config={}, metrics={}, data_hash=f"bias-{bias}")
+    reg.release(SERVED, {d: "v1" for d in domains}, {"action": "test fixture"})
+    return type("World", (), {"output_dir": prepared.output_dir, "registry": registry, "domains": domains})
+
+
+SERVED = "synthetic"
+
+
+def _hide_by_rename(path: Path) -> Callable[[], None]:
+    hidden = path.with_name(".hidden-" + path.name)
+    path.rename(hidden)  # open() fails: ENOENT (a shared disk that does not show the file yet)
+    return lambda: hidden.rename(path)
+
+
+def _replace_by_directory(path: Path) -> Callable[[], None]:
+    hidden = path.with_name(".hidden-" + path.name)
+    path.rename(hidden)
+    path.mkdir()  # open() fails: EISDIR
+    (path / "x").write_text("not weights")
+
+    def restore() -> None:
+        shutil.rmtree(path)
+        hidden.rename(path)
+    return restore
+
+
+def _replace_by_symlink_loop(path: Path) -> Callable[[], None]:
+    hidden = path.with_name(".hidden-" + path.name)
+    path.rename(hidden)
+    path.symlink_to(path.name)  # open() fails even for root: ELOOP
+    return lambda: (path.unlink(), hidden.rename(path))
+
+
+def test_unreadable_registry_files_while_the_service_runs_under_load(serving_world, tmp_path):
+    """Tests run as root, whom permission bits do not stop, so a version's weights are made unreadable by what stops
+    ``open()`` for anyone: renamed away (ENOENT), replaced by a directory (EISDIR), by a symlink loop (ELOOP); then
+    the live state itself. Under load, for each: no request fails, every response is scored by one whole release,
+    the old one until the file reads again, ``/health`` says ``degraded`` naming the domain (or ``_releases``) from
+    its first such answer until the release is served, and ``ok`` after."""
+    from test_serve import _client_loop, service, utterances
+
+    registry = tmp_path / "registry"
+    shutil.copytree(serving_world.registry, registry)
+    reg = Registry(registry)
+    a, b, c, d = serving_world.domains[:4]
+    pool = utterances(serving_world, 30)
+    v1 = {x: "v1" for x in (a, b, c, d)}
+    faults = [  # (what, the release's moves, the domain whose file fails, the file, how)
+        ("weights renamed away", {a: "v2", b: "v2"}, b, "weights.safetensors", _hide_by_rename),
+        ("weights replaced by a directory", {c: "v2"}, c, "weights.safetensors", _replace_by_directory),
+        ("spec.json a symlink loop", {d: "v2"}, d, "spec.json", _replace_by_symlink_loop),
+        ("the live state a symlink loop", {a: "v1", b: "v1", c: "v1", d: "v1"}, "_releases", None, _replace_by_symlink_loop),
+    ]
+    phases = []
+    with service(serving_world, registry) as url, httpx.Client(base_url=url, timeout=10) as probe:
+        stop, out, errors = threading.Event(), [], []
+        clients = [threading.Thread(target=_client_loop, args=(url, pool, stop, out, errors)) for _ in range(3)]
+        for t in clients:
+            t.start()
+        try:
+            time.sleep(0.8)
+            state = dict(v1)
+            for what, moves, domain, name, make_unreadable in faults:
+                new = {**state, **moves}
+                if name is None:  # the live state: the release is written first, then its file fails
+                    reg.release(SERVED, moves, {"action": "release", "verdict": what})
+                    t_release = time.monotonic()
+                    restore = make_unreadable(reg.releases(SERVED).state_path)
+                else:
+                    restore = make_unreadable(registry / SERVED / domain / moves[domain] / name)
+                    t_release = time.monotonic()
+                    reg.release(SERVED, moves, {"action": "release", "verdict": what})
+                health, deadline = [], time.monotonic() + 6.0
+                while time.monotonic() < deadline and not (health and health[-1]["status"] == "degraded"
+                                                           and sum(h["status"] == "degraded" for h in health) >= 5):
+                    health.append(probe.get("/health").json())
+                    time.sleep(0.1)
+                served_meanwhile = probe.get("/versions").json()["versions"]
+                t_restore = time.monotonic()
+                restore()
+                deadline = time.monotonic() + 15.0
+                while {x: probe.get("/versions").json()["versions"][x] for x in new} != new:
+                    health.append(probe.get("/health").json())
+                    assert time.monotonic() < deadline, f"{what}: the release was not served once the file read again"
+                    time.sleep(0.1)
+                t_served = time.monotonic()
+                time.sleep(0.5)
+                after = probe.get("/health").json()
+                phases.append((what, domain, state, new, t_release, t_restore, t_served, health, served_meanwhile, after))
+                state = new
+        finally:
+            stop.set()
+            for t in clients:
+                t.join(timeout=30)
+    assert errors == [] and len(out) > 100, errors[:3]
+    watched = (a, b, c, d)
+    for what, domain, old, new, t_release, t_restore, t_served, health, served_meanwhile, after in phases:
+        seen = [({x: r[3]["versions"][x] for x in watched}, r) for r in out if r[0] > t_release and r[1] < t_served]
+        assert seen, what
+        # one whole release per response: the old one until the file read again, never the new one before
+        assert all(v in (old, new) for v, _ in seen), (what, [v for v, _ in seen if v not in (old, new)][:3])
+        assert all(v == old for v, r in seen if r[1] < t_restore), what
+        assert {x: served_meanwhile[x] for x in watched} == old
+        assert all({x: r[3]["versions"][x] for x in watched} == new for r in out if t_served < r[0] < t_served + 0.5), what
+        # /health: degraded naming the domain from its first such answer until the release was served, then ok
+        statuses = [h["status"] for h in health]
+        assert "degraded" in statuses, (what, health[:3])
+        first = statuses.index("degraded")
+        assert all(h["status"] == "degraded" and h["domain"] == domain and not h["refused"] for h in health[first:]), \
+            (what, [h for h in health[first:] if h["status"] != "degraded" or h["domain"] != domain][:2])
+        assert after["status"] == "ok" and "domain" not in after, (what, after)
+    print(f"unreadable files under load: {len(phases)} faults, {len(out)} responses, no error; "
+          + "; ".join(f"{p[0]}: degraded naming {p[1]} for {p[6] - p[4]:.1f} s" for p in phases))
