@@ -592,6 +592,10 @@ def serving_world(prepared, tmp_path_factory):
 SERVED = "synthetic"
 
 
+def name_is_state(domain: str) -> bool:
+    return domain == "_releases"
+
+
 def _hide_by_rename(path: Path) -> Callable[[], None]:
     hidden = path.with_name(".hidden-" + path.name)
     path.rename(hidden)  # open() fails: ENOENT (a shared disk that does not show the file yet)
@@ -635,7 +639,8 @@ def test_unreadable_registry_files_while_the_service_runs_under_load(serving_wor
         ("weights renamed away", {a: "v2", b: "v2"}, b, "weights.safetensors", _hide_by_rename),
         ("weights replaced by a directory", {c: "v2"}, c, "weights.safetensors", _replace_by_directory),
         ("spec.json a symlink loop", {d: "v2"}, d, "spec.json", _replace_by_symlink_loop),
-        ("the live state a symlink loop", {a: "v1", b: "v1", c: "v1", d: "v1"}, "_releases", None, _replace_by_symlink_loop),
+        # the live state itself: no release (a release cannot be written over an unreadable state); the old one serves
+        ("the live state a symlink loop", {}, "_releases", None, _replace_by_symlink_loop),
     ]
     phases = []
     with service(serving_world, registry) as url, httpx.Client(base_url=url, timeout=10) as probe:
@@ -648,14 +653,13 @@ def test_unreadable_registry_files_while_the_service_runs_under_load(serving_wor
             state = dict(v1)
             for what, moves, domain, name, make_unreadable in faults:
                 new = {**state, **moves}
-                if name is None:  # the live state: the release is written first, then its file fails
-                    reg.release(SERVED, moves, {"action": "release", "verdict": what})
-                    t_release = time.monotonic()
+                t_release = time.monotonic()
+                if name is None:
+                    number = reg.live_state(SERVED).release  # (what serves, and stays live)
                     restore = make_unreadable(reg.releases(SERVED).state_path)
                 else:
                     restore = make_unreadable(registry / SERVED / domain / moves[domain] / name)
-                    t_release = time.monotonic()
-                    reg.release(SERVED, moves, {"action": "release", "verdict": what})
+                    number = reg.release(SERVED, moves, {"action": "release", "verdict": what})["release"]
                 health, deadline = [], time.monotonic() + 6.0
                 while time.monotonic() < deadline and not (health and health[-1]["status"] == "degraded"
                                                            and sum(h["status"] == "degraded" for h in health) >= 5):
@@ -672,7 +676,8 @@ def test_unreadable_registry_files_while_the_service_runs_under_load(serving_wor
                 t_served = time.monotonic()
                 time.sleep(0.5)
                 after = probe.get("/health").json()
-                phases.append((what, domain, state, new, t_release, t_restore, t_served, health, served_meanwhile, after))
+                phases.append((what, domain, state, new, number, t_release, t_restore, t_served, health, served_meanwhile,
+                               after))
                 state = new
         finally:
             stop.set()
@@ -680,7 +685,7 @@ def test_unreadable_registry_files_while_the_service_runs_under_load(serving_wor
                 t.join(timeout=30)
     assert errors == [] and len(out) > 100, errors[:3]
     watched = (a, b, c, d)
-    for what, domain, old, new, t_release, t_restore, t_served, health, served_meanwhile, after in phases:
+    for what, domain, old, new, number, t_release, t_restore, t_served, health, served_meanwhile, after in phases:
         seen = [({x: r[3]["versions"][x] for x in watched}, r) for r in out if r[0] > t_release and r[1] < t_served]
         assert seen, what
         # one whole release per response: the old one until the file read again, never the new one before
@@ -688,12 +693,15 @@ def test_unreadable_registry_files_while_the_service_runs_under_load(serving_wor
         assert all(v == old for v, r in seen if r[1] < t_restore), what
         assert {x: served_meanwhile[x] for x in watched} == old
         assert all({x: r[3]["versions"][x] for x in watched} == new for r in out if t_served < r[0] < t_served + 0.5), what
-        # /health: degraded naming the domain from its first such answer until the release was served, then ok
+        # /health: degraded naming the domain from its first such answer while the release was not served (an answer
+        # names the release its worker serves), ok once it was
         statuses = [h["status"] for h in health]
         assert "degraded" in statuses, (what, health[:3])
         first = statuses.index("degraded")
-        assert all(h["status"] == "degraded" and h["domain"] == domain and not h["refused"] for h in health[first:]), \
-            (what, [h for h in health[first:] if h["status"] != "degraded" or h["domain"] != domain][:2])
-        assert after["status"] == "ok" and "domain" not in after, (what, after)
+        behind = [h for h in health[first:] if h["release"] < number or name_is_state(domain)]  # (state: all before restore)
+        assert behind and all(h["status"] == "degraded" and h["domain"] == domain and not h["refused"] for h in behind), \
+            (what, [h for h in behind if h["status"] != "degraded" or h.get("domain") != domain][:2])
+        assert all(h["status"] == "ok" for h in health if h["release"] == number and not name_is_state(domain)), what
+        assert after["status"] == "ok" and "domain" not in after and after["release"] == number, (what, after)
     print(f"unreadable files under load: {len(phases)} faults, {len(out)} responses, no error; "
           + "; ".join(f"{p[0]}: degraded naming {p[1]} for {p[6] - p[4]:.1f} s" for p in phases))
