@@ -473,7 +473,7 @@ def test_a_full_disk_during_publish_fails_clearly_and_leaves_the_registry_as_it_
         failures += 1
     assert publish(reg, models[1], tag="1") == "v3"
 
-    real_failures = 0
+    real_failures, kinds = 0, set()
     with small_disk(tmp_path / "disk") as mounted:
         if mounted:
             reg = Registry(tmp_path / "disk" / "registry")
@@ -484,6 +484,7 @@ def test_a_full_disk_during_publish_fails_clearly_and_leaves_the_registry_as_it_
                     v = publish(reg, models[1], tag="1")
                 except Exception as err:  # noqa: BLE001 (checked)
                     assert_disk_full(err)
+                    kinds.add(f"{type(err).__name__}: {str(err)[:90]}")
                     assert reg.versions(CORPUS, DOMAIN) == ["v1"] and staging_dirs(reg) == []
                     check_versions(reg, models)
                     real_failures += 1
@@ -496,7 +497,7 @@ def test_a_full_disk_during_publish_fails_clearly_and_leaves_the_registry_as_it_
             else:
                 raise AssertionError("the publish never fitted on the disk")
     print(f"ENOSPC during publish: {failures} injected failures (one per write), {real_failures} on a full tmpfs "
-          f"({'mounted' if mounted else 'mount -t tmpfs not permitted here'})")
+          f"({'mounted' if mounted else 'mount -t tmpfs not permitted here'}); errors: {sorted(kinds)}")
 
 
 def test_a_full_disk_during_import_fails_clearly_and_leaves_the_old_set(small_sets, tmp_path, monkeypatch):
@@ -536,7 +537,7 @@ def test_a_full_disk_during_import_fails_clearly_and_leaves_the_old_set(small_se
     import_nbest(cfg(1, out))
     assert which_set(final, refs) == 1
 
-    real_failures = 0
+    real_failures, kinds = 0, set()
     with small_disk(tmp_path / "disk", "8m") as mounted:
         if mounted:
             data = tmp_path / "disk" / "data"
@@ -548,6 +549,7 @@ def test_a_full_disk_during_import_fails_clearly_and_leaves_the_old_set(small_se
                     import_nbest(cfg(1, tmp_path / "elsewhere", f"paths.data_dir={data}"))
                 except Exception as err:  # noqa: BLE001 (checked)
                     assert_disk_full(err)
+                    kinds.add(f"{type(err).__name__}: {str(err)[:90]}")
                     assert which_set(final, refs) == 0 and leftovers(data) == []
                     real_failures += 1
                     continue
@@ -558,7 +560,7 @@ def test_a_full_disk_during_import_fails_clearly_and_leaves_the_old_set(small_se
             else:
                 raise AssertionError("the import never fitted on the disk")
     print(f"ENOSPC during import: {failures} injected failures (one per write), {real_failures} on a full tmpfs "
-          f"({'mounted' if mounted else 'mount -t tmpfs not permitted here'})")
+          f"({'mounted' if mounted else 'mount -t tmpfs not permitted here'}); errors: {sorted(kinds)}")
 
 
 # ----------------------------------------------------------------------------- unreadable registry files under load
@@ -704,4 +706,5 @@ def test_unreadable_registry_files_while_the_service_runs_under_load(serving_wor
         assert all(h["status"] == "ok" for h in health if h["release"] == number and not name_is_state(domain)), what
         assert after["status"] == "ok" and "domain" not in after and after["release"] == number, (what, after)
     print(f"unreadable files under load: {len(phases)} faults, {len(out)} responses, no error; "
-          + "; ".join(f"{p[0]}: degraded naming {p[1]} for {p[6] - p[4]:.1f} s" for p in phases))
+          + "; ".join(f"{p[0]}: served {p[7] - p[5]:.1f} s after the release, {p[7] - p[6]:.1f} s after the repair"
+                     for p in phases))
