@@ -44,6 +44,8 @@ from test_release import _toy_registry
 KILLS = 20
 #: at most this many trials per operation to get them
 MAX_TRIALS = 40
+#: between two reads of the reader that runs beside a killed operation (it must not starve it of the 2 cores)
+READER_PAUSE = 0.005
 
 
 def quiet(*_):
@@ -82,8 +84,7 @@ def fork_and_kill(op: Callable[[], object], delay: float, reader: Callable[[], N
     while time.monotonic() < deadline:
         if reader is not None:
             reader()
-        else:
-            time.sleep(max(0.0, deadline - time.monotonic()))
+        time.sleep(max(0.0, min(READER_PAUSE if reader is not None else 1.0, deadline - time.monotonic())))
     os.kill(pid, signal.SIGKILL)
     _, status = os.waitpid(pid, 0)
     if os.WIFSIGNALED(status):
@@ -99,6 +100,55 @@ def kill_delays(rng: random.Random, seconds: float, writing_from: float = 0.0):
     while True:
         yield rng.uniform(0.0, seconds) if i % 2 == 0 else rng.uniform(writing_from, seconds)
         i += 1
+
+
+def timed_in_child(op: Callable[[], object], reader: Callable[[], None]) -> tuple[float, float]:
+    """Run ``op`` whole in a forked child, ``reader`` running here as in the trials; returns its seconds and the
+    seconds until it wrote its first table (the writing phase), as measured under the trials' conditions."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(r)
+            real = TableSetWriter.write_table
+            first = []
+
+            def marked(self, *args, **kwargs):
+                first or (first.append(1), os.write(w, b"w"))
+                return real(self, *args, **kwargs)
+
+            TableSetWriter.write_table = marked
+            os.write(w, b"g")
+            op()
+            code = 0
+        except BaseException:  # noqa: BLE001 (reported through the exit code)
+            import traceback
+
+            traceback.print_exc()
+        finally:
+            os._exit(code)
+    os.close(w)
+    os.set_blocking(r, False)
+    marks: dict = {}
+    try:
+        while True:
+            try:
+                data = os.read(r, 8)
+            except BlockingIOError:
+                data = None
+            now = time.monotonic()
+            if data == b"":
+                break  # the child exited
+            for ch in data or b"":
+                marks.setdefault(chr(ch), now)
+            reader()
+            time.sleep(READER_PAUSE)
+    finally:
+        os.close(r)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, "the operation failed in the child"
+    return now - marks["g"], marks["w"] - marks["g"]
 
 
 # ----------------------------------------------------------------------------- publish
@@ -228,26 +278,12 @@ def test_kill_9_at_random_points_during_rollback_releases(tmp_path):
 
 @pytest.fixture(scope="module")
 def small_sets(tmp_path_factory):
-    """Two 150-utterance, 3-domain corpora (seeds 0 and 1), prepared once (timed, with the moment the writing starts), and the
-    n-best export of the first with a second, shorter n-best file: the inputs of the prepare and import trials."""
+    """Two 150-utterance, 3-domain corpora (seeds 0 and 1), prepared once, and the n-best export of the first with a second, shorter n-best file: the inputs of the prepare and import trials."""
     root = tmp_path_factory.mktemp("faults_sets")
-    out = {"root": root, "prepare": {}, "import": {}}
-    real = TableSetWriter.write_table
+    out = {"root": root, "prepare": {}}
     for seed in (0, 1):
-        first = []
-
-        def timed(self, *args, **kwargs):
-            first or first.append(time.perf_counter())
-            return real(self, *args, **kwargs)
-
-        TableSetWriter.write_table = timed
-        try:
-            t0 = time.perf_counter()
-            prepare(small_config(root / f"ref{seed}", seed))
-            out["prepare"][seed] = TableSet.open(root / f"ref{seed}" / "data" / "synthetic").manifest
-            out["prepare_seconds"], out["prepare_writing"] = time.perf_counter() - t0, first[0] - t0
-        finally:
-            TableSetWriter.write_table = real
+        prepare(small_config(root / f"ref{seed}", seed))
+        out["prepare"][seed] = TableSet.open(root / f"ref{seed}" / "data" / "synthetic").manifest
     exported = export_nbest(TableSet.open(root / "ref0" / "data" / "synthetic"), root / "export")
     lines = exported["nbest"].read_text().splitlines(keepends=True)
     short = root / "export" / "nbest_short.jsonl"
@@ -306,12 +342,17 @@ def set_reader(path: Path, references: dict, seen: dict) -> Callable[[], None]:
     return read
 
 
-def table_trials(what: str, final: Path, references: dict, run: Callable[[int], object], seconds: float,
-                 writing_from: float, seed: int) -> dict:
-    """Kill ``run(target)`` (which builds reference ``target`` at ``final``) at random points, ``KILLS`` times."""
+def table_trials(what: str, final: Path, references: dict, run: Callable[[int], object], seed: int) -> dict:
+    """Kill ``run(target)`` (which builds reference ``target`` at ``final``) at random points, ``KILLS`` times.
+
+    The kill delays are drawn within the operation's duration measured first, in a child beside the reader (every
+    other one within its writing phase)."""
+    seen: dict = {}
+    target = 1 if which_set(final, references) in (None, 0) else 0
+    seconds, writing_from = timed_in_child(lambda: run(target), set_reader(final, references, seen))
+    assert which_set(final, references) == target
     delays = kill_delays(random.Random(seed), seconds, writing_from)
     kills = trials = absent = left = 0
-    seen: dict = {}
     while kills < KILLS:
         trials += 1
         assert trials <= MAX_TRIALS, f"only {kills} of {trials} kills landed during {what}"
@@ -329,7 +370,8 @@ def table_trials(what: str, final: Path, references: dict, run: Callable[[int], 
     # the next build removes what the killed ones left, and gives a whole set
     run(0)
     assert leftovers(final.parent) == [] and which_set(final, references) == 0
-    print(f"{what}: {trials} trials, {kills} killed mid-{what}, {left} left a staging or old folder, "
+    print(f"{what}: {trials} trials in {seconds:.2f} s each at most (writing from {writing_from:.2f} s), {kills} killed "
+          f"mid-{what}, {left} left a staging or old folder, "
           f"{absent} found the set absent (between the renames); the reader saw {seen}")
     return seen
 
@@ -343,22 +385,9 @@ def test_kill_9_at_random_points_during_import(small_sets, tmp_path):
         refs[which] = TableSet.open(tmp_path / f"ref{which}" / "data" / "copy").manifest["files"]
     assert refs[0] != refs[1]
     work = tmp_path / "work"
-    real = TableSetWriter.write_table
-    first = []
-
-    def timed(self, *args, **kwargs):
-        first or first.append(time.perf_counter())
-        return real(self, *args, **kwargs)
-
-    t0 = time.perf_counter()
-    TableSetWriter.write_table = timed
-    try:
-        import_nbest(import_cfg(small_sets, work, 0))
-    finally:
-        TableSetWriter.write_table = real
-    seconds, writing = time.perf_counter() - t0, first[0] - t0
+    import_nbest(import_cfg(small_sets, work, 0))
     table_trials("import", work / "data" / "copy", refs, lambda target: import_nbest(import_cfg(small_sets, work, target)),
-                 seconds, writing, seed=1906)
+                 seed=1906)
 
 
 def test_kill_9_at_random_points_during_prepare(small_sets, tmp_path):
@@ -370,7 +399,7 @@ def test_kill_9_at_random_points_during_prepare(small_sets, tmp_path):
     shutil.copytree(small_sets["root"] / "ref0" / "data", work / "data")
     assert which_set(work / "data" / "synthetic", refs) == 0
     table_trials("prepare", work / "data" / "synthetic", refs, lambda target: prepare(small_config(work, target)),
-                 small_sets["prepare_seconds"], small_sets["prepare_writing"], seed=1907)
+                 seed=1907)
 
 
 # ----------------------------------------------------------------------------- a full disk
