@@ -55,6 +55,17 @@ def quiet(*_):
 # ----------------------------------------------------------------------------- the killer
 
 
+def _in_child() -> None:
+    """What a forked child must not share with this process: tqdm's lock is a multiprocessing semaphore, inherited
+    across fork, and a child killed while holding it (a progress bar drawing) would leave every later bar here
+    waiting for ever (a separate process of the real commands has its own)."""
+    import tqdm
+    import tqdm.auto
+
+    for cls in {tqdm.tqdm, tqdm.auto.tqdm}:
+        cls.set_lock(threading.RLock())
+
+
 def fork_and_kill(op: Callable[[], object], delay: float, reader: Callable[[], None] | None = None) -> bool:
     """Run ``op`` in a forked child; SIGKILL it ``delay`` seconds after it starts, calling ``reader`` meanwhile.
 
@@ -66,6 +77,7 @@ def fork_and_kill(op: Callable[[], object], delay: float, reader: Callable[[], N
         code = 1
         try:
             os.close(r)
+            _in_child()
             os.write(w, b"g")
             op()
             code = 0
@@ -111,6 +123,7 @@ def timed_in_child(op: Callable[[], object], reader: Callable[[], None]) -> tupl
         code = 1
         try:
             os.close(r)
+            _in_child()
             real = TableSetWriter.write_table
             first = []
 
