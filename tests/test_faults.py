@@ -43,7 +43,7 @@ from test_release import _toy_registry
 #: kill -9 trials per operation that must land while the operation runs (a child that finished first does not count)
 KILLS = 20
 #: at most this many trials per operation to get them
-MAX_TRIALS = 40
+MAX_TRIALS = 50
 #: between two reads of the reader that runs beside a killed operation (it must not starve it of the 2 cores)
 READER_PAUSE = 0.005
 
@@ -92,24 +92,42 @@ def fork_and_kill(op: Callable[[], object], delay: float, reader: Callable[[], N
         assert os.read(r, 1) == b"g"
     finally:
         os.close(r)
-    deadline = time.monotonic() + delay
+    start = time.monotonic()
+    deadline = start + delay
     while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:  # finished before the kill: it must have succeeded
+            assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, "the operation failed in the child on its own"
+            FINISHED.append(time.monotonic() - start)
+            return False
         if reader is not None:
             reader()
-        time.sleep(max(0.0, min(READER_PAUSE if reader is not None else 1.0, deadline - time.monotonic())))
+        time.sleep(max(0.0, min(READER_PAUSE, deadline - time.monotonic())))
     os.kill(pid, signal.SIGKILL)
     _, status = os.waitpid(pid, 0)
     if os.WIFSIGNALED(status):
         assert os.WTERMSIG(status) == signal.SIGKILL
         return True
     assert os.WEXITSTATUS(status) == 0, "the operation failed in the child on its own (see the captured stderr)"
+    FINISHED.append(time.monotonic() - start)
     return False
 
 
+#: how long the children that finished before their kill took (the kill delays shrink to it)
+FINISHED: list[float] = []
+
+
 def kill_delays(rng: random.Random, seconds: float, writing_from: float = 0.0):
-    """Random kill delays within ``seconds``: every other one within the writing phase (from ``writing_from``)."""
-    i = 0
+    """Random kill delays within ``seconds``: every other one within the writing phase (from ``writing_from``).
+
+    A child that finished before its kill shows the operation is quicker now (a busy machine is not always busy):
+    the window shrinks to what it took, keeping the writing phase in proportion."""
+    i, seen = 0, len(FINISHED)
     while True:
+        if len(FINISHED) > seen:
+            took, seen = min(FINISHED[seen:]), len(FINISHED)
+            if took < seconds:
+                writing_from, seconds = writing_from * took / seconds, took
         yield rng.uniform(0.0, seconds) if i % 2 == 0 else rng.uniform(writing_from, seconds)
         i += 1
 
