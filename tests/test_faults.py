@@ -96,6 +96,8 @@ def fork_and_kill(op: Callable[[], object], delay: float, reader: Callable[[], N
     deadline = start + delay
     while time.monotonic() < deadline:
         done, status = os.waitpid(pid, os.WNOHANG)
+        if done and os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL:
+            return True  # (a child that kills itself at a chosen point)
         if done:  # finished before the kill: it must have succeeded
             assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0, "the operation failed in the child on its own"
             FINISHED.append(time.monotonic() - start)
@@ -247,6 +249,32 @@ def test_kill_9_at_random_points_during_publish(tmp_path):
     check_versions(Registry(tmp_path), models)  # all of them again, by a new reader
     assert left_staging >= 3, f"only {left_staging} kills landed while a version was staged"
     print(f"publish: {trials} trials, {kills} killed mid-publish, {left_staging} left a staging folder")
+
+
+def test_a_publisher_killed_between_giving_up_its_folder_and_the_rename_is_cleaned_by_the_next_publish(tmp_path):
+    """The one point of a publish the random kills found to leave a staging folder for six hours: the owner file is
+    removed (under the domain's lock) just before the rename; killed there, the folder has no owner lock to test."""
+    reg = Registry(tmp_path)
+    models = {0: make_model(0), 1: make_model(1)}
+    publish(reg, models[0], tag="0")
+
+    def killed_at_the_rename() -> None:
+        real = registry_mod.fsync_dir
+
+        def die_on_staging(path):
+            if Path(path).name.startswith(registry_mod.STAGING_PREFIX) and not (Path(path) / ".owner").exists():
+                os.kill(os.getpid(), signal.SIGKILL)
+            return real(path)
+
+        registry_mod.fsync_dir = die_on_staging
+        publish(Registry(tmp_path), models[1], tag="1")
+
+    assert fork_and_kill(killed_at_the_rename, 30.0)
+    [left] = staging_dirs(reg)
+    assert (left / "meta.json").is_file() and not (left / ".owner").exists()
+    assert reg.versions(CORPUS, DOMAIN) == ["v1"]
+    assert publish(reg, models[1], tag="1") == "v2" and staging_dirs(reg) == []
+    check_versions(reg, models)
 
 
 # ----------------------------------------------------------------------------- release
