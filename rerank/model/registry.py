@@ -197,18 +197,21 @@ class Registry:
         """Held while a release is planned and written: the live state it was decided on stays put."""
         return file_lock(self.root / corpus / ".promote.lock")
 
-    def clean_staging(self, corpus: str, domain: str) -> list[str]:
+    def clean_staging(self, corpus: str, domain: str, locked: bool = False) -> list[str]:
         """Remove staging folders whose publisher is gone (killed); returns their names.
 
         A publisher holds an exclusive lock on ``<staging>/.owner`` while it writes; a folder whose lock
         can be taken has no publisher (on a shared disk without working locks, only old folders go).
+        ``locked``: the caller holds the domain's lock, under which a publisher removes its ``.owner`` and
+        renames its folder into place; a finished folder (``meta.json``) without ``.owner`` is then one
+        whose publisher was killed between the two.
         """
         base = self.domain_dir(corpus, domain)
         if not base.exists():
             return []
         removed = []
         for p in base.iterdir():
-            if p.name.startswith(STAGING_PREFIX) and _abandoned(p):
+            if p.name.startswith(STAGING_PREFIX) and (_abandoned(p) or (locked and _killed_renaming(p))):
                 shutil.rmtree(p, ignore_errors=True)
                 removed.append(p.name)
         return removed
@@ -226,7 +229,7 @@ class Registry:
         base = self.domain_dir(corpus, domain)
         base.mkdir(parents=True, exist_ok=True)
         with self._lock(corpus, domain):  # (a cleaner never sees a staging folder before its owner lock is held)
-            self.clean_staging(corpus, domain)
+            self.clean_staging(corpus, domain, locked=True)
             staging = base / f"{STAGING_PREFIX}{host_name()}-{os.getpid()}-{uuid.uuid4().hex}"
             staging.mkdir()
             owner = open(staging / ".owner", "w")
@@ -364,6 +367,11 @@ def _abandoned(staging: Path) -> bool:
         return _age(staging) > FOREIGN_STAGING_SECONDS
     except OSError:
         return _age(staging) > FOREIGN_STAGING_SECONDS
+
+
+def _killed_renaming(staging: Path) -> bool:
+    """Finished (``meta.json`` is written last) and unowned: seen under the domain's lock, its publisher is dead."""
+    return not (staging / ".owner").exists() and (staging / "meta.json").is_file()
 
 
 def _age(path: Path) -> float:

@@ -145,8 +145,15 @@ class LiveModels:
 
     def _refresh(self) -> list[str]:
         releases = self.registry.releases(self.corpus)
-        stamp = releases.watch_stamp()
         behind = self._behind
+        try:
+            stamp = releases.watch_stamp()
+        except OSError as err:  # the live state cannot even be looked at (a permission, a symlink loop): as unreadable
+            if behind is not None and behind["token"] is None and time.monotonic() < behind["next"]:
+                behind["polls"] += 1
+                return []
+            self._fall_behind(None, "?", "_releases", f"{type(err).__name__}: {err}", transient=True, token=None)
+            return []
         if stamp == self._stamp and (behind is None or behind["refused"] or time.monotonic() < behind["next"]):
             if behind is not None:
                 behind["polls"] += 1
