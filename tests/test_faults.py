@@ -65,18 +65,19 @@ def _in_child() -> None:
         cls.set_lock(threading.RLock())
 
 
-def fork_and_kill(op: Callable[[], object], delay: float, reader: Callable[[], None] | None = None) -> bool:
-    """Run ``op`` in a forked child; SIGKILL it ``delay`` seconds after it starts, calling ``reader`` meanwhile.
-
-    Returns True when the kill landed while ``op`` ran, False when the child had finished (it must have succeeded).
-    """
+def _fork(op: Callable[[], object], prepare: Callable[[int], None] | None = None) -> tuple[int, int]:
+    """Fork a child that runs ``op`` (after ``prepare(write_end)``) and writes ``g`` to the pipe as it starts;
+    returns its PID and the pipe's read end. The child has no pytest machinery and no atexit: it exits 0 only
+    when ``op`` returned."""
     r, w = os.pipe()
     pid = os.fork()
-    if pid == 0:  # the child: no pytest machinery, no atexit; exit 0 only when op returned
+    if pid == 0:
         code = 1
         try:
             os.close(r)
             _in_child()
+            if prepare is not None:
+                prepare(w)
             os.write(w, b"g")
             op()
             code = 0
@@ -87,6 +88,15 @@ def fork_and_kill(op: Callable[[], object], delay: float, reader: Callable[[], N
         finally:
             os._exit(code)
     os.close(w)
+    return pid, r
+
+
+def fork_and_kill(op: Callable[[], object], delay: float, reader: Callable[[], None] | None = None) -> bool:
+    """Run ``op`` in a forked child; SIGKILL it ``delay`` seconds after it starts, calling ``reader`` meanwhile.
+
+    Returns True when the kill landed while ``op`` ran, False when the child had finished (it must have succeeded).
+    """
+    pid, r = _fork(op)
     try:
         assert os.read(r, 1) == b"g"
     finally:
@@ -136,31 +146,17 @@ def kill_delays(rng: random.Random, seconds: float, writing_from: float = 0.0):
 def timed_in_child(op: Callable[[], object], reader: Callable[[], None]) -> tuple[float, float]:
     """Run ``op`` whole in a forked child, ``reader`` running here as in the trials; returns its seconds and the
     seconds until it wrote its first table (the writing phase), as measured under the trials' conditions."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            os.close(r)
-            _in_child()
-            real = TableSetWriter.write_table
-            first = []
+    def marking(w: int) -> None:  # the first table written marks the writing phase
+        real = TableSetWriter.write_table
+        first = []
 
-            def marked(self, *args, **kwargs):
-                first or (first.append(1), os.write(w, b"w"))
-                return real(self, *args, **kwargs)
+        def marked(self, *args, **kwargs):
+            first or (first.append(1), os.write(w, b"w"))
+            return real(self, *args, **kwargs)
 
-            TableSetWriter.write_table = marked
-            os.write(w, b"g")
-            op()
-            code = 0
-        except BaseException:  # noqa: BLE001 (reported through the exit code)
-            import traceback
+        TableSetWriter.write_table = marked
 
-            traceback.print_exc()
-        finally:
-            os._exit(code)
-    os.close(w)
+    pid, r = _fork(op, marking)
     os.set_blocking(r, False)
     marks: dict = {}
     try:
