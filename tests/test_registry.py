@@ -410,3 +410,11 @@ def test_publish_and_release_sync_their_files_and_folders_before_and_after_the_r
     reg.release(CORPUS, {DOMAIN: v}, {"action": "test"})
     releases = str(reg.releases(CORPUS).folder)
     assert releases in synced and sum(s.startswith(releases + "/") for s in synced) >= 2  # the record and the state
+
+
+def test_a_publisher_killed_between_making_its_folder_and_owning_it_leaves_nothing_for_long(tmp_path):
+    reg = Registry(tmp_path)
+    publish(reg, make_model(1))
+    empty = reg.domain_dir(CORPUS, DOMAIN) / f".staging-{registry_mod.host_name()}-1-abc"
+    empty.mkdir()  # what a kill right after the mkdir leaves (the owner file not made yet)
+    assert publish(reg, make_model(2)) == "v2" and not empty.exists()

@@ -202,9 +202,9 @@ class Registry:
 
         A publisher holds an exclusive lock on ``<staging>/.owner`` while it writes; a folder whose lock
         can be taken has no publisher (on a shared disk without working locks, only old folders go).
-        ``locked``: the caller holds the domain's lock, under which a publisher removes its ``.owner`` and
-        renames its folder into place; a finished folder (``meta.json``) without ``.owner`` is then one
-        whose publisher was killed between the two.
+        ``locked``: the caller holds the domain's lock, under which a publisher makes its folder and locks
+        its ``.owner``, and later removes ``.owner`` and renames the folder into place; an unowned folder that
+        is empty or finished (``meta.json``) is then one whose publisher was killed in one of those windows.
         """
         base = self.domain_dir(corpus, domain)
         if not base.exists():
@@ -370,8 +370,15 @@ def _abandoned(staging: Path) -> bool:
 
 
 def _killed_renaming(staging: Path) -> bool:
-    """Finished (``meta.json`` is written last) and unowned: seen under the domain's lock, its publisher is dead."""
-    return not (staging / ".owner").exists() and (staging / "meta.json").is_file()
+    """Unowned and either finished (``meta.json`` is written last) or empty: seen under the domain's lock, its
+    publisher was killed in one of the two windows it spends under that lock (between making the folder and
+    locking its owner file, or between removing that file and the rename)."""
+    if (staging / ".owner").exists():
+        return False
+    try:
+        return (staging / "meta.json").is_file() or not any(staging.iterdir())
+    except OSError:
+        return False
 
 
 def _age(path: Path) -> float:
