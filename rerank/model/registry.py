@@ -106,6 +106,7 @@ def _now() -> str:
 class Registry:
     def __init__(self, root: str | os.PathLike):
         self.root = Path(root)
+        self._releases: dict[str, Releases] = {}
 
     # ------------------------------------------------------------------ listing
 
@@ -132,10 +133,9 @@ class Registry:
 
     def releases(self, corpus: str) -> Releases:
         """The releases of ``corpus`` (one object per corpus and registry: it caches the live state)."""
-        cache = self.__dict__.setdefault("_releases", {})
-        if corpus not in cache:
-            cache[corpus] = Releases(self.root / corpus)
-        return cache[corpus]
+        if corpus not in self._releases:
+            self._releases[corpus] = Releases(self.root / corpus)
+        return self._releases[corpus]
 
     def live_state(self, corpus: str) -> LiveState:
         """Every domain's live version and the top calibration, as of one release."""
@@ -282,8 +282,7 @@ class Registry:
         ``expect_from``: when given (a version or None), the move happens only if the live
         version is still that one (another promotion in between raises).
         """
-        with self.releases(corpus).lock():
-            state = self.live_state(corpus)
+        state = self.live_state(corpus)  # (one atomic read; the release below refuses a state that moved since)
         current = state.version(domain)
         if expect_from is not False and current != expect_from:
             raise RegistryError(f"{corpus}/{domain}: live moved from {expect_from} to {current} meanwhile; gate again")
