@@ -187,7 +187,7 @@ def test_the_policy_weighs_harm_openly():
     per = lambda harm: {"Video": {**_figures(0.30, 0.19, (-0.15, -0.07)), "n": 399, "changed": 29, "delta": -0.11},  # noqa: E731
                         "Music": {**_figures(0.048, 0.048 + harm, (0.002, harm + 0.01)), "n": 668, "changed": 5, "delta": harm}}
     no_harm = GateLimits(policy="no_harm")
-    r = judge(no_harm, overall, None, per(0.012), added=8, removed=45)
+    r = judge(no_harm, overall, None, per(0.012), moved={"Video"}, added=8, removed=45)
     assert not r["accepted"] and r["failed"] == ["SemER of Music"] and r["harmed"] == ["Music"] and r["refused_for_harm_only"]
     bounded = GateLimits(policy="bounded_harm", harm_max_delta=0.02, harm_max_share=0.34)
     r = judge(bounded, overall, None, per(0.012), added=8, removed=45)

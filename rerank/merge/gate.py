@@ -18,9 +18,9 @@ The checks (limits in ``configs/gate/``):
 - top-hypothesis ECE of the confidence the service reports (the top score through the
   merge's top calibration: the stored one now, the one fitted for the world after) fails
   when it rises by more than ``ece_max_delta`` with an interval above 0;
-- a gold domain is *harmed* when its SemER rises by more than ``domain_max_delta`` with
-  an interval above 0: an update changes which domain wins an utterance, so it is never
-  purely local (a moving domain counts too: in a joint world another move can rob it).
+- a gold domain that does not move is *harmed* when its SemER rises by more than
+  ``domain_max_delta`` with an interval above 0: an update changes which domain wins an
+  utterance, so it is never purely local (a moving domain's own SemER is its owner's choice).
 
 ``policy`` says what harm costs. ``no_harm`` refuses any. ``bounded_harm`` weighs it
 openly: a world that harms other domains passes only when
@@ -91,7 +91,7 @@ def _no_harm(name: str, before: float, after: float, ci: list[float], max_delta:
 
 
 def judge(limits: GateLimits, overall: Mapping, ece_fig: Mapping | None, per_domain: Mapping[str, dict], *,
-          added: float, removed: float) -> dict:
+          moved=(), added: float, removed: float) -> dict:
     """The checks of one world from its figures; ``per_domain`` rows gain ``harmed``. Returns the verdict's part
     of the report: ``accepted``, ``failed``, ``checks``, ``harmed``, ``per_domain``, ``policy``, ``errors_added``..."""
     checks = [_no_worse("overall SemER", overall["before"], overall["after"], list(overall["ci"]),
@@ -101,9 +101,12 @@ def judge(limits: GateLimits, overall: Mapping, ece_fig: Mapping | None, per_dom
                                list(ece_fig["ci"]), limits.ece_max_delta))
     harmed = []
     for d, row in per_domain.items():
-        # every gold domain, the moving ones too: in a joint world a domain's own update can be robbed by another's
+        # a moving domain's own SemER is its owner's choice (a better calibrated version may give up some of its
+        # own utterances), as the single-domain gate always had it; what it does to the others is checked
         c = _no_harm(f"SemER of {d}", row["before"], row["after"], row["ci"], limits.domain_max_delta)
-        row["harmed"] = not c["passed"]
+        row["harmed"] = d not in moved and not c["passed"]
+        if d in moved:
+            continue
         if row["harmed"]:
             harmed.append(d)
             if limits.policy == "bounded_harm":

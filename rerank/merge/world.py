@@ -232,7 +232,7 @@ class World:
                                                   c_n, y_n, b_n, c_c, y_c, b_c, n_resamples=self.limits.bootstrap,
                                                   confidence=self.limits.confidence, seed=self.limits.seed, vectorized=True))
         added, removed = float(np.clip(diff, 0, None).sum()), float(np.clip(-diff, 0, None).sum())
-        report = judge(self.limits, overall, ece_fig, per_domain, added=added, removed=removed)
+        report = judge(self.limits, overall, ece_fig, per_domain, moved=set(moves), added=added, removed=removed)
         report.update({
             "corpus": self.corpus, "moves": {d: v or BASELINE for d, v in sorted(moves.items())},
             "from": {d: self.live.get(d) or BASELINE for d in sorted(moves)}, "release": self.state.release,
