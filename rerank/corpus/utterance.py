@@ -25,6 +25,15 @@ def check_name(name: Any, what: str = "data.name") -> str:
     return name
 
 
+def text_tokens(text: str) -> tuple[str, ...]:
+    """The tokens of an utterance's text as the corpus readers make them: split at white space, lower-cased.
+
+    >>> text_tokens("Play  Mary Poppins")
+    ('play', 'mary', 'poppins')
+    """
+    return tuple(t.lower() for t in text.split())
+
+
 @dataclass(frozen=True)
 class Utterance:
     id: str

@@ -73,13 +73,11 @@ def emit_domain(interpreter: Interpreter, domain: str, utts: Sequence[Utterance]
     margin, entropy = intent_evidence(probs)
     names, probs = names[:, :k_int], probs[:, :k_int]
     labellings = interpreter.labellings_with_marginals(rows, k_ner)
-    by_intent = data.nearest_by_intent([utts[i].tokens for i in rows])
-    nearest = by_intent.max(axis=1, initial=0.0)  # DomainData.nearest, without a second pass
+    by_intent = data.nearest_by_intent([utts[i].tokens for i in rows])  # (all rows in one product)
     for s, i in enumerate(rows):
         utt = utts[i]
         evidence = {"ic_margin": float(margin[s]), "ic_entropy": float(entropy[s]),
-                    "oov_share": data.oov_share(utt.tokens), "n_tokens": len(utt.tokens),
-                    "unigram_logp": data.unigram_logp(utt.tokens), "neighbour_jaccard": float(nearest[s])}
+                    **data.utterance_evidence(utt.tokens, by_intent[s])}
         _emit_one(sink, utt, int(utt_index[s]), domain, float(dc[s]), names[s], probs[s], labellings[s], n_best, fold,
                   evidence, data, by_intent[s])
 
@@ -104,9 +102,8 @@ def _emit_one(sink, utt, index, domain, dc, intents, intent_p, labellings, n_bes
             cols[name].append(value)
         cols["ner_min"].append(ner_min)
         cols["ner_mean"].append(ner_mean)
-        cols["catalogue_miss"].append(data.catalogue_miss(slots))
-        k = data.intent_index.get(intent)
-        cols["neighbour_intent_jaccard"].append(float(by_intent[k]) if k is not None else 0.0)
+        for name, value in data.hypothesis_evidence(intent, slots, by_intent).items():
+            cols[name].append(value)
         errors, total, ie = label(utt.domain, utt.intent, utt.slots, domain, intent, slots)
         cols["utt_id"].append(utt.id)
         cols["utt_index"].append(index)

@@ -1,46 +1,71 @@
 """Evidence a domain owns, beside its dc, ic and ner: how its recognizers and its training data see a hypothesis.
 
-Computed where the hypotheses are emitted, from the same (cross-fitted) training rows as the
-domain's recognizers, so that a training row never sees itself: its vocabulary and slot
-catalogue are those of the fold that did not contain it.
+Two kinds:
+
+- **NLU-side** (:data:`NLU_FIELDS`): the IC's margin and entropy and the slot tagger's token marginals.
+  Only the NLU has them: a client sends them, or a model does without them.
+- **text-derived** (:data:`TEXT_FIELDS`): computed from the utterance's text and the domain's own
+  training data (:class:`DomainData`: vocabulary with counts, slot catalogue, unigram model, training
+  utterances by intent). A published version carries that data (its *resources*), so the service and
+  the merge compute these fields themselves from a request's ``text``.
+
+One computation, three uses: prepare and import fill the tables' train rows with the DomainData of the
+cross-fitting fold that did not hold them (a training row never sees itself), and dev and test rows
+with the DomainData of the whole training split: the very resources a published version carries, so a
+dev row holds what the service computes from the same text.
 """
 from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 from scipy import sparse
 
 from rerank.corpus.utterance import Utterance
+from rerank.metrics.semer import normalize_value
 
 #: rows of a query block in :meth:`DomainData.nearest` (a block's overlaps are one dense [rows, training utterances] array)
 NEAREST_BLOCK = 1024
+#: the evidence fields computed from the utterance's text and the domain's resources
+TEXT_FIELDS = ("oov_share", "catalogue_miss", "n_tokens", "unigram_logp", "neighbour_jaccard", "neighbour_intent_jaccard")
+#: the evidence fields only the NLU gives
+NLU_FIELDS = ("ic_margin", "ic_entropy", "ner_min", "ner_mean")
+#: the format of :meth:`DomainData.to_json`
+RESOURCES_FORMAT = 1
+
+
+class BadResources(ValueError):
+    """A domain's evidence resources that cannot be read; the message says what is wrong."""
 
 
 class DomainData:
-    """A domain's training vocabulary (with counts), and slot catalogue (its ``(type, value)`` pairs)."""
+    """A domain's training vocabulary (with counts), slot catalogue (its ``(type, value)`` pairs) and training
+    utterances by intent: what its text-derived evidence is computed from."""
 
     #: add-k smoothing of the unigram model
     SMOOTHING = 0.5
 
-    def __init__(self, utterances: Iterable[Utterance]):
-        self.counts: Counter = Counter()
-        self.catalogue: set[tuple[str, str]] = set()
-        token_sets, intents = [], []
+    def __init__(self, utterances: Iterable[Utterance] = ()):
+        counts: Counter = Counter()
+        catalogue: set[tuple[str, str]] = set()
+        groups: dict[str, list[tuple[str, ...]]] = {}
         for u in utterances:
-            self.counts.update(u.tokens)
-            self.catalogue.update(u.slots)
-            token_sets.append(set(u.tokens))
-            intents.append(u.intent)
+            counts.update(u.tokens)
+            catalogue.update((t, normalize_value(v)) for t, v in u.slots)
+            groups.setdefault(u.intent, []).append(tuple(u.tokens))
+        self._build(counts, catalogue, groups)
+
+    def _build(self, counts: Counter, catalogue: set, groups: Mapping[str, Sequence[Sequence[str]]]) -> None:
+        self.counts = counts
+        self.catalogue = catalogue
+        self._groups = groups
         # training utterances grouped by intent (the columns of nearest_by_intent)
-        self.intents = sorted(set(intents))
+        self.intents = sorted(groups)
         self.intent_index = {name: k for k, name in enumerate(self.intents)}
-        order = sorted(range(len(intents)), key=lambda j: self.intent_index[intents[j]])
-        token_sets = [token_sets[j] for j in order]
-        codes = np.array([self.intent_index[intents[j]] for j in order], dtype=np.int64)
-        self._intent_starts = np.searchsorted(codes, np.arange(len(self.intents)))
+        token_sets = [set(t) for name in self.intents for t in groups[name]]
+        self._intent_starts = np.cumsum([0] + [len(groups[name]) for name in self.intents[:-1]]).astype(np.int64)
         self.vocabulary = self.counts.keys()
         # an unseen token is one more type of the vocabulary
         self._denominator = sum(self.counts.values()) + self.SMOOTHING * (len(self.counts) + 1)
@@ -48,6 +73,39 @@ class DomainData:
         self._training = self._sets(token_sets).T.tocsr()  # [V, training utterances]
         self._training_sizes = np.array([len(t) for t in token_sets], dtype=np.float64)
 
+    # ------------------------------------------------------------------ resources: data, never code
+    def to_json(self) -> dict:
+        """The resources a published version carries (JSON: a token's count, the catalogue, the training utterances)."""
+        return {"format": RESOURCES_FORMAT, "smoothing": self.SMOOTHING,
+                "vocabulary": dict(sorted(self.counts.items())),
+                "catalogue": sorted([t, v] for t, v in self.catalogue),
+                "utterances": {name: [" ".join(t) for t in self._groups[name]] for name in self.intents}}
+
+    @classmethod
+    def from_json(cls, obj: Any, where: str = "evidence resources") -> "DomainData":
+        """:meth:`to_json`'s data, checked; :class:`BadResources` names the field at fault."""
+        if not isinstance(obj, Mapping) or obj.get("format") != RESOURCES_FORMAT:
+            raise BadResources(f"{where}: not evidence resources of format {RESOURCES_FORMAT}")
+        if obj.get("smoothing") != cls.SMOOTHING:
+            raise BadResources(f"{where}: field 'smoothing' is {obj.get('smoothing')!r}; this rerank computes with {cls.SMOOTHING}")
+        vocab, catalogue, utts = obj.get("vocabulary"), obj.get("catalogue"), obj.get("utterances")
+        if not isinstance(vocab, Mapping) or not all(isinstance(c, int) and not isinstance(c, bool) and c > 0
+                                                       for c in vocab.values()):
+            raise BadResources(f"{where}: field 'vocabulary' must map tokens to counts >= 1")
+        if not isinstance(catalogue, list) or not all(isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) for x in p)
+                                                      for p in catalogue):
+            raise BadResources(f"{where}: field 'catalogue' must be a list of [type, value] pairs")
+        if not isinstance(utts, Mapping) or not all(isinstance(v, list) and all(isinstance(s, str) for s in v) for v in utts.values()):
+            raise BadResources(f"{where}: field 'utterances' must map intents to lists of texts")
+        groups = {name: [tuple(s.split()) for s in texts] for name, texts in utts.items() if texts}
+        unknown = {t for texts in groups.values() for s in texts for t in s} - vocab.keys()
+        if unknown:
+            raise BadResources(f"{where}: field 'utterances' holds tokens that 'vocabulary' lacks, e.g. {sorted(unknown)[:3]}")
+        out = cls.__new__(cls)
+        out._build(Counter(vocab), {(t, v) for t, v in catalogue}, groups)
+        return out
+
+    # ------------------------------------------------------------------ the evidence
     def _sets(self, token_sets: Sequence[set]) -> sparse.csr_matrix:
         """Binary [len(token_sets), V] of the known tokens of each set."""
         cols = [[self._column[t] for t in ts if t in self._column] for ts in token_sets]
@@ -80,6 +138,20 @@ class DomainData:
             out[lo:hi] = np.maximum.reduceat(overlap / np.maximum(union, 1.0), self._intent_starts, axis=1)
         return out
 
+    def nearest_one(self, tokens: Sequence[str]) -> np.ndarray:
+        """``nearest_by_intent([tokens])[0]`` by the inverted index (the same numbers, bit for bit): one utterance,
+        at the cost of its tokens' training utterances rather than of a sparse product."""
+        out = np.zeros(len(self.intents))
+        s = set(tokens)
+        ids = [self._column[t] for t in s if t in self._column]
+        if not ids:
+            return out  # no overlap with any training utterance: every similarity is 0
+        indptr, indices = self._training.indptr, self._training.indices
+        hits = np.concatenate([indices[indptr[j]:indptr[j + 1]] for j in ids])
+        overlap = np.bincount(hits, minlength=len(self._training_sizes)).astype(np.float64)
+        union = len(s) + self._training_sizes - overlap
+        return np.maximum.reduceat(overlap / np.maximum(union, 1.0), self._intent_starts)
+
     def unigram_logp(self, tokens: Sequence[str]) -> float:
         r"""Mean over ``tokens`` of :math:`\log \frac{c(t) + k}{N + k (V + 1)}`: how typical the words are of the domain.
 
@@ -96,8 +168,23 @@ class DomainData:
         return sum(t not in self.vocabulary for t in tokens) / len(tokens) if tokens else 0.0
 
     def catalogue_miss(self, slots: Iterable[tuple[str, str]]) -> int:
-        """How many of ``slots`` the domain's training data never had (type and value)."""
-        return sum(tuple(s) not in self.catalogue for s in slots)
+        """How many of ``slots`` the domain's training data never had (type and value, the value normalised)."""
+        return sum((t, normalize_value(v)) not in self.catalogue for t, v in slots)
+
+    def utterance_evidence(self, tokens: Sequence[str], by_intent: np.ndarray | None = None) -> dict[str, float]:
+        """The text-derived fields that are the same for all of an utterance's hypotheses of this domain.
+
+        ``by_intent``: its :meth:`nearest_one` (or row of :meth:`nearest_by_intent`), when already computed.
+        """
+        by_intent = self.nearest_one(tokens) if by_intent is None else by_intent
+        return {"oov_share": self.oov_share(tokens), "n_tokens": len(tokens), "unigram_logp": self.unigram_logp(tokens),
+                "neighbour_jaccard": float(by_intent.max(initial=0.0))}
+
+    def hypothesis_evidence(self, intent: str, slots: Iterable[tuple[str, str]], by_intent: np.ndarray) -> dict[str, float]:
+        """The text-derived fields of one hypothesis (``intent`` domain-qualified) beside :meth:`utterance_evidence`."""
+        k = self.intent_index.get(intent)
+        return {"catalogue_miss": self.catalogue_miss(slots),
+                "neighbour_intent_jaccard": float(by_intent[k]) if k is not None else 0.0}
 
 
 def intent_evidence(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from rerank.corpus.load import Corpus, load_corpus
 from rerank.corpus.utterance import SPLITS, Utterance
 from rerank.hypotheses.emit import HypothesisColumns, emit_domain, emit_mask
-from rerank.hypotheses.evidence import DomainData
+from rerank.hypotheses.evidence import RESOURCES_FORMAT, DomainData
 from rerank.hypotheses.jobs import JobRunner, one_thread, worker_count
 from rerank.hypotheses.schema import HYPOTHESIS_COLUMNS, SCHEMA_VERSION, filled_evidence, hypothesis_schema, utterance_table
 from rerank.hypotheses.summary import domain_recognizer_figures, recognizer_figures, render_summary, split_figures
@@ -68,6 +68,7 @@ def settings_hash(cfg: Mapping[str, Any], family: Recognizers | None = None) -> 
                 "hypotheses": cfg["hypotheses"], "schema_version": SCHEMA_VERSION,
                 # the columns themselves: tables built by a rerank that wrote other columns are rebuilt
                 "columns": [name for name, _, _ in HYPOTHESIS_COLUMNS],
+                "resources": RESOURCES_FORMAT,  # (sets built before the evidence resources are rebuilt)
                 "context_fields": list(cfg["data"].get("context_fields") or []),
                 # what the reader keeps of the corpus files (their own hash is the corpus hash)
                 "reader": {k: cfg["data"].get(k) for k in ("on_error", "max_tokens", "max_line_bytes")}}
@@ -188,7 +189,10 @@ def emit_job(ctx: _Context, domain: str, fold: int, chosen: Mapping[str, tuple[n
             if s == "dev":
                 gold = rows[ctx.family.is_domain(rows, domain)]
                 figures = domain_recognizer_figures(interpreter, utts, gold)
-    return {"tables": tables, "figures": figures, "seconds": {"fit": t_fit, "emit": time.perf_counter() - t0 - t_fit}}
+    out = {"tables": tables, "figures": figures, "seconds": {"fit": t_fit, "emit": time.perf_counter() - t0 - t_fit}}
+    if fold == -1:  # the whole training split's: what a published version carries and dev and test were computed with
+        out["resources"] = data.to_json()
+    return out
 
 
 def build(corpus: Corpus, family: Recognizers, cfg: Mapping[str, Any], writer: TableSetWriter, settings: str) -> tuple[dict, dict]:
@@ -231,6 +235,7 @@ def build(corpus: Corpus, family: Recognizers, cfg: Mapping[str, Any], writer: T
         seconds["emit"] += result["seconds"]["emit"]
         if k == -1:
             figures[d] = result["figures"]
+            writer.write_resources(d, result["resources"])
         if len(pieces[d]) < len(folds):
             return
         tables = {}

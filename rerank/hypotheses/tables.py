@@ -40,6 +40,8 @@ UTTERANCES = "_utterances"
 STAGING = ".staging-"
 OLD = ".old-"
 LABEL_COLUMNS = ("sem_errors", "sem_total", "semer", "ie")
+#: a domain's evidence resources (rerank.hypotheses.evidence.DomainData.to_json of its whole training split)
+RESOURCES = "evidence.json"
 
 
 class TablesMissing(FileNotFoundError):
@@ -142,7 +144,10 @@ class TableSet:
     def verify(self) -> None:
         """Check every file of the set against the manifest (prepare's cache does, before reusing a set)."""
         for rel in self.manifest["files"]:
-            self._read(rel, columns=[], cache=False)
+            if rel.endswith("/" + RESOURCES):
+                self.resources(rel.rsplit("/", 1)[0])
+            else:
+                self._read(rel, columns=[], cache=False)
 
     def read(self, domain: str, split: str) -> pa.Table:
         """One domain's hypotheses of one split, checked (checksum, rows, label columns)."""
@@ -156,6 +161,22 @@ class TableSet:
     def read_utterances(self, split: str) -> pa.Table:
         _check_split(split)
         return self._read(f"{UTTERANCES}/{split}.parquet")
+
+    def resources(self, domain: str) -> dict | None:
+        """``domain``'s evidence resources (the data its text-derived evidence is computed from), checked against the
+        manifest; None for a set built before they were written."""
+        rel = f"{domain}/{RESOURCES}"
+        entry = self.manifest["files"].get(rel)
+        if entry is None:
+            return None
+        path = self.path / rel
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise TablesCorrupt(f"{path}: listed in the manifest but missing; the set is incomplete, rebuild it") from None
+        if len(data) != entry["bytes"] or sha256_bytes(data) != entry["sha256"]:
+            raise TablesCorrupt(f"{path}: does not match the checksum in {self.path / MANIFEST}; rebuild the tables")
+        return json.loads(data)
 
     def summary(self) -> dict | None:
         p = self.path / "summary.json"
@@ -247,6 +268,16 @@ class TableSetWriter:
 
     def write_json(self, rel: str, obj: Any) -> None:
         write_json(self.staging / rel, obj)
+
+    def write_resources(self, domain: str, resources: Mapping[str, Any]) -> None:
+        """``domain``'s evidence resources, listed in the manifest with their checksum (:meth:`TableSet.resources`)."""
+        rel = f"{domain}/{RESOURCES}"
+        data = json.dumps(resources, sort_keys=True, separators=(",", ":")).encode()
+        path = self.staging / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        fsync_file(path)
+        self.files[rel] = {"rows": len(resources.get("vocabulary", ())), "bytes": len(data), "sha256": sha256_bytes(data)}
 
     def write_text(self, rel: str, text: str) -> None:
         write_text(self.staging / rel, text)

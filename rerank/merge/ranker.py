@@ -17,13 +17,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from rerank.corpus.massive import qualify_intent
+from rerank.hypotheses.evidence import TEXT_FIELDS, DomainData
 from rerank.hypotheses.figures import baseline_score
 from rerank.ranking import order_within_utterances, rank_within_utterances
-from rerank.model.features import (BadFeatures, FeatureSpec, _evidence_plan, check_finite, evidence_matrix, feature_blocks,
-                                   features_from_records, given_ranks, log_scores, record_ranks, record_scores)
+from rerank.model.features import (BadFeatures, FeatureSpec, _evidence_plan, check_finite, evidence_fields, evidence_matrix,
+                                   feature_blocks, features_from_records, given_ranks, log_scores, record_ranks, record_scores)
 from rerank.model.many import LinearDomains
 from rerank.model.registry import PublishedModel, Registry
 from rerank.model.scorer import LogitScorer, sigmoid
+from rerank.model.text_evidence import BadText, fill_columns, fill_records, request_tokens
 
 log = logging.getLogger(__name__)
 BASELINE = "baseline"
@@ -59,6 +62,14 @@ class DomainScorer:
     @property
     def is_baseline(self) -> bool:
         return self.logit is None
+
+    @property
+    def text_resources(self) -> DomainData | None:
+        """The domain's evidence resources when its model reads text-derived evidence (it computes it from the text)."""
+        pub = self.published
+        if pub is None or pub.resources is None or not set(evidence_fields(self.spec.evidence)) & set(TEXT_FIELDS):
+            return None
+        return pub.resources
 
     def score_table(self, table: pa.Table) -> np.ndarray:
         if self.is_baseline:
@@ -117,6 +128,10 @@ class HypothesisColumns:
     evidence_fields: Sequence[str] = ()
     #: the hypothesis dicts of some rows (what a model scored one domain at a time reads)
     records: Callable[[list[int]], list[dict]] | None = None
+    #: the utterance's tokens (:func:`rerank.model.text_evidence.request_tokens`), None without a text
+    tokens: Sequence[str] | None = None
+    #: a hypothesis' ``(type, value)`` slot pairs (the text-derived evidence reads the values)
+    slots: Callable[[int], Sequence[tuple[str, str]]] | None = None
 
 
 class CrossDomainRanker:
@@ -190,7 +205,7 @@ class CrossDomainRanker:
         except KeyError:
             raise UnknownDomainError(f"hypothesis of unknown domain {domain!r}; this ranker knows {self.domains}") from None
 
-    def rank(self, hypotheses: Sequence[Mapping[str, Any]], unknown: str = "error") -> list[dict]:
+    def rank(self, hypotheses: Sequence[Mapping[str, Any]], unknown: str = "error", text: str | None = None) -> list[dict]:
         """Rank one utterance's hypotheses (dicts in the hypothesis schema) across domains.
 
         Returns new dicts sorted best first, each with ``score`` (calibrated
@@ -198,7 +213,10 @@ class CrossDomainRanker:
         is kept as ``domain_rank``) and ``version`` (the model that scored it).
         A domain this ranker does not know is an error, or, with
         ``unknown="baseline"``, scored by the baseline (its version reads ``baseline``).
+        ``text``: the utterance, from which the versions that carry their resources compute the text-derived
+        evidence their hypotheses do not give (:mod:`rerank.model.text_evidence`).
         """
+        given = hypotheses
         by_domain: dict[str, list[int]] = {}
         for i, h in enumerate(hypotheses):
             try:
@@ -209,6 +227,7 @@ class CrossDomainRanker:
             scorers = {d: self.scorers.get(d) or DomainScorer(d, BASELINE) for d in by_domain}
         else:
             scorers = {d: self._scorer(d) for d in by_domain}
+        hypotheses = self._with_text(hypotheses, by_domain, scorers, text)
         # dc/ic/ner, their check and their logs once for all domains, then each domain's model
         raw = record_scores(hypotheses)
         logs = log_scores(raw)
@@ -266,9 +285,33 @@ class CrossDomainRanker:
                     domain_rank[i] = position
         out = []
         for r, i in enumerate(order):
-            h = hypotheses[i]
+            h = given[i]  # (the answer holds what the client sent, not the evidence computed for it)
             out.append({**h, "domain_rank": domain_rank[i], "score": values[i], "rank": r, "version": version[h["domain"]]})
         return out
+
+    @staticmethod
+    def _with_text(hypotheses: Sequence[Mapping[str, Any]], by_domain: Mapping[str, list[int]],
+                   scorers: Mapping[str, DomainScorer], text: str | None) -> Sequence[Mapping[str, Any]]:
+        """The hypotheses with the text-derived evidence that the domains' versions compute (from ``text``) where
+        the client gave none; without a text, a model that needs it is refused, naming the field."""
+        needs = {d: r for d in by_domain if (r := scorers[d].text_resources) is not None}
+        if not needs:
+            return hypotheses
+        if text is None:
+            for d, data in needs.items():
+                fields = [f for f in evidence_fields(scorers[d].spec.evidence) if f in TEXT_FIELDS]
+                if any(f not in hypotheses[i] for i in by_domain[d] for f in fields):
+                    raise BadFeatures(f"{d}: its model computes {fields} from the utterance: send the utterance's "
+                                      "'text' (or those fields in every one of its hypotheses)", "text")
+            return hypotheses
+        try:
+            tokens = request_tokens(text)
+        except BadText as err:
+            raise BadFeatures(str(err), err.field) from None
+        filled = list(hypotheses)
+        fill_records(filled, {d: by_domain[d] for d in needs}, needs.get, tokens,
+                     lambda d, intent: qualify_intent(d, intent) if isinstance(intent, str) else intent)
+        return filled
 
     def score_columns(self, cols: HypothesisColumns, unknown: str = "error") -> tuple[np.ndarray, list[int], dict[str, str]]:
         """:meth:`rank` of hypotheses given as columns, without a dict per hypothesis: per hypothesis its calibrated
@@ -292,6 +335,10 @@ class CrossDomainRanker:
 
         raw = cols.scores
         logs = log_scores(raw)
+        needs = {d: r for d in distinct if (r := scorers[d].text_resources) is not None}
+        if needs and cols.tokens is not None and cols.evidence is not None:
+            cols.evidence = fill_columns(cols.evidence, cols.evidence_fields, domains, {d: by_domain()[d] for d in needs},
+                                         needs.get, cols.tokens, cols.intent, cols.slots)
         if None in cols.rank:
             ranks = [0] * n
             for d, idx in by_domain().items():

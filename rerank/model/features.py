@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rerank.corpus.massive import qualify_intent
+from rerank.hypotheses.evidence import TEXT_FIELDS
 from rerank.model.scorer import logit
 
 SPEC_VERSION = 2  # 2: evidence families (a version 1 spec reads as none)
@@ -50,6 +51,14 @@ def evidence_fields(families: Sequence[str]) -> list[str]:
     if unknown:
         raise FeatureSpecMismatch(f"unknown evidence families {unknown}; known: {list(EVIDENCE)}")
     return [field for f in families for _, field, _ in EVIDENCE[f] if field != "dc"]
+
+
+def request_fields(spec: "FeatureSpec", has_resources: bool) -> list[str]:
+    """The fields a request must give for a model of ``spec``: ``text`` stands for the text-derived evidence that a
+    version carrying its resources computes itself (:data:`rerank.hypotheses.evidence.TEXT_FIELDS`)."""
+    fields = ["domain", "intent", "slots", *SCORES]
+    fields += ["text" if has_resources and f in TEXT_FIELDS else f for f in evidence_fields(spec.evidence)]
+    return list(dict.fromkeys(fields))
 
 
 @functools.lru_cache(maxsize=256)

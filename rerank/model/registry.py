@@ -45,13 +45,16 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
-from rerank.io import append_line, atomic_path, file_lock, fsync_dir, host_name, read_json, write_json
-from rerank.model.features import FeatureSpec, FeatureSpecMismatch
+from rerank.hypotheses.evidence import BadResources, DomainData
+from rerank.io import append_line, atomic_path, file_lock, fsync_dir, host_name, read_json, sha256_bytes, write_json
+from rerank.model.features import FeatureSpec, FeatureSpecMismatch, request_fields
 from rerank.model.releases import LiveState, ReleaseError, Releases
 from rerank.model.scorer import BadWeights, LogitScorer
 
 VERSION_DIR = re.compile(r"v(\d+)")
 STAGING_PREFIX = ".staging-"
+#: a version's evidence resources (rerank.hypotheses.evidence.DomainData), checked against meta.json's checksum
+RESOURCES = "evidence.json"
 #: a staging folder of another host is removed once it is this old (its publisher cannot be asked)
 FOREIGN_STAGING_SECONDS = 6 * 3600
 
@@ -80,6 +83,13 @@ class PublishedModel:
     tensors: dict[str, np.ndarray]
     meta: dict
     metrics: dict = field(default_factory=dict)
+    #: the domain's evidence resources, when the version carries them (it computes its text-derived evidence)
+    resources: DomainData | None = None
+
+    @property
+    def request_fields(self) -> list[str]:
+        """The fields a request must give for this version (``text`` stands for the evidence it computes from it)."""
+        return request_fields(self.spec, self.resources is not None)
 
     @property
     def loss(self) -> str:
@@ -217,14 +227,20 @@ class Registry:
         return removed
 
     def publish(self, corpus: str, domain: str, model: Publishable, *, loss: str, config: Mapping[str, Any],
-                metrics: Mapping[str, Any], data_hash: str) -> str:
-        """Publish ``model`` as the next version (a candidate) of ``domain``; returns ``"v<N>"``."""
+                metrics: Mapping[str, Any], data_hash: str, resources: Mapping[str, Any] | None = None) -> str:
+        """Publish ``model`` as the next version (a candidate) of ``domain``; returns ``"v<N>"``.
+
+        ``resources``: the domain's evidence resources (:meth:`DomainData.to_json`), carried when the model reads
+        text-derived evidence, so that it computes that evidence itself from a request's text.
+        """
         if model.spec.domain != domain:
             raise RegistryError(f"a model of domain {model.spec.domain!r} cannot be published as {domain!r}")
         weights = {k: np.ascontiguousarray(v) for k, v in model.weights().items()}
         try:
             LogitScorer(model.kind, weights, model.spec.dim, where=f"model of {domain}")
-        except BadWeights as err:
+            if resources is not None:
+                DomainData.from_json(resources, f"evidence resources of {domain}")
+        except (BadWeights, BadResources) as err:
             raise RegistryError(f"refusing to publish {corpus}/{domain}: {err}") from None
         base = self.domain_dir(corpus, domain)
         base.mkdir(parents=True, exist_ok=True)
@@ -240,9 +256,16 @@ class Registry:
             write_json(staging / "spec.json", model.spec.to_dict())
             write_json(staging / "config.json", json.loads(json.dumps(config, default=str)))
             write_json(staging / "metrics.json", dict(metrics))
+            files = {}
+            if resources is not None:
+                data = json.dumps(resources, sort_keys=True, separators=(",", ":")).encode()
+                with atomic_path(staging / RESOURCES) as tmp:
+                    tmp.write_bytes(data)
+                files[RESOURCES] = sha256_bytes(data)
             hidden = int(weights["mlp.0.weight"].shape[0]) if model.kind == "mlp" else 0
             meta = {"corpus": corpus, "domain": domain, "loss": loss, "kind": model.kind, "hidden": hidden,
-                    "data_hash": data_hash, "published_at": _now(), "host": host_name(), "pid": os.getpid()}
+                    "data_hash": data_hash, "published_at": _now(), "host": host_name(), "pid": os.getpid(),
+                    "files": files, "request_fields": request_fields(model.spec, resources is not None)}
             with self._lock(corpus, domain):
                 existing = self.versions(corpus, domain)
                 n = int(existing[-1][1:]) + 1 if existing else 1
@@ -397,6 +420,7 @@ def load_version(path: Path, corpus: str = "", domain: str = "", version: str = 
     try:
         stamp = tuple((s.st_ino, s.st_size, s.st_mtime_ns) for s in (os.stat(path / f) for f in ("meta.json", "spec.json",
                                                                                                    "weights.safetensors")))
+        stamp += ((path / RESOURCES).exists(),)
     except OSError:
         stamp = None
     key = (str(path), corpus, domain, version, stamp)
@@ -432,9 +456,27 @@ def _load_version(path: Path, corpus: str = "", domain: str = "", version: str =
         raise RegistryError(f"{weights_path}: corrupted or truncated weights ({err})") from None
     kind = meta.get("kind", "linear")
     published = PublishedModel(corpus or meta.get("corpus", ""), domain or spec.domain, version or meta.get("version", path.name),
-                               path, spec, kind, weights, meta, metrics)
+                               path, spec, kind, weights, meta, metrics, _load_resources(path, meta))
     try:
         published.scorer  # noqa: B018 (checks the tensors: names, shapes against the spec, finite)
     except BadWeights as err:
         raise RegistryError(f"{weights_path}: {err}; the spec is {path / 'spec.json'}") from None
     return published
+
+
+def _load_resources(path: Path, meta: Mapping[str, Any]) -> DomainData | None:
+    """A version's evidence resources, checked against the checksum meta.json lists (None when it carries none)."""
+    files = meta.get("files") or {}
+    if RESOURCES not in files:
+        return None
+    where = path / RESOURCES
+    try:
+        data = where.read_bytes()
+    except OSError as err:
+        raise RegistryError(f"{where}: listed in meta.json but unreadable ({err})") from None
+    if sha256_bytes(data) != files[RESOURCES]:
+        raise RegistryError(f"{where}: does not match its checksum in meta.json (changed or truncated)")
+    try:
+        return DomainData.from_json(json.loads(data), str(where))
+    except (json.JSONDecodeError, UnicodeDecodeError, BadResources) as err:
+        raise RegistryError(f"{where}: unreadable evidence resources ({err})") from None

@@ -55,6 +55,7 @@ from rerank.hypotheses.nbest_table import check_nbest_schema, check_nbest_table
 from rerank.merge.ranker import BASELINE
 from rerank.model.features import BadFeatures, FeatureSpec
 from rerank.model.registry import Registry
+from rerank.model.text_evidence import BadText, request_tokens
 from rerank.serving import arrow_stream, fast
 from rerank.serving import metrics as m
 from rerank.serving.live import LiveModels
@@ -100,8 +101,8 @@ class BodyTooLarge(BadRequest):
 MAX_JSON_DEPTH = 1024
 
 
-def _utterance(body: Any, settings: ServiceSettings, where: str = "") -> tuple[list[dict], Any]:
-    """The checked hypotheses of one utterance's body, and its ``utt_id`` (echoed back)."""
+def _utterance(body: Any, settings: ServiceSettings, where: str = "") -> tuple[list[dict], Any, str | None]:
+    """The checked hypotheses of one utterance's body, its ``utt_id`` (echoed back) and its ``text`` (if given)."""
     if not isinstance(body, dict):
         raise BadRequest(f"{where or 'the body'} must be a JSON object with a 'hypotheses' list", where or None)
     hyps = body.get("hypotheses")
@@ -120,7 +121,13 @@ def _utterance(body: Any, settings: ServiceSettings, where: str = "") -> tuple[l
         except BadHypothesis as err:
             name = f"{where}hypotheses[{i}]" + (f".{err.field}" if err.field else "")
             raise BadRequest(f"{name}: {err}", name) from None
-    return out, _echoable(body.get("utt_id"), f"{where}utt_id")
+    text = body.get("text")
+    if text is not None:
+        try:
+            request_tokens(text, where)
+        except BadText as err:
+            raise BadRequest(str(err), err.field) from None
+    return out, _echoable(body.get("utt_id"), f"{where}utt_id"), text
 
 
 def _choice(body: Any) -> tuple[Any, Any]:
@@ -179,11 +186,11 @@ def _arrow_table(raw: bytes, settings: ServiceSettings) -> pa.Table:
         raise BadRequest(f"the body is not a valid Arrow IPC stream: {err}", "body", 400) from None
 
 
-def _ranked(snapshot, hyps: list[dict], utt_id: Any, where: str = "") -> dict:
+def _ranked(snapshot, hyps: list[dict], utt_id: Any, where: str = "", text: str | None = None) -> dict:
     try:
-        ranked = snapshot.ranker.rank(hyps, unknown="baseline")
+        ranked = snapshot.ranker.rank(hyps, unknown="baseline", text=text)
     except BadFeatures as err:
-        name = f"{where}hypotheses" + (f".{err.field}" if err.field else "")
+        name = f"{where}text" if err.field == "text" else f"{where}hypotheses" + (f".{err.field}" if err.field else "")
         raise BadRequest(f"{name}: {err}", name) from None
     domains = {h["domain"] for h in hyps}
     known = snapshot.ranker.scorers
@@ -341,8 +348,8 @@ def create_app(settings: ServiceSettings, live: LiveModels | None = None) -> Fas
 
     def rank_one(body, query=None):
         top_k, fields = _selection(*_choice(body), query, settings.context_fields)
-        hyps, utt_id = _utterance(body, settings)
-        return _trim(_ranked(live.snapshot, hyps, utt_id), top_k, fields), len(hyps)
+        hyps, utt_id, text = _utterance(body, settings)
+        return _trim(_ranked(live.snapshot, hyps, utt_id, text=text), top_k, fields), len(hyps)
 
     def rank_batch(body, query=None):
         if not isinstance(body, dict) or not isinstance(body.get("utterances"), list):
@@ -354,8 +361,9 @@ def create_app(settings: ServiceSettings, live: LiveModels | None = None) -> Fas
                              "utterances", 413)
         parsed = [_utterance(u, settings, f"utterances[{i}].") for i, u in enumerate(utts)]
         snapshot = live.snapshot  # one snapshot for the whole batch
-        return ({"results": [_trim(_ranked(snapshot, h, u, f"utterances[{i}]."), top_k, fields) for i, (h, u) in enumerate(parsed)],
-                 "generation": snapshot.generation}, sum(len(h) for h, _ in parsed))
+        return ({"results": [_trim(_ranked(snapshot, h, u, f"utterances[{i}].", t), top_k, fields)
+                             for i, (h, u, t) in enumerate(parsed)],
+                 "generation": snapshot.generation}, sum(len(h) for h, _, _ in parsed))
 
     def fast_one(raw: bytes, query):
         req = codec.decode_one(raw)

@@ -25,6 +25,7 @@ from rerank.corpus.massive import UNKNOWN_CONTEXT, qualify_intent
 from rerank.corpus.utterance import SAFE_NAME
 from rerank.hypotheses.nbest import EVIDENCE, MAX_RANK, MAX_SLOTS, SCORES
 from rerank.merge.ranker import BASELINE, HypothesisColumns
+from rerank.model.text_evidence import BadText, request_tokens
 
 _MAX = sys.float_info.max
 #: the fields of a ranked hypothesis in an answer (besides the context fields), in their order there
@@ -93,7 +94,7 @@ class Codec:
         Hyp = self.Hypothesis = hypothesis_type(self.context_fields)
         Selection = Annotated[int, Meta(ge=1)] | None
         utterance = [("hypotheses", list[Hyp]), ("context", dict[str, Any] | None, None),
-                     ("utt_id", msgspec.Raw, msgspec.Raw(b"null"))]
+                     ("utt_id", msgspec.Raw, msgspec.Raw(b"null")), ("text", str | None, None)]
         choice = [("top_k", Selection, None), ("fields", list[str] | None, None)]
         self.Utterance = msgspec.defstruct("Utterance", utterance, gc=False)
         self.Request = msgspec.defstruct("Request", [*utterance, *choice], gc=False)
@@ -202,8 +203,18 @@ class Codec:
                 out.append({k: v for k, v in r.items() if v is not None and v is not NOT_GIVEN})
             return out
 
+        tokens = None
+        if utt.text is not None:
+            try:
+                tokens = request_tokens(utt.text)
+            except BadText:
+                raise Miss() from None
+
+        def slots(i: int) -> list[tuple[str, str]]:
+            return [(s.type, s.value) for s in hyps[i].slots]
+
         return HypothesisColumns(domain, intent, slot_types, scores, list(map(_RANK, hyps)), ctx,
-                                 evidence, self._evidence, records)
+                                 evidence, self._evidence, records, tokens, slots)
 
     # ------------------------------------------------------------------ ranking and the answer
     def ranked(self, snapshot, utt, top_k: int | None, fields: Sequence[str] | None) -> dict:

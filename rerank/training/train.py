@@ -18,7 +18,8 @@ import torch
 from hydra.utils import instantiate
 
 from rerank.hypotheses.tables import TableSet, open_tables
-from rerank.model.features import spec_from_manifest
+from rerank.hypotheses.evidence import TEXT_FIELDS
+from rerank.model.features import evidence_fields, spec_from_manifest
 from rerank.model.registry import Registry
 from rerank.model.scorer import sigmoid
 from rerank.losses import LOSSES, PADDED_Y_VALUE, build_loss, loss_argument
@@ -163,9 +164,12 @@ def train(cfg: Mapping[str, Any]) -> dict:
     timing["pictures"] = time.perf_counter() - t
     t = time.perf_counter()
     if cfg.get("publish", True) and not cfg["trainer"].get("fast_dev_run"):
+        # a model that reads text-derived evidence carries the data it is computed from (its service computes it)
+        reads_text = any(f in TEXT_FIELDS for f in evidence_fields(spec.evidence))
         result["version"] = registry.publish(
             corpus, domain, model, loss=loss, config=cfg, metrics=dev,
             data_hash=f"{manifest['corpus_hash']}:{manifest['settings_hash']}",
+            resources=tables.resources(domain) if reads_text else None,
         )
     timing["publish"] = time.perf_counter() - t
     result["seconds"] = round(time.perf_counter() - t_start, 3)
