@@ -26,7 +26,7 @@ from rerank.model.features import (BadFeatures, FeatureSpec, _evidence_plan, che
 from rerank.model.many import LinearDomains
 from rerank.model.registry import PublishedModel, Registry
 from rerank.model.scorer import LogitScorer, sigmoid
-from rerank.model.text_evidence import BadText, fill_columns, fill_records, request_tokens
+from rerank.model.text_evidence import BadText, TextIndex, request_tokens, slot_pairs
 
 log = logging.getLogger(__name__)
 BASELINE = "baseline"
@@ -216,7 +216,6 @@ class CrossDomainRanker:
         ``text``: the utterance, from which the versions that carry their resources compute the text-derived
         evidence their hypotheses do not give (:mod:`rerank.model.text_evidence`).
         """
-        given = hypotheses
         by_domain: dict[str, list[int]] = {}
         for i, h in enumerate(hypotheses):
             try:
@@ -227,7 +226,7 @@ class CrossDomainRanker:
             scorers = {d: self.scorers.get(d) or DomainScorer(d, BASELINE) for d in by_domain}
         else:
             scorers = {d: self._scorer(d) for d in by_domain}
-        hypotheses = self._with_text(hypotheses, by_domain, scorers, text)
+        T = self._text_values(hypotheses, by_domain, scorers, text)
         # dc/ic/ner, their check and their logs once for all domains, then each domain's model
         raw = record_scores(hypotheses)
         logs = log_scores(raw)
@@ -242,10 +241,11 @@ class CrossDomainRanker:
         for families, ds in groups.items():
             rows = [i for d in ds for i in by_domain[d]]
             try:
-                E = evidence_matrix([hypotheses[i] for i in rows], families, raw[rows])
+                E = evidence_matrix([hypotheses[i] for i in rows], families, raw[rows], text=None if T is None else T[rows])
             except BadFeatures:  # said again with the domain's name
                 for d in ds:
-                    evidence_matrix([hypotheses[i] for i in by_domain[d]], families, raw[by_domain[d]], d, by_domain[d])
+                    idx = by_domain[d]
+                    evidence_matrix([hypotheses[i] for i in idx], families, raw[idx], d, idx, None if T is None else T[idx])
                 raise
             bounds = np.cumsum([0] + [len(by_domain[d]) for d in ds])
             evidence.update({d: E[bounds[j]:bounds[j + 1]] for j, d in enumerate(ds)})
@@ -285,33 +285,43 @@ class CrossDomainRanker:
                     domain_rank[i] = position
         out = []
         for r, i in enumerate(order):
-            h = given[i]  # (the answer holds what the client sent, not the evidence computed for it)
+            h = hypotheses[i]  # (the answer holds what the client sent, not the evidence computed for it)
             out.append({**h, "domain_rank": domain_rank[i], "score": values[i], "rank": r, "version": version[h["domain"]]})
         return out
 
-    @staticmethod
-    def _with_text(hypotheses: Sequence[Mapping[str, Any]], by_domain: Mapping[str, list[int]],
-                   scorers: Mapping[str, DomainScorer], text: str | None) -> Sequence[Mapping[str, Any]]:
-        """The hypotheses with the text-derived evidence that the domains' versions compute (from ``text``) where
-        the client gave none; without a text, a model that needs it is refused, naming the field."""
+    def _text_values(self, hypotheses: Sequence[Mapping[str, Any]], by_domain: Mapping[str, list[int]],
+                     scorers: Mapping[str, DomainScorer], text: str | None) -> np.ndarray | None:
+        """The text-derived fields that the domains' versions compute from ``text`` (:class:`TextIndex`), ``[n, 6]``
+        with NaN for the other domains; None when no version computes any. Without a text, a model that needs
+        it is refused, naming the field."""
         needs = {d: r for d in by_domain if (r := scorers[d].text_resources) is not None}
         if not needs:
-            return hypotheses
+            return None
         if text is None:
-            for d, data in needs.items():
+            for d in needs:
                 fields = [f for f in evidence_fields(scorers[d].spec.evidence) if f in TEXT_FIELDS]
                 if any(f not in hypotheses[i] for i in by_domain[d] for f in fields):
                     raise BadFeatures(f"{d}: its model computes {fields} from the utterance: send the utterance's "
                                       "'text' (or those fields in every one of its hypotheses)", "text")
-            return hypotheses
+            return None
         try:
             tokens = request_tokens(text)
         except BadText as err:
             raise BadFeatures(str(err), err.field) from None
-        filled = list(hypotheses)
-        fill_records(filled, {d: by_domain[d] for d in needs}, needs.get, tokens,
-                     lambda d, intent: qualify_intent(d, intent) if isinstance(intent, str) else intent)
-        return filled
+        index = self._text_index(scorers, needs)
+        domain = [h["domain"] if h["domain"] in needs else "" for h in hypotheses]
+        return index.values(tokens, domain, [h.get("intent") for h in hypotheses],
+                            lambda i: slot_pairs(hypotheses[i].get("slots")))
+
+    def _text_index(self, scorers: Mapping[str, DomainScorer], needs: Mapping[str, DomainData]) -> TextIndex:
+        """The index of every domain of this ranker that computes its text-derived evidence (built once)."""
+        index = getattr(self, "_index", None)
+        if index is None:
+            index = self._index = TextIndex({d: r for d, s in sorted(self.scorers.items())
+                                             if (r := s.text_resources) is not None})
+        if all(d in index and index.resources[d] is r for d, r in needs.items()):
+            return index
+        return TextIndex(needs)  # (scorers made up for this call: unknown domains scored by the baseline have none)
 
     def score_columns(self, cols: HypothesisColumns, unknown: str = "error") -> tuple[np.ndarray, list[int], dict[str, str]]:
         """:meth:`rank` of hypotheses given as columns, without a dict per hypothesis: per hypothesis its calibrated
@@ -337,8 +347,13 @@ class CrossDomainRanker:
         logs = log_scores(raw)
         needs = {d: r for d in distinct if (r := scorers[d].text_resources) is not None}
         if needs and cols.tokens is not None and cols.evidence is not None:
-            cols.evidence = fill_columns(cols.evidence, cols.evidence_fields, domains, {d: by_domain()[d] for d in needs},
-                                         needs.get, cols.tokens, cols.intent, cols.slots)
+            T = self._text_index(scorers, needs).values(cols.tokens, [d if d in needs else "" for d in domains], cols.intent,
+                                                        cols.slots)
+            at = [cols.evidence_fields.index(f) for f in TEXT_FIELDS]
+            given = cols.evidence[:, at]
+            if np.isnan(given).any():  # (a field the client sends takes precedence)
+                cols.evidence = cols.evidence.copy()
+                cols.evidence[:, at] = np.where(np.isnan(given), T, given)
         if None in cols.rank:
             ranks = [0] * n
             for d, idx in by_domain().items():
@@ -453,9 +468,11 @@ class CrossDomainRanker:
         return score, rank_within_utterances(table["utt_index"].to_numpy(), score), versions
 
     def prepare(self) -> "CrossDomainRanker":
-        """Build what scoring many linear domains together needs now, not in the first request that needs it."""
+        """Build what scoring many linear domains together, and the text-derived evidence, need now, not in the first
+        request that needs them."""
         if self._linear_names():
             self._linear_domains()
+        self._text_index(self.scorers, {})
         return self
 
     def _is_linear(self, domain: str) -> bool:

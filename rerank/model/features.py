@@ -72,23 +72,35 @@ def _evidence_plan(families: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[tu
 
 
 def evidence_matrix(records: Sequence[Mapping[str, Any]], families: tuple[str, ...], scores: np.ndarray,
-                    domain: str = "", positions: Sequence[int] | None = None) -> np.ndarray:
+                    domain: str = "", positions: Sequence[int] | None = None, text: np.ndarray | None = None) -> np.ndarray:
     """The evidence features ``[n, k]`` (float64) of hypothesis dicts: one pass over their fields.
 
-    ``scores``: their ``[n, 3]`` dc, ic, ner (:func:`record_scores`). Refuses, naming the field and the
+    ``scores``: their ``[n, 3]`` dc, ic, ner (:func:`record_scores`). ``text``: their text-derived fields
+    (``[n, len(TEXT_FIELDS)]``, :class:`rerank.model.text_evidence.TextIndex`), for the records that do not
+    give them (a field a record gives takes precedence). Refuses, naming the field and the
     hypothesis (its number in ``positions``, e.g. in the request, else in ``records``), a missing,
     non-numeric, NaN or infinite value.
     """
     fields, plan = _evidence_plan(tuple(families))
+    own = fields if text is None else tuple(f for f in fields if f not in TEXT_FIELDS)
+    raw = np.empty((len(records), len(fields)))
     try:
-        get = operator.itemgetter(*fields)  # a tuple per dict (one field: the value), in C
-        raw = np.array(list(map(get, records)), dtype=np.float64).reshape(len(records), len(fields))
+        if own:
+            get = operator.itemgetter(*own)  # a tuple per dict (one field: the value), in C
+            values = np.array(list(map(get, records)), dtype=np.float64).reshape(len(records), len(own))
+            raw[:, [fields.index(f) for f in own]] = values
+        for f in fields if own != fields else ():
+            column = text[:, TEXT_FIELDS.index(f)]
+            if any(f in r for r in records):
+                column = np.array([r.get(f, v) for r, v in zip(records, column.tolist())], dtype=np.float64)
+            raw[:, fields.index(f)] = column
         ok = bool(np.isfinite(raw).all())
     except (KeyError, TypeError, ValueError, OverflowError):
         ok = False
     if not ok:
         for f in fields:
-            _record_field(records, f, domain, positions)  # raises, naming the field and the hypothesis
+            if f in own or not np.isfinite(text[:, TEXT_FIELDS.index(f)]).all():
+                _record_field(records, f, domain, positions)  # raises, naming the field and the hypothesis
         raise BadFeatures(f"{domain}: the evidence fields {list(fields)} are not numbers in every hypothesis")
     out = np.empty((len(records), len(plan)))
     for j, (src, transform) in enumerate(plan):
