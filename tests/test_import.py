@@ -14,7 +14,9 @@ from conftest import compose_config
 from rerank.corpus.jsonl import CorpusError
 from rerank.corpus.utterance import SPLITS
 from rerank.hypotheses.export import annotate, export_nbest
+from rerank.hypotheses.evidence import TEXT_FIELDS
 from rerank.hypotheses.nbest_import import import_nbest
+from rerank.hypotheses.schema import EVIDENCE_COLUMNS
 from rerank.hypotheses.tables import TableSet
 from rerank.metrics.semer import semantic_errors
 
@@ -271,7 +273,9 @@ def test_exported_tables_imported_again_train_and_merge_bit_identically(prepared
 
 
 def test_evidence_fields_are_imported_and_the_manifest_says_which_a_domain_fills(tmp_path, capsys):
-    """music gives ic_margin in every hypothesis and oov_share in some; weather gives none."""
+    """music gives ic_margin in every hypothesis and oov_share in some; weather gives none. The text-derived fields
+    that a domain's n-best leaves empty in every hypothesis are computed from the gold's text (oov_share, given in
+    part, is left as it came)."""
     nbest = [dict(h) for h in NBEST]
     for i, h in enumerate(nbest):
         if h["domain"] == "music":
@@ -279,7 +283,8 @@ def test_evidence_fields_are_imported_and_the_manifest_says_which_a_domain_fills
             if i == 0:
                 h["oov_share"] = 0.5
     manifest = run_import(tmp_path, nbest)
-    assert manifest["evidence"] == {"music": ["ic_margin"], "weather": []}
+    text = [f for f in EVIDENCE_COLUMNS if f in TEXT_FIELDS]
+    assert manifest["evidence"] == {"music": ["ic_margin", *(f for f in text if f != "oov_share")], "weather": text}
     music = TableSet.open(tmp_path / "out" / "data" / "acme").read("music", "train").to_pylist()
     assert [h["ic_margin"] for h in music] == pytest.approx([0.1, 0.2]) and [h["oov_share"] for h in music] == [0.5, None]
     assert "Domain music gives the evidence oov_share in some hypotheses but not in all" in capsys.readouterr().out

@@ -174,19 +174,21 @@ def test_a_bad_request_gets_a_4xx_naming_the_field(basic, body, status, field):
 
 
 def test_a_request_without_the_evidence_a_model_needs_gets_a_4xx_naming_it(basic, live_world):
-    """A live model that reads evidence (the default features): a client that does not send it is told which field."""
+    """A live model that reads text-derived evidence (the default features) computes it from the request's text: a
+    client that sends neither the text nor the fields is told to send the text; one that sends the text is served."""
     import pyarrow as pa
 
     url, registry = basic
-    spec = Registry(registry).load(CORPUS, live_world.evidence_domain).spec
-    assert "oov" in spec.evidence
-    hyps = next([dict(h) for h in hyps] for hyps in utterances(live_world) if any(h["domain"] == spec.domain for h in hyps))
+    published = Registry(registry).load(CORPUS, live_world.evidence_domain)
+    assert "oov" in published.spec.evidence and "text" in published.request_fields
+    hyps = next([dict(h) for h in hyps] for hyps in utterances(live_world) if any(h["domain"] == published.domain for h in hyps))
     for h in hyps:
         h.pop("oov_share", None)
     r = httpx.post(url + "/rank", json={"hypotheses": hyps})
-    assert r.status_code == 422 and r.json()["field"] == "hypotheses.oov_share" and "oov_share" in r.json()["error"], r.text
+    assert r.status_code == 422 and r.json()["field"] == "text" and "oov_share" in r.json()["error"], r.text
     r = httpx.post(url + "/rank/batch", json={"utterances": [{"hypotheses": utterances(live_world, 1)[0]}, {"hypotheses": hyps}]})
-    assert r.status_code == 422 and r.json()["field"] == "utterances[1].hypotheses.oov_share", r.text
+    assert r.status_code == 422 and r.json()["field"] == "utterances[1].text", r.text
+    assert httpx.post(url + "/rank", json={"hypotheses": hyps, "text": "play some jazz"}).status_code == 200
     rows = [{**h, "utt": "u0"} for h in hyps]
     r = httpx.post(url + "/rank/batch", content=_arrow(pa.Table.from_pylist(rows)),
                    headers={"content-type": "application/vnd.apache.arrow.stream"})

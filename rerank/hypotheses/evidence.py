@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, MutableMapping, Sequence
 
 import numpy as np
+import pyarrow as pa
 from scipy import sparse
 
-from rerank.corpus.utterance import Utterance
+from rerank.corpus.utterance import SPLITS, Utterance
 from rerank.metrics.semer import normalize_value
 
 #: rows of a query block in :meth:`DomainData.nearest` (a block's overlaps are one dense [rows, training utterances] array)
@@ -185,6 +186,60 @@ class DomainData:
         k = self.intent_index.get(intent)
         return {"catalogue_miss": self.catalogue_miss(slots),
                 "neighbour_intent_jaccard": float(by_intent[k]) if k is not None else 0.0}
+
+
+def text_folds(train: Sequence[Utterance], folds: int, seed: int) -> np.ndarray:
+    """The cross-fitting fold of every training utterance (prepare's rule: a seeded permutation, modulo ``folds``)."""
+    if folds < 2:
+        raise ValueError(f"evidence_folds must be at least 2 for cross-fitting, not {folds}")
+    return np.random.default_rng(seed).permutation(len(train)) % folds
+
+
+def fill_text_evidence(tables: MutableMapping[tuple[str, str], pa.Table], domain: str,
+                       by_split: Mapping[str, Sequence[Utterance]], fold_of: np.ndarray) -> tuple[dict, list[str]]:
+    """Compute the :data:`TEXT_FIELDS` that ``domain``'s tables (``tables[(domain, split)]``) leave empty in every row.
+
+    As prepare computes them: a train row with the :class:`DomainData` of the domain's training utterances
+    outside its utterance's fold (``fold_of``, :func:`text_folds`), dev and test rows with that of the whole
+    training split. Returns that DomainData's resources (what a published version carries) and the fields computed.
+    """
+    train = by_split["train"]
+    own = [i for i, u in enumerate(train) if u.domain == domain]
+    full = DomainData(train[i] for i in own)
+    empty = [f for f in TEXT_FIELDS if all(tables[(domain, s)][f].null_count == tables[(domain, s)].num_rows for s in SPLITS)]
+    if not empty or not any(tables[(domain, s)].num_rows for s in SPLITS):
+        return full.to_json(), []
+    per_fold = {k: DomainData(train[i] for i in own if fold_of[i] != k) for k in range(int(fold_of.max()) + 1)}
+    for s in SPLITS:
+        t = tables[(domain, s)]
+        n = t.num_rows
+        if not n:
+            continue
+        utt_index = t["utt_index"].to_numpy().astype(np.int64)
+        intents = t["intent"].to_pylist()
+        slots = [[(x["type"], x["value"]) for x in row] for row in t["slots"].to_pylist()]
+        if s == "train":
+            groups = [(per_fold[k], np.flatnonzero(fold_of[utt_index] == k)) for k in per_fold]
+        else:
+            groups = [(full, np.arange(n))]
+        values = np.empty((n, len(TEXT_FIELDS)))
+        for data, rows in groups:
+            if not len(rows):
+                continue
+            uniq, inverse = np.unique(utt_index[rows], return_inverse=True)
+            tokens = [by_split[s][u].tokens for u in uniq.tolist()]
+            by_intent = data.nearest_by_intent(tokens)
+            common = [data.utterance_evidence(tokens[j], by_intent[j]) for j in range(len(uniq))]
+            for r, j in zip(rows.tolist(), inverse.tolist()):
+                row = {**common[j], **data.hypothesis_evidence(intents[r], slots[r], by_intent[j])}
+                values[r] = [row[f] for f in TEXT_FIELDS]
+        for f in empty:
+            i = t.schema.get_field_index(f)
+            column = values[:, TEXT_FIELDS.index(f)]
+            t = t.set_column(i, t.schema.field(i), pa.array(column if pa.types.is_floating(t.schema.field(i).type)
+                                                            else column.astype(np.int64), t.schema.field(i).type))
+        tables[(domain, s)] = t
+    return full.to_json(), empty
 
 
 def intent_evidence(probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 from rerank.corpus.jsonl import MAX_LINE_BYTES, CorpusError, ReadReport, check_on_error, fail, iter_lines
 from rerank.corpus.massive import MAX_TOKENS, read_massive
 from rerank.corpus.utterance import SPLITS, Utterance, check_name
+from rerank.hypotheses.evidence import text_folds, fill_text_evidence
 from rerank.hypotheses.labels import label
 from rerank.hypotheses.nbest import BadHypothesis, parse_hypothesis
 from rerank.hypotheses.prepare import FEATURE_COLUMNS
@@ -209,14 +210,19 @@ def import_nbest(cfg: Mapping[str, Any]) -> dict:
         with TableSetWriter(root, name) as writer:
             tables, max_rank = {}, -1
             schema = hypothesis_schema(context_fields)
-            for d in domains:
+            computed: dict[str, list[str]] = {}
+            folds = text_folds(by_split["train"], int(cfg.get("evidence_folds", 5)), int(cfg.get("seed", 0)))
+            for d in tqdm(domains, desc=f"import {name}: tables and text-derived evidence", unit=" domain", mininterval=1.0):
                 for s in SPLITS:
                     b = buckets.get((d, s))
                     table = _bucket_table(b, d, s, by_split[s], schema, nbest_path, on_error, nbest_report) if b else schema.empty_table()
                     if table.num_rows:
                         max_rank = max(max_rank, int(pc.max(table["rank"]).as_py()))
                     tables[(d, s)] = table
-                    writer.write_table(f"{d}/{s}.parquet", table)
+                resources, computed[d] = fill_text_evidence(tables, d, by_split, folds)
+                writer.write_resources(d, resources)
+                for s in SPLITS:
+                    writer.write_table(f"{d}/{s}.parquet", tables[(d, s)])
             gold_tables = {}
             for s in SPLITS:
                 gold_tables[s] = utterance_table(by_split[s], context_fields)
@@ -224,7 +230,7 @@ def import_nbest(cfg: Mapping[str, Any]) -> dict:
             if n_ranks in (None, "auto"):
                 n_ranks = max(1, min(max_rank + 1, MAX_AUTO_RANKS))
             manifest, summary = _manifest(name, domains, tables, gold_tables, by_split, context_fields, int(n_ranks),
-                                          inputs, gold_report, nbest_report, cfg)
+                                          inputs, gold_report, nbest_report, cfg, computed)
             summary_text = render_summary(summary)
             writer.write_json("summary.json", summary)
             writer.write_text("summary.md", summary_text)
@@ -301,7 +307,8 @@ def _bucket_table(b: _Bucket, domain: str, split: str, utts: list[Utterance], sc
     return pa.table([cols[f.name] for f in schema], schema=schema)
 
 
-def _manifest(name, domains, tables, gold_tables, by_split, context_fields, n_ranks, inputs, gold_report, nbest_report, cfg):
+def _manifest(name, domains, tables, gold_tables, by_split, context_fields, n_ranks, inputs, gold_report, nbest_report, cfg,
+              computed):
     train_gold = by_split["train"]
     intents, slot_types = {}, {}
     for d in domains:
@@ -337,6 +344,15 @@ def _manifest(name, domains, tables, gold_tables, by_split, context_fields, n_ra
         if partial:
             summary["notes"].append(f"Domain {d} gives the evidence {', '.join(partial)} in some hypotheses but not in all: "
                                     "a model cannot use it (features.evidence needs it in every hypothesis).")
+    summary["evidence"] = {d: {"computed": computed[d],
+                               "from_file": [c for c in EVIDENCE_COLUMNS if c not in computed[d]
+                                             and all(tables[(d, s)][c].null_count == 0 for s in SPLITS)]} for d in domains}
+    by_origin: dict[tuple, list[str]] = {}
+    for d in domains:
+        by_origin.setdefault((tuple(summary["evidence"][d]["computed"]), tuple(summary["evidence"][d]["from_file"])), []).append(d)
+    for (made, given), ds in sorted(by_origin.items()):
+        summary["notes"].append(f"Evidence of {', '.join(ds) if len(ds) < 6 else f'{len(ds)} domains'}: computed from the "
+                                f"gold's text: {', '.join(made) or 'none'}; from the file: {', '.join(given) or 'none'}.")
     empty_train = [d for d in domains if not tables[(d, "train")].num_rows]
     if empty_train:
         summary["notes"].append(f"Domains with no training hypothesis (cannot train a re-ranker): {', '.join(empty_train)}.")
