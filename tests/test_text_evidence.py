@@ -56,7 +56,7 @@ def test_the_index_of_many_domains_gives_each_domains_numbers():
     index = TextIndex({"a": a, "b": b})
     tokens = ("play", "the", "weather", "weather")
     hyps = [("a", "a_play", [("genre", "jazz")]), ("b", "b_ask", [("place", "rome")]), ("a", "a_never", []), ("c", "c_x", [])]
-    got = index.values(tokens, [h[0] for h in hyps], [h[1] for h in hyps], lambda i: hyps[i][2])
+    got = index.values(tokens, [h[0] for h in hyps], [h[1] for h in hyps], [h[2] for h in hyps])
     for row, (d, intent, slots) in zip(got, hyps):
         if d == "c":
             assert np.isnan(row).all()  # a domain without resources: not computed

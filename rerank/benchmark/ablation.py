@@ -15,10 +15,13 @@ from typing import Any, Mapping, Sequence
 
 from rerank.benchmark.measure import machine
 from rerank.benchmark.report import _ci, _pct, quality_table, replace_section
+from rerank.hypotheses.evidence import NLU_FIELDS
 from rerank.hypotheses.figures import oracle_score
 from rerank.hypotheses.prepare import prepare
 from rerank.io import write_json, write_text
 from rerank.merge.evaluate import evaluate, split_baseline
+from rerank.model.features import EVIDENCE as FAMILIES
+from rerank.model.features import evidence_fields
 from rerank.plots import interval_rows, save
 
 SECTION = "Evidence ablation"
@@ -32,7 +35,7 @@ def evidence_override(families: Sequence[str]) -> str:
     return f"features.evidence=[{','.join(families)}]"
 
 
-def ablation_rows(suite, families: Sequence[str]) -> dict:
+def ablation_rows(suite, families: Sequence[str], nlu_margin: float = 0.005) -> dict:
     """Train and measure every variant on dev; returns ``{"dev": [...], "chosen": [...], "runs": {...}}``."""
     runs, dev = {}, []
 
@@ -51,11 +54,27 @@ def ablation_rows(suite, families: Sequence[str]) -> dict:
         row = measure(f"+ {f}", [f])
         if row["semer"] < none["semer"]:
             helped.append(f)
-    measure("+ every family", list(families))
+    every = measure("+ every family (text-derived and NLU-side)", list(families))
     if helped and helped != list(families) and len(helped) > 1:
         measure("+ the families that helped alone: " + ", ".join(helped), helped)
-    best = min(dev, key=lambda r: (r["semer"], dev.index(r)))
-    return {"dev": dev, "chosen": best["evidence"], "helped_alone": helped, "runs": runs}
+    text = [f for f in families if f not in nlu_families()]
+    if not text or text == list(families):
+        best = min(dev, key=lambda r: (r["semer"], dev.index(r)))
+        return {"dev": dev, "chosen": best["evidence"], "helped_alone": helped, "runs": runs, "rule": "lowest dev SemER"}
+    text_row = measure("+ the text-derived families only (a client sends dc, ic, ner and the text)", text)
+    # The NLU-side families burden every client (fields its NLU must compute and send): they join the default only
+    # if they lower dev SemER by more than nlu_margin.
+    gain = text_row["semer"] - every["semer"]
+    chosen = list(families) if gain > nlu_margin else text
+    rule = (f"the text-derived families, unless adding the NLU-side ones ({', '.join(f for f in families if f not in text)}) "
+            f"lowers dev SemER by more than {nlu_margin}: it lowers it by {gain:.4f}")
+    return {"dev": dev, "chosen": chosen, "helped_alone": helped, "runs": runs, "rule": rule,
+            "nlu_gain": gain, "every": list(families)}
+
+
+def nlu_families() -> list[str]:
+    """The evidence families that read only fields the NLU alone can send (the IC's and the tagger's)."""
+    return [f for f in FAMILIES if (fields := evidence_fields([f])) and all(x in NLU_FIELDS for x in fields)]
 
 
 def run_ablation(cfg: Mapping[str, Any], cli_overrides: Sequence[str] = ()) -> dict:
@@ -67,10 +86,14 @@ def run_ablation(cfg: Mapping[str, Any], cli_overrides: Sequence[str] = ()) -> d
     s = Suite(cfg)
     families = list(cfg["benchmark"]["ablation"]["families"])
     s.baseline_row()
-    out = ablation_rows(s, families)
-    for fams in ([], out["chosen"]) if out["chosen"] else ([],):
+    out = ablation_rows(s, families, float(cfg["benchmark"]["ablation"].get("nlu_margin", 0.005)))
+    shown = [[], out["chosen"]] if out["chosen"] else [[]]
+    if out.get("every") and out["every"] != out["chosen"]:
+        shown.append(out["every"])
+    for fams in shown:
         run = out["runs"][tuple(fams)]
-        s.per_domain_row("default, features=base (no evidence)" if not fams else f"default + evidence [{', '.join(fams)}] (chosen on dev)",
+        what = "(chosen on dev)" if fams == out["chosen"] else "(not chosen: NLU-side evidence a client must send)"
+        s.per_domain_row("default, features=base (no evidence)" if not fams else f"default + evidence [{', '.join(fams)}] {what}",
                          run, {"evidence": fams})
     s.oracle_row()
     base = evaluate(s.dev, split_baseline(s.dev), False, 0)["overall"]["semer"]
@@ -83,7 +106,7 @@ def run_ablation(cfg: Mapping[str, Any], cli_overrides: Sequence[str] = ()) -> d
     results = {
         "corpus": s.corpus, "domains": s.domains, "bootstrap": s.n_boot, "families": families, "system": system,
         "dev": out["dev"], "dev_baseline_semer": base, "dev_oracle_semer": oracle_dev,
-        "chosen": out["chosen"], "helped_alone": out["helped_alone"], "test_rows": s.rows,
+        "chosen": out["chosen"], "rule": out.get("rule"), "helped_alone": out["helped_alone"], "test_rows": s.rows,
         "command": " ".join(["python scripts/benchmark.py", *cli_overrides]),
         "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M %Z"),
         "seconds": round(time.perf_counter() - t0, 1),
@@ -112,8 +135,9 @@ def render_ablation(results: Mapping[str, Any]) -> str:
              f"The default system ({results.get('system', 'R3, `slates=utterance`, linear')}) trained per domain with "
              "`features.evidence` set as in each "
              f"row; dev split, 95% bootstrap intervals ({results['bootstrap']} resamples); gap closed on dev (baseline "
-             f"{results['dev_baseline_semer']:.4f}, oracle {results['dev_oracle_semer']:.4f}). Chosen on dev SemER: "
-             f"`{results['chosen'] or 'none'}`; it alone is evaluated on test, below.", "",
+             f"{results['dev_baseline_semer']:.4f}, oracle {results['dev_oracle_semer']:.4f}). Chosen on dev "
+             f"({results.get('rule') or 'lowest dev SemER'}): `{results['chosen'] or 'none'}`; evaluated on test once, "
+             "below, beside no evidence and every family.", "",
              "### Dev, one row per evidence family", "",
              "| evidence | dev SemER [95% CI] | dev IRER [95% CI] | domain err | dev top ECE [95% CI] | gap closed (dev) |",
              "| --- | --- | --- | ---: | --- | ---: |"]

@@ -170,7 +170,9 @@ class DomainData:
 
     def catalogue_miss(self, slots: Iterable[tuple[str, str]]) -> int:
         """How many of ``slots`` the domain's training data never had (type and value, the value normalised)."""
-        return sum((t, normalize_value(v)) not in self.catalogue for t, v in slots)
+        catalogue = self.catalogue
+        # (a value as the catalogue holds it, normalised already, is found without normalising it)
+        return sum((t, v) not in catalogue and (t, normalize_value(v)) not in catalogue for t, v in slots)
 
     def utterance_evidence(self, tokens: Sequence[str], by_intent: np.ndarray | None = None) -> dict[str, float]:
         """The text-derived fields that are the same for all of an utterance's hypotheses of this domain.

@@ -8,6 +8,7 @@ flagged, or refused (``missing="error"``).
 """
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 from itertools import repeat
@@ -26,7 +27,7 @@ from rerank.model.features import (BadFeatures, FeatureSpec, _evidence_plan, che
 from rerank.model.many import LinearDomains
 from rerank.model.registry import PublishedModel, Registry
 from rerank.model.scorer import LogitScorer, sigmoid
-from rerank.model.text_evidence import BadText, TextIndex, request_tokens, slot_pairs
+from rerank.model.text_evidence import BadText, TextIndex, request_tokens
 
 log = logging.getLogger(__name__)
 BASELINE = "baseline"
@@ -63,13 +64,13 @@ class DomainScorer:
     def is_baseline(self) -> bool:
         return self.logit is None
 
-    @property
+    @functools.cached_property
     def text_resources(self) -> DomainData | None:
         """The domain's evidence resources when its model reads text-derived evidence (it computes it from the text)."""
-        pub = self.published
-        if pub is None or pub.resources is None or not set(evidence_fields(self.spec.evidence)) & set(TEXT_FIELDS):
+        resources = getattr(self.published, "resources", None)
+        if resources is None or not set(evidence_fields(self.spec.evidence)) & set(TEXT_FIELDS):
             return None
-        return pub.resources
+        return resources
 
     def score_table(self, table: pa.Table) -> np.ndarray:
         if self.is_baseline:
@@ -130,8 +131,8 @@ class HypothesisColumns:
     records: Callable[[list[int]], list[dict]] | None = None
     #: the utterance's tokens (:func:`rerank.model.text_evidence.request_tokens`), None without a text
     tokens: Sequence[str] | None = None
-    #: a hypothesis' ``(type, value)`` slot pairs (the text-derived evidence reads the values)
-    slots: Callable[[int], Sequence[tuple[str, str]]] | None = None
+    #: every hypothesis' slots (pairs or objects with ``type`` and ``value``: the text-derived evidence reads the values)
+    slots: Sequence[Sequence[Any]] | None = None
 
 
 class CrossDomainRanker:
@@ -310,8 +311,7 @@ class CrossDomainRanker:
             raise BadFeatures(str(err), err.field) from None
         index = self._text_index(scorers, needs)
         domain = [h["domain"] if h["domain"] in needs else "" for h in hypotheses]
-        return index.values(tokens, domain, [h.get("intent") for h in hypotheses],
-                            lambda i: slot_pairs(hypotheses[i].get("slots")))
+        return index.values(tokens, domain, [h.get("intent") for h in hypotheses], [h.get("slots") for h in hypotheses])
 
     def _text_index(self, scorers: Mapping[str, DomainScorer], needs: Mapping[str, DomainData]) -> TextIndex:
         """The index of every domain of this ranker that computes its text-derived evidence (built once)."""

@@ -89,9 +89,10 @@ def evidence_matrix(records: Sequence[Mapping[str, Any]], families: tuple[str, .
             get = operator.itemgetter(*own)  # a tuple per dict (one field: the value), in C
             values = np.array(list(map(get, records)), dtype=np.float64).reshape(len(records), len(own))
             raw[:, [fields.index(f) for f in own]] = values
+        given = set().union(*records) if own != fields else ()  # every field some record gives
         for f in fields if own != fields else ():
             column = text[:, TEXT_FIELDS.index(f)]
-            if any(f in r for r in records):
+            if f in given:
                 column = np.array([r.get(f, v) for r, v in zip(records, column.tolist())], dtype=np.float64)
             raw[:, fields.index(f)] = column
         ok = bool(np.isfinite(raw).all())

@@ -420,7 +420,9 @@ def load_version(path: Path, corpus: str = "", domain: str = "", version: str = 
     try:
         stamp = tuple((s.st_ino, s.st_size, s.st_mtime_ns) for s in (os.stat(path / f) for f in ("meta.json", "spec.json",
                                                                                                    "weights.safetensors")))
-        stamp += ((path / RESOURCES).exists(),)
+        if (path / RESOURCES).exists():  # (a version carries its resources or not; either way they never change)
+            s = os.stat(path / RESOURCES)
+            stamp += ((s.st_ino, s.st_size, s.st_mtime_ns),)
     except OSError:
         stamp = None
     key = (str(path), corpus, domain, version, stamp)

@@ -8,7 +8,8 @@ same resources from the same text (:meth:`DomainData.utterance_evidence`, :meth:
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+import operator
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -36,146 +37,187 @@ def request_tokens(text: Any, where: str = "") -> tuple[str, ...]:
 
 
 def slot_pairs(slots: Any) -> Sequence[tuple[str, str]]:
-    """``(type, value)`` pairs of a hypothesis' slots (pairs already, or ``{"type", "value"}`` dicts)."""
-    if not slots or all(s.__class__ is tuple for s in slots):
-        return slots or ()
-    return [(s.get("type"), s.get("value")) if isinstance(s, Mapping) else (s[0], s[1]) for s in slots]
+    """``(type, value)`` pairs of a hypothesis' slots: pairs, ``{"type", "value"}`` dicts or objects with both."""
+    if not slots:
+        return ()
+    return [(s["type"], s["value"]) if s.__class__ is dict else (s[0], s[1]) if s.__class__ in (tuple, list) else (s.type, s.value)
+            for s in slots]
 
 
 class TextIndex:
     """The text-derived evidence of many domains' hypotheses of one utterance, in a few array operations.
 
-    Built once per set of models (a ranker): every domain's training utterances get a place in one array,
-    so that one utterance's overlaps with the training utterances of all its hypotheses' domains are one
-    ``bincount`` of the inverted index's hits (the domains' postings of its tokens), its similarities one
-    division, and the maxima per intent one ``reduceat``; its tokens' counts in every domain are one table.
-    The numbers are those of :class:`DomainData`'s methods, which prepare and import fill the tables with (the
-    same operations on the same numbers; the unigram mean sums the same terms in the same order).
+    Built once per set of models (a ranker): every domain's training utterances get a place in one array
+    and every token one list of the places of the training utterances that hold it (an inverted index over
+    all domains). One utterance's overlaps with every training utterance are then one ``bincount`` of its
+    tokens' postings, its similarities one division, their maxima per intent one ``reduceat``, and its
+    tokens' counts in every domain one small table. When an utterance's hypotheses come from a few of many
+    domains, only those domains' postings are read (:meth:`_few`). The numbers are those of
+    :class:`DomainData`'s methods, which prepare and import fill the tables with (the same operations on the
+    same integers; the unigram mean sums the same terms in the same order).
     """
+
+    #: below this share of the index's domains, an utterance's similarities are computed for its domains only
+    FEW = 0.25
+    #: the most entries (tokens x domains) of the dense table of counts (8 bytes each); beyond, a sparse one
+    DENSE_MAX = 4_000_000
+    #: the most (domain, labelling) catalogue counts remembered (then forgotten all at once)
+    MISSES_MAX = 1 << 16
 
     def __init__(self, resources: Mapping[str, DomainData]):
         self.resources = dict(resources)
         self._code = {d: j for j, d in enumerate(self.resources)}
         data = list(self.resources.values())
-        self._sizes = [r._training_sizes for r in data]
-        self._n = np.array([len(s) for s in self._sizes], dtype=np.int64)
-        self._starts = [r._intent_starts[:len(r.intents)] for r in data]
-        self._n_intents = np.array([len(r.intents) for r in data], dtype=np.int64)
+        n_utts = np.array([len(r._training_sizes) for r in data], dtype=np.int64)
+        self._offset = np.concatenate([[0], np.cumsum(n_utts)]).astype(np.int64)  # domain -> its first utterance
+        self._sizes = np.concatenate([r._training_sizes for r in data]) if data else np.zeros(0)
+        n_intents = np.array([len(r.intents) for r in data], dtype=np.int64)
+        self._group = np.concatenate([[0], np.cumsum(n_intents)]).astype(np.int64)  # domain -> its first intent
+        self._starts = (np.concatenate([r._intent_starts[:len(r.intents)] + self._offset[j] for j, r in enumerate(data)])
+                        if data else np.zeros(0, np.int64))
+        self._empty = n_intents == 0  # (a domain without training utterances: every similarity 0)
+        # domain -> intent -> its place among every domain's intents
+        self._groups = {d: {name: int(self._group[j]) + k for k, name in enumerate(r.intents)}
+                        for j, (d, r) in enumerate(self.resources.items())}
         self._denominator = np.array([r._denominator for r in data], dtype=np.float64)
-        # every token's count in every domain: token -> row of a CSR table [tokens, domains]
+        # token -> row; per row, every domain's count (for the unigram and OOV) and every utterance holding it
         token_row: dict[str, int] = {}
-        rows, codes, counts = [], [], []
+        rows, codes, counts, post_rows, post_cols = [], [], [], [], []
         for j, r in enumerate(data):
-            for t, c in r.counts.items():
-                rows.append(token_row.setdefault(t, len(token_row)))
-                codes.append(j)
-                counts.append(c)
-        order = np.argsort(np.asarray(rows, dtype=np.int64), kind="stable")
+            local = np.array([token_row.setdefault(t, len(token_row)) for t in r.counts], dtype=np.int64)
+            rows.append(local)
+            codes.append(np.full(len(local), j, dtype=np.int64))
+            counts.append(np.fromiter(r.counts.values(), dtype=np.float64, count=len(local)))
+            post_rows.append(np.repeat(local, np.diff(r._training.indptr)))
+            post_cols.append(r._training.indices.astype(np.int64) + self._offset[j])
         self._token_row = token_row
-        self._ptr = np.searchsorted(np.asarray(rows, dtype=np.int64)[order], np.arange(len(token_row) + 1))
-        self._codes = np.asarray(codes, dtype=np.int64)[order]
-        self._counts = np.asarray(counts, dtype=np.float64)[order]
-        self._all: tuple | None = None  # the layout of every domain at once (the common case: most domains emit)
+        cat = (lambda parts: np.concatenate(parts) if parts else np.zeros(0, np.int64))
+        self._ptr, self._codes, self._counts = _csr(cat(rows), len(token_row), cat(codes), cat(counts))
+        self._post_ptr, self._post = _csr(cat(post_rows), len(token_row), cat(post_cols))
+        self._misses: dict[tuple, int] = {}  # (domain, slot pairs) -> how many its catalogue lacks
+        # every token's count in every domain as one dense table when it is small (one gather per utterance)
+        self._dense = None
+        if (len(token_row) + 1) * len(data) <= self.DENSE_MAX:
+            self._dense = np.zeros((len(token_row) + 1, len(data)))
+            self._dense[np.repeat(np.arange(len(token_row)), np.diff(self._ptr)), self._codes] = self._counts
 
     def __contains__(self, domain: str) -> bool:
         return domain in self._code
 
-    def _layout(self, domains: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Offsets of ``domains``' training utterances in one array, their sizes, their intents' starts there, and
-        the offsets of their intents among all of theirs."""
-        if len(domains) == len(self._code) and list(domains) == list(self._code):
-            if self._all is None:
-                self._all = self._concat(domains)
-            return self._all
-        return self._concat(domains)
-
-    def _concat(self, domains: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        codes = [self._code[d] for d in domains]
-        offsets = np.concatenate([[0], np.cumsum(self._n[codes])]).astype(np.int64)
-        sizes = np.concatenate([self._sizes[j] for j in codes]) if codes else np.zeros(0)
-        starts = np.concatenate([self._starts[j] + offsets[k] for k, j in enumerate(codes)]) if codes else np.zeros(0, np.int64)
-        groups = np.concatenate([[0], np.cumsum(self._n_intents[codes])]).astype(np.int64)
-        return offsets, sizes, starts, groups
-
-    def _by_intent(self, tokens: Sequence[str], domains: Sequence[str], layout) -> np.ndarray:
-        """:meth:`DomainData.nearest_one` of every domain of ``domains``, one after the other."""
-        offsets, sizes, starts, _ = layout
+    def _by_intent(self, tokens: Sequence[str], codes: Sequence[int]) -> np.ndarray:
+        """Every intent's highest similarity to ``tokens`` (:meth:`DomainData.nearest_one`, domain after domain; 0 for
+        the intents of domains not in ``codes`` when only those are computed)."""
         s = set(tokens)
-        parts = []
-        for k, d in enumerate(domains):
-            data = self.resources[d]
-            col = data._column
-            indptr, indices = data._training.indptr, data._training.indices
-            base = offsets[k]
+        if len(codes) < self.FEW * len(self._code):
+            return self._few(s, codes)
+        rows = [r for t in s if (r := self._token_row.get(t)) is not None]
+        ptr, post = self._post_ptr, self._post
+        overlap = np.bincount(np.concatenate([post[ptr[r]:ptr[r + 1]] for r in rows]) if rows else np.zeros(0, np.int64),
+                              minlength=len(self._sizes)).astype(np.float64)
+        jac = overlap / np.maximum(len(s) + self._sizes - overlap, 1.0)
+        return np.maximum.reduceat(jac, self._starts) if len(self._starts) else np.zeros(0)
+
+    def _few(self, s: set, codes: Sequence[int]) -> np.ndarray:
+        """:meth:`_by_intent` reading the postings of the domains ``codes`` only."""
+        data = list(self.resources.values())
+        out = np.zeros(int(self._group[-1]))
+        parts, shifts, sizes, starts, places, at = [], [], [], [], [], 0
+        for j in codes:
+            r = data[j]
+            if not len(r.intents):
+                continue
+            col, indptr, indices = r._column, r._training.indptr, r._training.indices
             for t in s:
-                j = col.get(t)
-                if j is not None:
-                    parts.append(indices[indptr[j]:indptr[j + 1]] + base)
+                k = col.get(t)
+                if k is not None:
+                    parts.append(indices[indptr[k]:indptr[k + 1]])
+                    shifts.append(at)
+            sizes.append(r._training_sizes)
+            starts.append(r._intent_starts[:len(r.intents)] + at)
+            places.append(np.arange(self._group[j], self._group[j + 1]))
+            at += len(r._training_sizes)
         if not parts:
-            return np.zeros(len(starts))
-        overlap = np.bincount(np.concatenate(parts), minlength=len(sizes)).astype(np.float64)
-        return np.maximum.reduceat(overlap / np.maximum(len(s) + sizes - overlap, 1.0), starts)
+            return out
+        hits = np.concatenate(parts) + np.repeat(np.array(shifts, dtype=np.int64), [len(p) for p in parts])
+        size = np.concatenate(sizes)
+        overlap = np.bincount(hits, minlength=at).astype(np.float64)
+        out[np.concatenate(places)] = np.maximum.reduceat(overlap / np.maximum(len(s) + size - overlap, 1.0), np.concatenate(starts))
+        return out
 
     def _per_domain(self, tokens: Sequence[str], codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """OOV share and unigram mean of ``tokens`` in the domains ``codes`` (:meth:`DomainData.oov_share`,
         :meth:`DomainData.unigram_logp`)."""
         if not tokens:
             return np.zeros(len(codes)), np.zeros(len(codes))
-        C = np.zeros((len(tokens), len(self._code)))
-        for k, t in enumerate(tokens):
-            r = self._token_row.get(t)
-            if r is not None:
-                lo, hi = self._ptr[r], self._ptr[r + 1]
-                C[k, self._codes[lo:hi]] = self._counts[lo:hi]
-        C = C[:, codes]
+        rows = self._token_row
+        if self._dense is not None:  # [tokens + 1, domains]: the last row, a token no domain has
+            C = self._dense[[rows.get(t, -1) for t in tokens]][:, codes]
+        else:
+            C = np.zeros((len(tokens), len(self._code)))
+            for k, t in enumerate(tokens):
+                r = rows.get(t)
+                if r is not None:
+                    lo, hi = self._ptr[r], self._ptr[r + 1]
+                    C[k, self._codes[lo:hi]] = self._counts[lo:hi]
+            C = C[:, codes]
         n = len(tokens)
         return (C == 0).sum(axis=0) / n, np.log((C + DomainData.SMOOTHING) / self._denominator[codes]).sum(axis=0) / n
 
-    def values(self, tokens: Sequence[str], domain: Sequence[str], intent: Sequence[str],
-               slots: Callable[[int], Sequence[tuple[str, str]]]) -> np.ndarray:
+    def values(self, tokens: Sequence[str], domain: Sequence[str], intent: Sequence[str], slots: Sequence[Any]) -> np.ndarray:
         """``[n, len(TEXT_FIELDS)]``: the text-derived fields of an utterance's ``n`` hypotheses (``domain``,
-        domain-qualified ``intent`` and ``slots(i)`` of each), NaN for a domain this index does not hold."""
+        domain-qualified ``intent`` and ``slots``: pairs or ``{"type", "value"}`` dicts, of each), NaN for a
+        domain this index does not hold."""
         n = len(domain)
         out = np.full((n, len(TEXT_FIELDS)), np.nan)
-        rows: dict[str, list[int]] = {}
-        for i, d in enumerate(domain):
-            if d in self._code:
-                rows.setdefault(d, []).append(i)
-        if not rows:
+        code_of, groups = self._code, self._groups
+        idx = [i for i, d in enumerate(domain) if d in code_of]
+        if not idx:
             return out
-        domains = list(rows)
-        layout = self._layout(domains)
-        by_group = np.append(self._by_intent(tokens, domains, layout), 0.0)  # (the last: an intent a domain never had)
-        codes = np.array([self._code[d] for d in domains], dtype=np.int64)
-        ends = layout[3]
-        nearest = np.array([by_group[ends[k]:ends[k + 1]].max(initial=0.0) for k in range(len(domains))])
-        oov, unigram = self._per_domain(tokens, codes)
-        idx, at, group, miss = [], [], [], []
-        for k, d in enumerate(domains):
-            data = self.resources[d]
-            known, base, memo = data.intent_index, ends[k], {}
-            for i in rows[d]:
-                idx.append(i)
-                at.append(k)
-                g = known.get(intent[i])
-                if g is None and isinstance(intent[i], str):  # (named as in the gold file: "play" of Music)
-                    g = known.get(qualify_intent(d, intent[i]))
-                group.append(base + g if g is not None else -1)
-                key = tuple(slots(i))
+        code = [code_of[domain[i]] for i in idx]
+        group = [groups[domain[i]].get(intent[i], -1) for i in idx]
+        for k, g in enumerate(group):
+            if g < 0 and isinstance(intent[idx[k]], str):  # (named as in the gold file: "play" of Music)
+                d = domain[idx[k]]
+                group[k] = groups[d].get(qualify_intent(d, intent[idx[k]]), -1)
+        miss, memo = [0] * len(idx), self._misses
+        if len(memo) > self.MISSES_MAX:
+            memo.clear()
+        for k, i in enumerate(idx):
+            sl = slots[i]
+            if sl:  # (labellings repeat: with other intents, and from request to request; each is looked up once)
+                kind = sl[0].__class__
+                key = (domain[i], tuple(sl) if kind is tuple else tuple(map(_PAIR.get(kind, _pair), sl)))
                 hit = memo.get(key)
                 if hit is None:
-                    hit = memo[key] = data.catalogue_miss(key)
-                miss.append(hit)
-        at = np.asarray(at, dtype=np.int64)
+                    hit = memo[key] = self.resources[key[0]].catalogue_miss(key[1])
+                miss[k] = hit
+        distinct = sorted(set(code))
+        codes = np.array(distinct, dtype=np.int64)
+        by_group = self._by_intent(tokens, distinct)
+        nearest = np.zeros(len(self._code))
+        if len(by_group):
+            nearest[~self._empty] = np.maximum.reduceat(by_group, self._group[:-1][~self._empty])
+        oov, unigram = np.zeros(len(self._code)), np.zeros(len(self._code))
+        oov[codes], unigram[codes] = self._per_domain(tokens, codes)
+        at = np.asarray(code, dtype=np.int64)
         block = np.empty((len(idx), len(TEXT_FIELDS)))
         block[:, _FIELD["oov_share"]] = oov[at]
         block[:, _FIELD["catalogue_miss"]] = miss
         block[:, _FIELD["n_tokens"]] = len(tokens)
         block[:, _FIELD["unigram_logp"]] = unigram[at]
         block[:, _FIELD["neighbour_jaccard"]] = nearest[at]
-        block[:, _FIELD["neighbour_intent_jaccard"]] = by_group[group]
+        block[:, _FIELD["neighbour_intent_jaccard"]] = np.append(by_group, 0.0)[group]  # (-1: an intent it never had)
         out[idx] = block
         return out
 
 
+def _csr(rows: np.ndarray, n_rows: int, *columns: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Row pointers of ``rows`` (``n_rows`` of them), and ``columns`` in row order (a stable sort: in order within a row)."""
+    order = np.argsort(rows, kind="stable")
+    return (np.searchsorted(rows[order], np.arange(n_rows + 1)), *(c[order] for c in columns))
+
+
 _FIELD = {f: j for j, f in enumerate(TEXT_FIELDS)}
+#: a slot's (type, value): of a dict, a list, else an object with both (msgspec's)
+_PAIR = {dict: operator.itemgetter("type", "value"), list: tuple}
+_pair = operator.attrgetter("type", "value")

@@ -210,11 +210,8 @@ class Codec:
             except BadText:
                 raise Miss() from None
 
-        def slots(i: int) -> list[tuple[str, str]]:
-            return [(s.type, s.value) for s in hyps[i].slots]
-
         return HypothesisColumns(domain, intent, slot_types, scores, list(map(_RANK, hyps)), ctx,
-                                 evidence, self._evidence, records, tokens, slots)
+                                 evidence, self._evidence, records, tokens, list(map(_SLOTS, hyps)) if tokens is not None else None)
 
     # ------------------------------------------------------------------ ranking and the answer
     def ranked(self, snapshot, utt, top_k: int | None, fields: Sequence[str] | None) -> dict:
