@@ -140,7 +140,7 @@ def test_table_and_record_features_agree_with_every_family(prepared):
     d = next(x for x in m["domains"] if tables.read(x, "dev").num_rows > 5)
     spec = spec_from_manifest(m, d, list(ALL))
     assert spec.evidence == ALL
-    assert spec.names[-11:] == ["ic_margin", "ic_entropy", "ner_min", "ner_mean", "dc_logit", "oov_share", "catalogue_miss",
+    assert spec.names[-11:] == ["dc_logit", "ic_margin", "ic_entropy", "ner_min", "ner_mean", "oov_share", "catalogue_miss",
                                 "log_tokens", "unigram_logp", "neighbour_jaccard", "neighbour_intent_jaccard"]
     t = tables.read(d, "dev")
     X = features_from_table(t, spec)

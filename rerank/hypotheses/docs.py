@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 
-from rerank.hypotheses.nbest import EXAMPLE, FIELDS
+from rerank.hypotheses.nbest import EXAMPLE, FIELDS_DOC
 from rerank.hypotheses.schema import HYPOTHESIS_COLUMNS, SCHEMA_VERSION, UTTERANCE_COLUMNS
 
 GOLD_EXAMPLE = {"id": "u-17", "scenario": "Music", "intent": "play_music", "utt": "play mary poppins",
@@ -48,7 +48,7 @@ def render_data_doc() -> str:
               "```", "",
               "## The n-best file: JSONL (one hypothesis per line) or Parquet (one per row)", "",
               "| field | type | required | meaning |", "| --- | --- | --- | --- |"]
-    lines += [f"| `{n}` | {t} | {r} | {m} |" for n, t, r, m in FIELDS]
+    lines += [f"| `{n}` | {t} | {r} | {m} |" for n, t, r, m in FIELDS_DOC]
     lines += ["", "```json", json.dumps(EXAMPLE), "```", "",
               "Each hypothesis is labelled against its utterance's gold (SemER and IE of REFERENCE.md).",
               "Refused, with the file, the line (Parquet: the row) and the field: a `utt_id` not in the gold, a score",

@@ -25,14 +25,11 @@ import pyarrow as pa
 from scipy import sparse
 
 from rerank.corpus.utterance import SPLITS, Utterance
+from rerank.hypotheses.fields import NLU_FIELDS, TEXT_FIELDS  # noqa: F401 (NLU_FIELDS: named here beside TEXT_FIELDS)
 from rerank.metrics.semer import normalize_value
 
 #: rows of a query block in :meth:`DomainData.nearest` (a block's overlaps are one dense [rows, training utterances] array)
 NEAREST_BLOCK = 1024
-#: the evidence fields computed from the utterance's text and the domain's resources
-TEXT_FIELDS = ("oov_share", "catalogue_miss", "n_tokens", "unigram_logp", "neighbour_jaccard", "neighbour_intent_jaccard")
-#: the evidence fields only the NLU gives
-NLU_FIELDS = ("ic_margin", "ic_entropy", "ner_min", "ner_mean")
 #: the format of :meth:`DomainData.to_json`
 RESOURCES_FORMAT = 1
 

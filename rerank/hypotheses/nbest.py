@@ -17,44 +17,24 @@ from typing import Any, Iterable, Mapping, MutableSequence, Sequence
 
 from rerank.corpus.massive import UNKNOWN_CONTEXT, qualify_intent
 from rerank.corpus.utterance import SAFE_NAME
+from rerank.hypotheses.fields import FIELDS, MAX_INT16, SCORES
 
-SCORES = ("dc", "ic", "ner")
-REQUIRED = ("domain", "intent", "slots", *SCORES)
+REQUIRED = tuple(f.name for f in FIELDS if f.record == "yes")
 
-# name, JSON type, required?, meaning: docs/DATA.md is generated from this.
-FIELDS: list[tuple[str, str, str, str]] = [
-    ("utt_id", "string", "yes (import)", "the utterance's `id` in the gold file"),
-    ("domain", "string", "yes", "the domain that proposes the hypothesis (letters, digits, `_ . -`; it names folders)"),
-    ("intent", "string", "yes", "its intent, named as in the gold file (`alarm_set`; `play` of domain `Music` reads `Music_play`)"),
-    ("slots", "list of `{\"type\", \"value\"}`", "yes", "its slots in utterance order (`[]` for none)"),
-    ("dc", "number in [0, 1]", "yes", "P(domain | u) from the domain's own domain classifier"),
-    ("ic", "number in [0, 1]", "yes", "P(intent | u, domain) from the domain's intent classifier"),
-    ("ner", "number in [0, 1]", "yes", "P(slot labelling | u, domain) from the domain's slot tagger"),
-    ("rank", "integer in [0, 32767]", "no", "0-based rank in the domain's own list; when absent, by `ic * ner`"),
-    ("<context field>", "string", "no", "e.g. `device`; when absent, the gold's value, else `unknown`"),
-    ("ic_margin", "number in [0, 1]", "no (evidence)", "P of the domain's best intent minus its second best"),
-    ("ic_entropy", "finite number >= 0", "no (evidence)", "entropy (nats) of the domain's intent distribution"),
-    ("ner_min", "number in [0, 1]", "no (evidence)", "lowest P(tag_t | u, domain) over the tokens of the labelling"),
-    ("ner_mean", "number in [0, 1]", "no (evidence)", "mean P(tag_t | u, domain) over the tokens of the labelling"),
-    ("oov_share", "number in [0, 1]", "no (evidence)", "share of the utterance's tokens outside the domain's training vocabulary"),
-    ("catalogue_miss", "integer in [0, 32767]", "no (evidence)", "slot values (type, value) the domain's training data never had"),
-    ("n_tokens", "integer in [1, 32767]", "no (evidence)", "tokens of the utterance"),
-    ("unigram_logp", "finite number <= 0", "no (evidence)", "mean log P(token) under the domain's unigram model of its training utterances"),
-    ("neighbour_jaccard", "number in [0, 1]", "no (evidence)", "highest Jaccard similarity of the utterance's words to a training utterance of the domain"),
-    ("neighbour_intent_jaccard", "number in [0, 1]", "no (evidence)", "the same among the training utterances of the hypothesis' intent"),
-]
+# name, JSON type, required?, meaning, from the one table of fields: docs/DATA.md is generated from this.
+FIELDS_DOC: list[tuple[str, str, str, str]] = [
+    (f.name, f.json_type(), f.record + (" (evidence)" if f.evidence else ""), f.description) for f in FIELDS if f.record]
+FIELDS_DOC.insert(next(i for i, r in enumerate(FIELDS_DOC) if r[0] == "ner") + 1,
+                  ("<context field>", "string", "no", "e.g. `device`; when absent, the gold's value, else `unknown`"))
 #: evidence fields: (lowest, highest, whole number?); a field a domain's records give must be in every one of them
 EVIDENCE: dict[str, tuple[float, float, bool]] = {
-    "ic_margin": (0.0, 1.0, False), "ic_entropy": (0.0, math.inf, False), "ner_min": (0.0, 1.0, False),
-    "ner_mean": (0.0, 1.0, False), "oov_share": (0.0, 1.0, False), "catalogue_miss": (0, 32767, True),
-    "n_tokens": (1, 32767, True), "unigram_logp": (-math.inf, 0.0, False), "neighbour_jaccard": (0.0, 1.0, False),
-    "neighbour_intent_jaccard": (0.0, 1.0, False),
-}  # (infinite bounds: any finite number; the whole numbers are stored as int16)
+    f.name: (-math.inf if f.low is None else f.low, math.inf if f.high is None else f.high, f.whole)
+    for f in FIELDS if f.evidence}  # (infinite bounds: any finite number; the whole numbers are stored as int16)
 EXAMPLE = {"utt_id": "u-17", "domain": "Music", "intent": "play_music", "slots": [{"type": "song_name", "value": "mary poppins"}],
            "dc": 0.81, "ic": 0.93, "ner": 0.77, "rank": 0, "device": "fire_tv"}
 #: the deepest rank a list may give, and the most slots of a hypothesis: both are stored as int16 (and deeper
 #: ranks share the last one-hot anyway)
-MAX_RANK = MAX_SLOTS = 32767
+MAX_RANK = MAX_SLOTS = MAX_INT16
 #: names (domains, intents, slot types, context values) shared by many hypotheses are kept once, up to this many
 #: distinct names of at most this many characters: not ``sys.intern``, whose table keeps every string a client
 #: sends for the life of the process (interned strings are immortal from Python 3.12)

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rerank.corpus.massive import qualify_intent
-from rerank.hypotheses.evidence import TEXT_FIELDS
+from rerank.hypotheses.fields import FAMILIES, TEXT_FIELDS
 from rerank.model.scorer import logit
 
 SPEC_VERSION = 2  # 2: evidence families (a version 1 spec reads as none)
@@ -26,23 +26,12 @@ EPS = 1e-6
 SCORES = ("dc", "ic", "ner")
 
 
-#: evidence a domain owns (``features.evidence``), by family: (feature name, the field it is computed from, how).
-#: The fields are the hypothesis tables' evidence columns (``rerank.hypotheses.schema``) or ``dc``.
+#: the transforms of evidence features, by the name the table of fields gives them
+TRANSFORMS = {None: None, "log1p": np.log1p, "logit": logit}
+#: evidence a domain owns (``features.evidence``), by family: (feature name, the field it is computed from, how),
+#: from the one table of fields (:data:`rerank.hypotheses.fields.FIELDS`)
 EVIDENCE: dict[str, tuple[tuple[str, str, Any], ...]] = {
-    "ic": (("ic_margin", "ic_margin", None), ("ic_entropy", "ic_entropy", None)),
-    "ner": (("ner_min", "ner_min", None), ("ner_mean", "ner_mean", None)),
-    # the DC's raw logit: log(1 - dc) is what log_dc lacks (for a sigmoid DC it is its logit exactly)
-    "dc_logit": (("dc_logit", "dc", logit),),
-    "oov": (("oov_share", "oov_share", None),),
-    "catalogue": (("catalogue_miss", "catalogue_miss", None),),
-    "length": (("log_tokens", "n_tokens", np.log1p),),
-    # not in issue 11's list: how typical the words are of the domain (a smooth OOV share)
-    "unigram": (("unigram_logp", "unigram_logp", None),),
-    # nor this: how close the utterance is to one the domain was trained on (its nearest neighbour, by words)
-    "neighbour": (("neighbour_jaccard", "neighbour_jaccard", None),),
-    # and to one of the hypothesis' intent (a nearest-neighbour intent classifier's vote)
-    "neighbour_intent": (("neighbour_intent_jaccard", "neighbour_intent_jaccard", None),),
-}
+    family: tuple((name, field, TRANSFORMS[t]) for name, field, t in features) for family, features in FAMILIES.items()}
 
 
 def evidence_fields(families: Sequence[str]) -> list[str]:
