@@ -14,6 +14,7 @@ from conftest import REPO, compose_config
 from rerank.corpus.utterance import Utterance
 from rerank.hypotheses.evidence import NLU_FIELDS, TEXT_FIELDS, BadResources, DomainData
 from rerank.hypotheses.export import export_nbest
+from rerank.hypotheses.fields import FIELDS
 from rerank.hypotheses.nbest_import import import_nbest
 from rerank.hypotheses.schema import EVIDENCE_COLUMNS
 from rerank.hypotheses.tables import TableSet
@@ -145,6 +146,12 @@ def test_every_hwu64_test_utterance_scores_the_same_with_the_tables_evidence_or_
             assert r.status_code == 422 and r.json()["field"] == "text"
             r = client.post("/rank", content=b'{"text": "caf\xe9", "hypotheses": []}', headers={"content-type": "application/json"})
             assert r.status_code == 400
+            # /docs shows the request body, generated from the one table of fields
+            body = client.get("/openapi.json").json()["paths"]["/rank"]["post"]["requestBody"]["content"]["application/json"]
+            hyp = body["schema"]["properties"]["hypotheses"]["items"]
+            assert {f.name for f in FIELDS if f.record and f.name != "utt_id"} <= set(hyp["properties"])
+            assert hyp["properties"]["oov_share"]["maximum"] == 1.0 and "text" in body["schema"]["properties"]
+            assert set(hyp["required"]) == {"domain", "intent", "slots", "dc", "ic", "ner"}
 
 
 def test_import_computes_the_text_evidence_an_nbest_lacks_as_prepare_does(prepared, tmp_path):

@@ -49,6 +49,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.requests import ClientDisconnect
 
+from rerank.hypotheses.fields import request_schema
 from rerank.hypotheses.nbest import EVIDENCE, BadHypothesis, parse_hypothesis
 from rerank.hypotheses.nbest_table import REQUIRED as TABLE_COLUMNS
 from rerank.hypotheses.nbest_table import check_nbest_schema, check_nbest_table
@@ -409,9 +410,20 @@ def create_app(settings: ServiceSettings, live: LiveModels | None = None) -> Fas
     handlers = {"/rank": _handle("rank", rank_one, fast_fn=fast_one if codec else None),
                 "/rank/batch": _handle("rank_batch", rank_batch, rank_arrow, fast_batch if codec else None)}
     app.state.post_handlers = handlers  # (DirectRoutes calls them without FastAPI's per-request machinery)
-    app.add_api_route("/rank", handlers["/rank"], methods=["POST"], summary="Rank one utterance's hypotheses")
+    # the bodies' schemas, from the one table of fields (the handlers decode and check the bytes themselves)
+    one = request_schema(settings.context_fields)
+    batch = {"type": "object", "required": ["utterances"], "properties": {
+        "utterances": {"type": "array", "items": {k: v for k, v in one.items()}},
+        "top_k": one["properties"]["top_k"], "fields": one["properties"]["fields"]}}
+    batch["properties"]["utterances"]["items"]["properties"] = {
+        k: v for k, v in one["properties"].items() if k not in ("top_k", "fields")}
+    app.add_api_route("/rank", handlers["/rank"], methods=["POST"], summary="Rank one utterance's hypotheses",
+                      openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": one}}}})
     app.add_api_route("/rank/batch", handlers["/rank/batch"], methods=["POST"],
-                      summary="Rank many utterances (JSON, or an Arrow IPC stream for throughput)")
+                      summary="Rank many utterances (JSON, or an Arrow IPC stream for throughput)",
+                      openapi_extra={"requestBody": {"required": True, "content": {
+                          "application/json": {"schema": batch},
+                          ARROW: {"schema": {"type": "string", "format": "binary"}}}}})
 
     @app.get("/health")
     async def health() -> JSONResponse:
