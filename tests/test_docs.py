@@ -23,21 +23,19 @@ def _anchor(heading: str) -> str:
 
 
 def _links(path: Path) -> list[str]:
-    text = re.sub(r"```.*?```", "", path.read_text(), flags=re.S)
+    text = re.sub(r"```.*?```", "", path.read_text(), flags=re.DOTALL)
     return re.findall(r"\]\(([^)\s]+)\)", text)
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.relative_to(REPO).as_posix())
 def test_every_link_resolves(doc):
-    headings = {_anchor(h) for h in re.findall(r"^#+ (.+)$", doc.read_text(), flags=re.M)}
+    headings = {_anchor(h) for h in re.findall(r"^#+ (.+)$", doc.read_text(), flags=re.MULTILINE)}
     broken = []
     for link in _links(doc):
         if link.startswith(("http://", "https://")):
             continue
         target, _, anchor = link.partition("#")
-        if target and not (doc.parent / target).exists():
-            broken.append(link)
-        elif not target and anchor not in headings:
+        if (target and not (doc.parent / target).exists()) or (not target and anchor not in headings):
             broken.append(link)
     assert broken == [], f"{doc.name}: links to nothing: {broken}"
 
@@ -74,7 +72,8 @@ def _tracked() -> list[str]:
         return out.stdout.splitlines()
     except (OSError, subprocess.SubprocessError):
         generated = {"outputs", "multirun", "lightning_logs", "__pycache__"}
-        return [f"{p.name}/x" for p in REPO.iterdir() if p.is_dir() and p.name not in generated and not p.name.endswith("egg-info")]
+        return [f"{p.name}/x" for p in REPO.iterdir()
+                if p.is_dir() and p.name not in generated and not p.name.endswith("egg-info")]
 
 
 def _documented_commands() -> list[tuple[str, str, list[str]]]:
@@ -94,7 +93,8 @@ def test_every_documented_command_composes():
     for doc, script, args in commands:
         overrides = [a for a in args if "=" in a and "<" not in a and "..." not in a
                      and not a.lstrip("+").startswith("hydra") and not a.startswith("replicas=")]
-        overrides = [o.split(",")[0] if "," in o and not any(c in o for c in "[{") else o for o in overrides]  # a sweep's first job
+        # a sweep's first job
+        overrides = [o.split(",")[0] if "," in o and not any(c in o for c in "[{") else o for o in overrides]
         overrides = ["domain=Music" if o == "domain=all" else o for o in overrides]
         if script == "train" and not any(o.startswith("domain=") for o in overrides):
             overrides.append("domain=Music")
