@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from conftest import REPO, compose_config
@@ -21,6 +22,7 @@ from rerank.hypotheses.tables import TableSet
 from rerank.model.registry import Registry, RegistryError
 from rerank.model.text_evidence import TextIndex
 from rerank.serving.process import running_service
+from test_serve import _arrow
 
 HWU64 = REPO.parent / "shared" / "data" / "hwu64"
 
@@ -129,6 +131,18 @@ def test_every_hwu64_test_utterance_scores_the_same_with_the_tables_evidence_or_
                 worst = max(worst, max(abs(sa[k] - sb[k]) for k in sa))
                 n += 1
             assert n == len(by_utt) > 2000 and worst <= 1e-9, worst
+            # the Arrow stream of /rank/batch: the text on every row of an utterance, or the tables' evidence
+            first = sorted(by_utt)[:400]
+            full = pa.Table.from_pylist([{"utt": u, **{k: r[k] for k in (*base, *EVIDENCE_COLUMNS)}} for u in first for r in by_utt[u]])
+            bare = pa.Table.from_pylist([{"utt": u, "text": gold[u]["text"], **{k: r[k] for k in base}}
+                                         for u in first for r in by_utt[u]])
+            answers = []
+            for table in (full, bare):
+                r = client.post("/rank/batch", content=_arrow(table), headers={"content-type": "application/vnd.apache.arrow.stream"})
+                assert r.status_code == 200, r.text
+                answers.append(pa.ipc.open_stream(r.content).read_all())
+            np.testing.assert_allclose(answers[1]["score"].to_numpy(), answers[0]["score"].to_numpy(), rtol=0, atol=1e-9)
+            assert answers[1]["rank"].to_pylist() == answers[0]["rank"].to_pylist()
             # the default models need no NLU-side field: dc, ic, ner and the text are the whole request
             versions = client.get("/versions").json()["versions"]
             assert set(versions.values()) == {"v1"}

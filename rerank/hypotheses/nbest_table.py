@@ -2,7 +2,8 @@
 
 Columns: ``utt`` (any key of the utterance: integer or string), ``domain``, ``intent``,
 ``slots`` (``list<struct<type: string, value: string>>``), ``dc``, ``ic``, ``ner``, and
-optionally ``rank``, context fields (e.g. ``device``) and evidence columns (``ic_margin``, ...). The rules are those of
+optionally ``rank``, context fields (e.g. ``device``), evidence columns (``ic_margin``, ...) and ``text`` (the
+utterance, on any of its rows: the evidence the models compute from it). The rules are those of
 :mod:`rerank.hypotheses.nbest` (scores in [0, 1], safe domain names, intents read as
 domain-qualified, ranks from ``ic * ner`` when absent), applied to whole columns: the
 service's ``/rank/batch`` takes this form to rank millions of hypotheses a second.
@@ -53,6 +54,8 @@ _KINDS = {
     **{c: (_is_number, "numbers") for c in SCORES},
     "rank": (lambda t: pa.types.is_integer(t) or pa.types.is_null(t), "whole numbers"),
     **{c: (lambda t: _is_number(t) or pa.types.is_null(t), "numbers") for c in EVIDENCE},
+    # the utterance's text (on any of its rows; the versions that carry their resources compute evidence from it)
+    "text": (lambda t: _is_text(t) or pa.types.is_null(t), "strings"),
 }
 
 
@@ -156,6 +159,8 @@ def check_nbest_table(table: pa.Table, context_fields: Sequence[str]) -> pa.Tabl
     for c, (low, high, whole) in EVIDENCE.items():
         if c in table.column_names:
             cols[c] = _evidence_column(table, c, low, high, whole)
+    if "text" in table.column_names:
+        cols["text"] = table["text"].combine_chunks().cast(pa.string())
     return pa.table(cols)
 
 

@@ -446,6 +446,7 @@ class CrossDomainRanker:
         utterance, and the version used for every domain of the table. ``unknown="baseline"``
         scores a domain without a model by the baseline.
         """
+        table = self._table_text(table)
         domain = table["domain"].combine_chunks()
         codes = pc.dictionary_encode(domain)
         names = codes.dictionary.to_pylist()
@@ -466,6 +467,42 @@ class CrossDomainRanker:
             score[order[bounds[j]:bounds[j + 1]]] = scored[d]
         versions = {d: self.scorers[d].version if d in self.scorers else BASELINE for d in names}
         return score, rank_within_utterances(table["utt_index"].to_numpy(), score), versions
+
+    def _table_text(self, table: pa.Table) -> pa.Table:
+        """A checked n-best table with the text-derived evidence that the domains' versions compute from its ``text``
+        column (an utterance's text on any of its rows) where the table gives none."""
+        if "text" not in table.column_names:
+            return table
+        needs = {d: r for d in pc.unique(table["domain"]).to_pylist() if (r := self.scorers.get(d)) is not None
+                 and r.text_resources is not None}
+        if not needs:
+            return table
+        index = self._text_index(self.scorers, {d: self.scorers[d].text_resources for d in needs})
+        utt = table["utt_index"].to_numpy()
+        order = np.argsort(utt, kind="stable")
+        bounds = np.flatnonzero(np.r_[True, utt[order][1:] != utt[order][:-1], True])
+        text, domain = table["text"].to_pylist(), table["domain"].to_pylist()
+        intent, slots = table["intent"].to_pylist(), table["slots"].to_pylist()
+        T = np.full((table.num_rows, len(TEXT_FIELDS)), np.nan)
+        for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
+            rows = order[a:b].tolist()
+            said = next((text[i] for i in rows if text[i] is not None), None)
+            if said is None:
+                continue
+            try:
+                tokens = request_tokens(said)
+            except BadText as err:
+                raise BadFeatures(f"utterance {table['utt'][rows[0]].as_py()!r}: {err}", "text") from None
+            T[rows] = index.values(tokens, [domain[i] if domain[i] in needs else "" for i in rows], [intent[i] for i in rows],
+                                   [slots[i] for i in rows])
+        for j, f in enumerate(TEXT_FIELDS):
+            computed = pa.array(T[:, j], mask=np.isnan(T[:, j]))
+            if f in table.column_names:
+                computed = pc.coalesce(table[f].combine_chunks().cast(pa.float64()), computed)  # (the client's first)
+                table = table.set_column(table.schema.get_field_index(f), f, computed)
+            else:
+                table = table.append_column(f, computed)
+        return table
 
     def prepare(self) -> "CrossDomainRanker":
         """Build what scoring many linear domains together, and the text-derived evidence, need now, not in the first

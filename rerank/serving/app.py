@@ -161,7 +161,7 @@ def _parse_json(raw: bytes) -> Any:
 
 def _arrow_columns(context_fields: Sequence[str]) -> set[str]:
     """The columns of an Arrow request the ranking reads (the others are not decoded)."""
-    return {*TABLE_COLUMNS, "rank", *context_fields, *EVIDENCE}
+    return {*TABLE_COLUMNS, "rank", *context_fields, *EVIDENCE, "text"}
 
 
 def _arrow_table(raw: bytes, settings: ServiceSettings) -> pa.Table:
