@@ -18,7 +18,7 @@ from hydra.utils import get_class, instantiate
 from omegaconf import OmegaConf
 
 from rerank.losses import LOSSES, PADDED_Y_VALUE, build_loss
-from rerank.model.features import FeatureSpec
+from rerank.model.spec import FeatureSpec
 from rerank.training.model import DomainReranker
 from rerank.training.module import build_model, build_optimizer
 

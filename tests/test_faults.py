@@ -655,7 +655,7 @@ def serving_world(prepared, tmp_path_factory):
     weights of the tables' own specs (what is served matters here, not how well it ranks)."""
     import torch
 
-    from rerank.model.features import spec_from_manifest
+    from rerank.model.spec import spec_from_manifest
     from rerank.training.model import DomainReranker
 
     registry = tmp_path_factory.mktemp("faults_serve") / "registry"

@@ -15,7 +15,7 @@ from omegaconf import OmegaConf
 from rerank.merge.evaluate import FIGURES
 from rerank.merge.ranker import UnknownDomainError
 from rerank.model.registry import Registry, RegistryError
-from rerank.model.features import FeatureSpecMismatch
+from rerank.model.spec import FeatureSpecMismatch
 from rerank.training.model import DomainReranker
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

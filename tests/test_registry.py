@@ -16,7 +16,7 @@ import torch
 
 import rerank.model.registry as registry_mod
 from conftest import REPO
-from rerank.model.features import FeatureSpec, FeatureSpecMismatch
+from rerank.model.spec import FeatureSpec, FeatureSpecMismatch
 from rerank.model.registry import Registry, RegistryError
 from rerank.training.model import DomainReranker
 

@@ -3,8 +3,6 @@ families from a request's text; the tables hold the same numbers; import compute
 from __future__ import annotations
 
 import json
-import shutil
-from pathlib import Path
 
 import httpx
 import numpy as np

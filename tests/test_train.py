@@ -15,7 +15,7 @@ from rerank.io import read_json
 from rerank.model.registry import Registry
 from rerank.training.data import SlateTensors
 from rerank.training.datamodule import SlateDataModule
-from rerank.model.features import BadFeatures, FeatureSpec, spec_from_manifest
+from rerank.model.spec import BadFeatures, FeatureSpec, spec_from_manifest
 from rerank.training.model import DomainReranker
 from rerank.training.module import RerankerModule
 from rerank.training.train import NoPositives, UnknownDomain, train

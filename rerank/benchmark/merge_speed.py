@@ -58,7 +58,7 @@ def batch_throughput(cfg: dict, split: str, target: int, registry: str | None, r
     from rerank.hypotheses.prepare import prepare
     from rerank.hypotheses.tables import open_tables
     from rerank.merge.ranker import CrossDomainRanker
-    from rerank.model.features import spec_from_manifest
+    from rerank.model.spec import spec_from_manifest
     from rerank.ranking import rank_within_utterances
 
     prepare(cfg)
@@ -88,7 +88,7 @@ def batch_throughput(cfg: dict, split: str, target: int, registry: str | None, r
 
 
 def hwu64_specs(rng: np.random.Generator, evidence: Sequence[str] = ()):
-    from rerank.model.features import FeatureSpec
+    from rerank.model.spec import FeatureSpec
 
     specs = []
     for d in HWU64_DOMAINS:

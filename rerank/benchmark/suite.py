@@ -32,7 +32,7 @@ from rerank.io import write_json, write_text
 from rerank.merge.evaluate import SplitData, ece_interval, evaluate, load_split, split_baseline, top_hypotheses
 from rerank.merge.top_calibration import fit_top_calibration
 from rerank.metrics.calibration import ece
-from rerank.model.features import spec_from_manifest
+from rerank.model.spec import spec_from_manifest
 
 log = logging.getLogger(__name__)
 #: figures of a row, from evaluate()'s overall dict

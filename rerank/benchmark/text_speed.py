@@ -68,7 +68,7 @@ def _corpus(size, hwu64: str):
 def build(size, work: Path, hwu64: str) -> dict:
     """Both registries of one size; returns what the probes need."""
     from rerank.hypotheses.evidence import DomainData
-    from rerank.model.features import FeatureSpec
+    from rerank.model.spec import FeatureSpec
     from rerank.model.registry import Registry
 
     t = time.perf_counter()

@@ -25,7 +25,7 @@ def throughput(out: Path, rows_target: int) -> list[tuple]:
 
     from rerank.hypotheses.prepare import prepare
     from rerank.hypotheses.tables import open_tables
-    from rerank.model.features import spec_from_manifest
+    from rerank.model.spec import spec_from_manifest
     from rerank.training.data import to_slates
     from rerank.training.datamodule import SlateDataModule
     from rerank.training.model import DomainReranker

@@ -18,12 +18,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rerank.corpus.massive import qualify_intent
 from rerank.hypotheses.evidence import TEXT_FIELDS, DomainData
 from rerank.hypotheses.figures import baseline_score
 from rerank.ranking import order_within_utterances, rank_within_utterances
-from rerank.model.features import (BadFeatures, FeatureSpec, _evidence_plan, check_finite, evidence_fields, evidence_matrix,
-                                   feature_blocks, features_from_records, given_ranks, log_scores, record_ranks, record_scores)
+from rerank.model.features import check_finite, feature_blocks, log_scores
+from rerank.model.spec import BadFeatures, FeatureSpec, _evidence_plan, evidence_fields
+from rerank.model.records import evidence_matrix, features_from_records, given_ranks, record_ranks, record_scores
 from rerank.model.many import LinearDomains
 from rerank.model.registry import PublishedModel, Registry
 from rerank.model.scorer import LogitScorer, sigmoid

@@ -31,7 +31,7 @@ from rerank.merge.ranker import BASELINE, DomainScorer
 from rerank.merge.top_calibration import TopCalibration, fit_top_calibration
 from rerank.metrics.calibration import bin_index, ece, ece_rows
 from rerank.metrics.corpus import bootstrap_ci, percentile_interval, resample_counts
-from rerank.model.features import spec_from_manifest
+from rerank.model.spec import spec_from_manifest
 from rerank.model.registry import Registry, RegistryError
 from rerank.model.releases import LiveState
 

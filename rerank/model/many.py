@@ -24,14 +24,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rerank.corpus.massive import qualify_intent
-from rerank.model.features import (EVIDENCE, SCORES, BadFeatures, FeatureSpec, _check_ranks, _evidence_plan,
-                                   _record_layout, check_finite, evidence_fields, log_scores)
+from rerank.model.features import SCORES, _check_ranks, check_finite, dense_features, log_scores
+from rerank.model.spec import EVIDENCE, BadFeatures, FeatureSpec, _evidence_plan, evidence_fields
+from rerank.model.spec import DENSE, layout
 from rerank.model.scorer import LogitScorer
 
 def _codes(column) -> pa.DictionaryArray:
     column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     return column if pa.types.is_dictionary(column.type) else pc.dictionary_encode(column)
-DENSE = 7  # dc, ic, ner, their logs, n_slots
 
 
 class LinearDomains:
@@ -55,14 +55,14 @@ class LinearDomains:
             if scorer.kind != "linear":
                 raise ValueError(f"{d}: only linear models are scored together, not {scorer.kind}")
             w = scorer.w
-            self.dense[i] = w[:DENSE]
+            lay = layout(spec)
+            self.dense[i] = w[lay.dense]
             r = spec.n_ranks
-            self.rank[i, :r] = w[DENSE:DENSE + r]
-            self.rank[i, r:] = w[DENSE + r - 1]  # deeper ranks share the last one-hot
+            self.rank[i, :r] = w[lay.rank]
+            self.rank[i, r:] = w[lay.rank.stop - 1]  # deeper ranks share the last one-hot
             self.bias[i] = scorer.b
-            _, intents, context, slot_types = _record_layout(spec)
-            for group, columns in ((self._intents, intents), (self._slots, slot_types),
-                                   *((self._context.setdefault(c, {}), cols) for c, cols in context)):
+            for group, columns in ((self._intents, lay.intent_col), (self._slots, lay.slot_col),
+                                   *((self._context.setdefault(c, {}), cols) for c, cols in lay.context_cols)):
                 for value, col in columns.items():
                     group.setdefault(value, []).append((i, float(w[col])))
         self.context_fields = tuple(self._context)
@@ -76,7 +76,7 @@ class LinearDomains:
             spec, scorer = models[d]
             self.evidence_columns[i] = np.array([names.index(name) for name in spec.evidence_names], dtype=np.int64)
             self.evidence_used[i, self.evidence_columns[i]] = True
-            for name, w in zip(spec.evidence_names, scorer.w[spec.evidence_col:spec.dim]):
+            for name, w in zip(spec.evidence_names, scorer.w[layout(spec).evidence]):
                 self.evidence_w[i, names.index(name)] = w
         # (domain code, value) -> weight: the lookups of one utterance's hypothesis dicts (record_logits)
         self._intent_w = {(i, v): w for v, pairs in self._intents.items() for i, w in pairs}
@@ -135,10 +135,7 @@ class LinearDomains:
         scores = np.stack([np.asarray(table[c].to_numpy(zero_copy_only=False), dtype=np.float64) for c in SCORES], axis=1)
         check_finite(scores, table)
         # rounded through float32, as the per-domain feature matrix rounds them, then summed in float64
-        dense = np.empty((n, DENSE))
-        dense[:, 0:3] = scores.astype(np.float32)
-        dense[:, 3:6] = log_scores(scores).astype(np.float32)
-        dense[:, 6] = table["n_slots"].to_numpy(zero_copy_only=False).astype(np.float32)
+        dense = dense_features(scores, log_scores(scores), table["n_slots"].to_numpy(zero_copy_only=False))
         out = self._dense_part(dense, domain_code)
         rank = table["rank"].to_numpy(zero_copy_only=False)
         _check_ranks(rank)
@@ -181,12 +178,8 @@ class LinearDomains:
         """:meth:`record_logits` of hypotheses given as columns: ``context`` holds a column per context field of
         :attr:`context_fields` (in that order), ``slot_types`` each hypothesis' slot types in order. The same
         numbers as :meth:`record_logits` (it is its arithmetic)."""
-        n = len(code)
         codes = np.asarray(code, dtype=np.int64)
-        dense = np.empty((n, DENSE))
-        dense[:, 0:3] = scores.astype(np.float32)
-        dense[:, 3:6] = logs.astype(np.float32)
-        dense[:, 6] = np.asarray(n_slots, dtype=np.float32)
+        dense = dense_features(scores, logs, n_slots)
         out = np.einsum("ij,ij->i", dense, self.dense[codes])
         out += self.rank[codes, np.minimum(np.asarray(ranks, dtype=np.int64), self.rank.shape[1] - 1)]
         intent_w, slot_w = self._intent_w, self._slot_w

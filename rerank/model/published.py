@@ -19,7 +19,7 @@ from safetensors.numpy import load_file
 
 from rerank.hypotheses.evidence import BadResources, DomainData
 from rerank.io import read_json, sha256_bytes
-from rerank.model.features import FeatureSpec, FeatureSpecMismatch, request_fields
+from rerank.model.spec import FeatureSpec, FeatureSpecMismatch, request_fields
 from rerank.model.scorer import BadWeights, LogitScorer
 
 #: a version's evidence resources (rerank.hypotheses.evidence.DomainData), checked against meta.json's checksum

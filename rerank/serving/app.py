@@ -54,7 +54,7 @@ from rerank.hypotheses.nbest import EVIDENCE, BadHypothesis, parse_hypothesis
 from rerank.hypotheses.nbest_table import REQUIRED as TABLE_COLUMNS
 from rerank.hypotheses.nbest_table import check_nbest_schema, check_nbest_table
 from rerank.merge.ranker import BASELINE
-from rerank.model.features import BadFeatures, FeatureSpec
+from rerank.model.spec import BadFeatures, FeatureSpec
 from rerank.model.registry import Registry
 from rerank.model.text_evidence import BadText, request_tokens
 from rerank.serving import arrow_stream, fast
@@ -458,7 +458,7 @@ def create_app(settings: ServiceSettings, live: LiveModels | None = None) -> Fas
 def settings_from_config(cfg: Mapping[str, Any]) -> ServiceSettings:
     """The service's settings from a composed ``configs/serve.yaml``: specs and context from the tables if present."""
     from rerank.hypotheses.tables import TablesMissing, open_tables
-    from rerank.model.features import spec_from_manifest
+    from rerank.model.spec import spec_from_manifest
 
     serve = cfg["serve"]
     specs, context = None, serve.get("context_fields")

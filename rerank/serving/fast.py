@@ -216,7 +216,7 @@ class Codec:
     # ------------------------------------------------------------------ ranking and the answer
     def ranked(self, snapshot, utt, top_k: int | None, fields: Sequence[str] | None) -> dict:
         """The answer to one utterance (as ``_ranked`` of the app answers it), its hypotheses as objects or dicts."""
-        from rerank.model.features import BadFeatures
+        from rerank.model.spec import BadFeatures
 
         cols = self.columns(utt)
         try:

@@ -12,7 +12,8 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from rerank.model.features import FeatureSpec, features_from_table
+from rerank.model.features import features_from_table
+from rerank.model.spec import FeatureSpec
 
 from rerank.losses import PADDED_Y_VALUE  # (the losses own it: they read it)
 

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from rerank.metrics.calibration import platt
-from rerank.model.features import FeatureSpec
+from rerank.model.spec import FeatureSpec
 from rerank.model.scorer import KINDS, LogitScorer
 
 

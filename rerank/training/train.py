@@ -19,7 +19,7 @@ from hydra.utils import instantiate
 
 from rerank.hypotheses.tables import TableSet, open_tables
 from rerank.hypotheses.evidence import TEXT_FIELDS
-from rerank.model.features import evidence_fields, spec_from_manifest
+from rerank.model.spec import evidence_fields, spec_from_manifest
 from rerank.model.registry import Registry
 from rerank.model.scorer import sigmoid
 from rerank.losses import LOSSES, PADDED_Y_VALUE, build_loss, loss_argument
