@@ -13,7 +13,7 @@ from rerank.merge.ranker import CrossDomainRanker
 from rerank.merge.top_calibration import TopCalibration, fit_top_calibration, read_top_calibration
 from rerank.metrics.calibration import ece, nll, platt
 from rerank.model.registry import Registry, RegistryError
-from rerank.model.scorer import logit, sigmoid
+from rerank.metrics.logistic import logit, sigmoid
 
 CORPUS = "synthetic"
 

@@ -20,7 +20,7 @@ import torch
 from rerank.metrics.calibration import platt
 from rerank.model.features import features_from_table
 from rerank.model.spec import FeatureSpec
-from rerank.model.scorer import sigmoid as _sigmoid
+from rerank.metrics.logistic import sigmoid as _sigmoid
 from rerank.training.competitors import baseline_logit
 
 

@@ -12,6 +12,7 @@ from typing import Iterable
 from rerank.corpus.annotation import AnnotationError, parse_annotation
 from rerank.corpus.jsonl import MAX_LINE_BYTES, CorpusError, ReadReport, check_on_error, fail, iter_jsonl
 from rerank.corpus.utterance import SAFE_NAME, SPLITS, Utterance
+from rerank.metrics.semer import normalize_value
 
 REQUIRED_FIELDS = ("id", "scenario", "intent", "annot_utt", "partition")
 # MASSIVE itself names its splits train/dev/test; other exports say "validation".
@@ -117,7 +118,7 @@ def record_to_utterance(record: dict, context_fields: tuple[str, ...] = ("device
         tags=parsed.tags,
         domain=domain,
         intent=intent,
-        slots=tuple((t, v.lower()) for t, v in parsed.slots),
+        slots=tuple((t, normalize_value(v)) for t, v in parsed.slots),  # (the one slot normalisation)
         split=partition,
         context=context,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from rerank.ranking import top_per_utterance
+from rerank.metrics.corpus import corpus_semer, irer
 
 
 def top_hypothesis_outcome(utt_index, score, sem_errors, ie, sem_total_per_utt) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -23,7 +24,7 @@ def top_hypothesis_outcome(utt_index, score, sem_errors, ie, sem_total_per_utt) 
 
 def top_hypothesis_figures(utt_index, score, sem_errors, ie, sem_total_per_utt) -> dict[str, float]:
     _, errors, ie_top = top_hypothesis_outcome(utt_index, score, sem_errors, ie, sem_total_per_utt)
-    return {"semer": float(errors.sum() / np.sum(sem_total_per_utt)), "irer": float(ie_top.mean())}
+    return {"semer": corpus_semer(errors, sem_total_per_utt), "irer": irer(ie_top)}
 
 
 def baseline_score(dc, ic, ner) -> np.ndarray:

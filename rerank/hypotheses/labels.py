@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Iterable
 
 from rerank.corpus.annotation import Slot
-from rerank.metrics.semer import semantic_errors
+from rerank.metrics.semer import interpretation_error, semantic_errors
 
 
 def label(gold_domain: str, gold_intent: str, gold_slots: Iterable[Slot],
@@ -20,7 +20,8 @@ def label(gold_domain: str, gold_intent: str, gold_slots: Iterable[Slot],
     >>> label("music", "music_play", [], "video", "music_play", [])
     (1, 1, 1)
     """
+    gold_slots, slots = tuple(gold_slots), tuple(slots)
     errors, total = semantic_errors(gold_intent, gold_slots, intent, slots)
     if domain != gold_domain and intent == gold_intent:
         errors += 1
-    return errors, total, int(errors > 0)
+    return errors, total, interpretation_error(gold_domain, gold_intent, gold_slots, domain, intent, slots)

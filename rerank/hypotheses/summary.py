@@ -5,7 +5,7 @@ import numpy as np
 import pyarrow as pa
 
 from rerank.hypotheses.figures import baseline_score, oracle_score, top_hypothesis_outcome
-from rerank.metrics.corpus import slot_counts, slot_f1_from_counts
+from rerank.metrics.corpus import corpus_semer, irer, slot_counts, slot_f1_from_counts
 from rerank.recognizers.base import Interpreter
 
 
@@ -63,11 +63,11 @@ def split_figures(tables: dict[str, pa.Table], gold: pa.Table, domains) -> dict:
     out["no_hypothesis"] = int(n - len(np.unique(cols["utt_index"])))
     for name, score in (("baseline", baseline_score(cols["dc"], cols["ic"], cols["ner"])), ("oracle", oracle_score(cols["semer"]))):
         _, errors, ie = top_hypothesis_outcome(cols["utt_index"], score, cols["sem_errors"], cols["ie"], totals)
-        fig = {"semer": float(errors.sum() / totals.sum()), "irer": float(ie.mean()), "per_domain": {}}
+        fig = {"semer": corpus_semer(errors, totals), "irer": irer(ie), "per_domain": {}}
         for d in domains:
             m = gold_domain == d
             if m.any():
-                fig["per_domain"][d] = {"semer": float(errors[m].sum() / totals[m].sum()), "irer": float(ie[m].mean())}
+                fig["per_domain"][d] = {"semer": corpus_semer(errors[m], totals[m]), "irer": irer(ie[m])}
         out[name] = fig
     # the share of utterances whose gold interpretation is somewhere in the list
     out["coverage"] = 1.0 - out["oracle"]["irer"]

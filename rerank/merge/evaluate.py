@@ -18,7 +18,7 @@ import pyarrow as pa
 from rerank.hypotheses.figures import baseline_score, top_hypothesis_outcome
 from rerank.hypotheses.schema import SLOT_TYPE
 from rerank.metrics.calibration import bin_index, brier, ece, ece_rows, mce, nll
-from rerank.metrics.corpus import bootstrap_ci, slot_counts, slot_f1_from_counts
+from rerank.metrics.corpus import bootstrap_ci, corpus_semer, irer, slot_counts, slot_f1_from_counts
 from rerank.hypotheses.tables import TableSet
 
 #: the figures of a system, overall and per gold domain; ``*_top``: of the top hypothesis' score read as
@@ -111,8 +111,8 @@ def figures(errors, totals, ie_top, dom_err, int_err, tp, nh, ng, conf, correct,
     """The flat dict of one system on one set of utterances; ``conf`` None when not calibrated."""
     out: dict = {
         "n": int(len(totals)),
-        "semer": float(errors.sum() / totals.sum()),
-        "irer": float(ie_top.mean()),
+        "semer": corpus_semer(errors, totals),
+        "irer": irer(ie_top),
         "domain_error": float(dom_err.mean()),
         "intent_error": float(int_err.mean()),
         "slot_f1": slot_f1_from_counts(tp, nh, ng),

@@ -24,7 +24,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from rerank.metrics.calibration import ece, platt
-from rerank.model.scorer import logit, sigmoid
+from rerank.metrics.logistic import logit, sigmoid
 
 @dataclass(frozen=True)
 class TopCalibration:

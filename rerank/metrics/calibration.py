@@ -43,6 +43,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from rerank.metrics.logistic import sigmoid
+
 __all__ = ["N_BINS", "bin_index", "reliability_bins", "ece", "ece_rows", "mce", "brier", "nll", "platt"]
 
 N_BINS = 15
@@ -273,7 +275,7 @@ def platt(logits, correct, max_iter: int = 50, tol: float = 1e-10) -> tuple[floa
     current = loss(theta)
     for _ in range(max_iter):
         z = X @ theta
-        p = 1.0 / (1.0 + np.exp(-np.clip(z, -60.0, 60.0)))
+        p = sigmoid(z)
         grad = X.T @ (p - y) / s.size
         w = p * (1.0 - p)
         hess = (X * w[:, None]).T @ X / s.size + 1e-12 * np.eye(2)

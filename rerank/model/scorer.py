@@ -33,33 +33,14 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from rerank.metrics.logistic import sigmoid  # noqa: F401 (its link; in the example below)
+
 KINDS = ("linear", "mlp")
 LINEAR_TENSORS = ("mean", "std", "calibration", "linear.weight", "linear.bias")
 MLP_TENSORS = ("mlp.0.weight", "mlp.0.bias", "mlp.2.weight", "mlp.2.bias")
 
-#: logits are clipped to this before the sigmoid, so that exp() never overflows
-LOGIT_CLIP = 60.0
-
-
 class BadWeights(ValueError):
     """Weights that do not form a model of their kind and dimension, or are not finite."""
-
-
-def sigmoid(s) -> np.ndarray:
-    r"""The calibrated score of a logit: :math:`1 / (1 + e^{-s})`, ``s`` clipped to ``[-60, 60]``.
-
-    The one sigmoid of the project (merge, serving, training figures, benchmark).
-    """
-    s = np.asarray(s, dtype=np.float64)
-    # np.clip without its per-call overhead (same values)
-    return 1.0 / (1.0 + np.exp(-np.minimum(np.maximum(s, -LOGIT_CLIP), LOGIT_CLIP)))
-
-
-def logit(p, eps: float = 1e-6) -> np.ndarray:
-    r""":math:`\log(p / (1 - p))` of ``p`` clipped to ``[eps, 1 - eps]``: a probability read as a logit."""
-    # np.clip without its per-call overhead (same values)
-    p = np.minimum(np.maximum(np.asarray(p, dtype=np.float64), eps), 1 - eps)
-    return np.log(p) - np.log1p(-p)
 
 
 def tensor_names(kind: str) -> tuple[str, ...]:

@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from rerank.hypotheses.fields import FAMILIES, SCORES, TEXT_FIELDS
-from rerank.model.scorer import logit
+from rerank.metrics.logistic import logit
 
 SPEC_VERSION = 2  # 2: evidence families (a version 1 spec reads as none)
 READ_SPEC_VERSIONS = (1, 2)

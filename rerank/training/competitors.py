@@ -13,7 +13,7 @@ from rerank.hypotheses.figures import baseline_score
 from rerank.hypotheses.tables import TableSet
 from rerank.model.features import features_from_table
 from rerank.model.registry import Registry
-from rerank.model.scorer import logit
+from rerank.metrics.logistic import logit
 
 COMPETITORS = ("baseline", "live")
 

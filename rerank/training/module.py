@@ -12,9 +12,10 @@ from hydra.utils import instantiate
 
 from rerank.losses import LOSSES, build_loss
 from rerank.metrics.calibration import brier, ece, nll
-from rerank.model.scorer import sigmoid
+from rerank.metrics.logistic import sigmoid
 from rerank.training.data import PADDED_Y_VALUE
 from rerank.training.model import DomainReranker
+from rerank.metrics.corpus import corpus_semer, irer
 
 #: the dev figures of :func:`slate_metrics` (``optimized_metric`` names one of them)
 DEV_METRICS = ("semer", "irer", "ece_top", "ece_all", "brier_all", "nll_all")
@@ -133,10 +134,10 @@ def slate_metrics(logits: np.ndarray, semer: np.ndarray, errors: np.ndarray | No
     out: dict[str, float] = {}
     if has.any():
         if errors is not None and total is not None:
-            out["semer"] = float(errors[rows, top][has].sum() / total[has].sum())
+            out["semer"] = corpus_semer(errors[rows, top][has], total[has])
         else:
             out["semer"] = float(semer[rows, top][has].mean())
-        out["irer"] = float(1.0 - correct[rows, top][has].mean())
+        out["irer"] = irer(1.0 - correct[rows, top][has])
         top_p, top_c = p[rows, top][has], correct[rows, top][has]
         out["ece_top"] = ece(top_p, top_c)
         out["ece_all"] = ece(p[valid], correct[valid])

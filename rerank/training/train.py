@@ -21,7 +21,7 @@ from rerank.hypotheses.tables import TableSet, open_tables
 from rerank.hypotheses.evidence import TEXT_FIELDS
 from rerank.model.spec import evidence_fields, spec_from_manifest
 from rerank.model.registry import Registry
-from rerank.model.scorer import sigmoid
+from rerank.metrics.logistic import sigmoid
 from rerank.losses import LOSSES, PADDED_Y_VALUE, build_loss, loss_argument
 from rerank.training.cli import in_multirun
 from rerank.training.competitors import other_domains, world_of
