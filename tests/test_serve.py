@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import threading
 import time
 from pathlib import Path
@@ -26,8 +25,8 @@ def serving(world, registry: Path, *overrides: str):
     """``scripts/serve.py`` on 127.0.0.1 and a free port, started and stopped here; yields (base URL, port, PID)."""
     log = registry.parent / f"serve-{time.monotonic_ns()}.log"
     with running_service([f"paths.output_dir={world.output_dir}", f"paths.registry_dir={registry}",
-                          f"paths.log_dir={registry.parent / 'logs'}", "serve.poll_seconds=0.1", *overrides], log,
-                         env={**os.environ, "PYTHONWARNINGS": "ignore"}) as (port, proc, _):
+                          f"paths.log_dir={registry.parent / 'logs'}", "serve.poll_seconds=0.1", *overrides],
+                         log) as (port, proc, _):
         yield f"http://127.0.0.1:{port}", port, proc.pid
 
 
@@ -93,6 +92,7 @@ def test_rank_answers_as_the_offline_ranker(basic, live_world):
 def test_the_top_confidence_is_the_merges_calibration_and_a_refit_is_followed(basic, live_world):
     from rerank.merge.promote import recalibrate
     from rerank.merge.top_calibration import TopCalibration
+    from rerank.serving.app import TopCalibrationAnswer, VersionsAnswer
 
     url, registry = basic
     reg = Registry(registry)
@@ -108,6 +108,9 @@ def test_the_top_confidence_is_the_merges_calibration_and_a_refit_is_followed(ba
         while (client.get("/versions").json()["top_calibration"] or {}).get("scale") != cal.scale and time.monotonic() < deadline:
             time.sleep(0.05)
         assert client.get("/versions").json()["top_calibration"]["stale"] == []
+        answer = client.get("/versions").json()  # as /openapi.json documents it (TypeError: a field it does not declare)
+        VersionsAnswer(**answer)
+        TopCalibrationAnswer(**answer["top_calibration"])
         conf, top = confidence_and_top(client)
         assert conf == pytest.approx(float(cal(top)), abs=1e-12) and conf != pytest.approx(top)
         new = TopCalibration(2.5, -1.0, dict(cal.fitted_for), "dev", 1, fitted_at="test")

@@ -18,7 +18,12 @@ Endpoints:
 Bodies are parsed with orjson and checked by :func:`rerank.hypotheses.nbest.parse_hypothesis`
 (the rules of ``import``), not by a model class per hypothesis: the check is the same
 and a request of 85 hypotheses costs a fraction of the time. A bad request gets a 4xx
-whose message names the field.
+whose message names the field: every exception an endpoint raises is answered by one mapping,
+:func:`error_response`, registered as FastAPI's exception handlers and called by the direct path
+of the two POSTs (:class:`DirectRoutes`, which skips FastAPI's per-request machinery for speed).
+
+The app's lifespan (FastAPI's ``lifespan=``, run by uvicorn in every worker) starts the watcher
+of the registry's live state at startup and stops it at shutdown.
 
 Hostile requests cost bounded memory and never stall the other requests: the body limit
 holds while the body streams in (``Content-Length`` up front, then every chunk counted); an
@@ -31,6 +36,7 @@ once), so that ``/health`` and the live watcher keep their event loop
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import gc
 import json
@@ -39,15 +45,16 @@ import os
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, AsyncIterator, Callable, Literal, Mapping, Sequence
 
 import anyio
 import numpy as np
 import orjson
 import pyarrow as pa
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from rerank.hypotheses.fields import request_schema
 from rerank.hypotheses.nbest import EVIDENCE, BadHypothesis, parse_hypothesis
@@ -239,13 +246,143 @@ def _json(obj: Any, status: int = 200, headers: Mapping[str, str] | None = None)
                     headers=headers)
 
 
+def error_response(err: Exception, endpoint: str) -> Response:
+    """The service's answer to an exception raised while answering ``endpoint``: the one mapping, used by FastAPI's
+    exception handlers and by the direct path of ``POST /rank`` and ``/rank/batch`` (:class:`DirectRoutes`).
+
+    - :class:`BadRequest`: its status (400, 413, 422) and ``{"error", "field"}``, counted as ``bad_request``;
+      a :class:`BodyTooLarge` also closes the connection (the rest of the body is not read).
+    - ``ClientDisconnect`` (the client left while its body streamed): 499, an empty answer nobody reads.
+    - anything else is a bug: 500 ``{"error": "internal error: <its type>"}``, counted as ``internal`` and logged
+      (the service goes on; the message tells the client nothing of the inside). On FastAPI's path Starlette
+      raises it again once answered (its 500 handler always does), so the server logs it a second time.
+    """
+    if isinstance(err, BadRequest):
+        m.ERRORS.labels(endpoint, "bad_request").inc()
+        headers = {"connection": "close"} if isinstance(err, BodyTooLarge) else None
+        return _json({"error": str(err), "field": err.field}, err.status, headers)
+    if isinstance(err, ClientDisconnect):
+        return Response(status_code=499)
+    m.ERRORS.labels(endpoint, "internal").inc()
+    log.error("%s: %s", endpoint, err, exc_info=err)
+    return _json({"error": f"internal error: {type(err).__name__}"}, 500)
+
+
+async def _on_error(request: Request, err: Exception) -> Response:
+    """FastAPI's exception handler of every error :func:`error_response` maps (the endpoint: the route's name)."""
+    route = request.scope.get("route")
+    return error_response(err, getattr(route, "name", None) or request.url.path)
+
+
+# ------------------------------------------------------------------ the answers' schemas (OpenAPI, /docs)
+
+#: (the answers below are documentation: the endpoints write their own bytes, never validated against these)
+#: what they declare is every field an answer holds; each field's docstring is its description
+_ANSWER = {"extra": "forbid", "use_attribute_docstrings": True}
+
+
+@dataclass
+class ErrorBody:
+    """A request refused (4xx) or failed (500)."""
+
+    __pydantic_config__ = _ANSWER
+    error: str
+    """What is wrong, naming the field."""
+    field: str | None = None
+    """The field at fault, e.g. ``hypotheses[3].dc`` or ``body`` (absent from a 500)."""
+
+
+@dataclass
+class Health:
+    """Whether this worker serves the registry's live state (the status code is 503 when ``stale``)."""
+
+    __pydantic_config__ = _ANSWER
+    status: Literal["ok", "degraded", "stale"]
+    """``degraded``: it serves, but not the live state (a release it could not load: see ``domain``, ``version``,
+    ``reason``); ``stale``: the live watcher has not polled for a while."""
+    corpus: str
+    generation: int
+    """The snapshots this worker has swapped in so far."""
+    release: int
+    """The release of the live state it serves (0: the registry's state before any release)."""
+    domains: int
+    """Domains with a version (a model or the baseline)."""
+    seconds_since_poll: float
+    worker: str
+    """Tells the worker processes apart."""
+    domain: str | None = None
+    """Degraded: the domain whose version could not be loaded."""
+    version: str | None = None
+    """Degraded: that version."""
+    reason: str | None = None
+    """Degraded: why."""
+    refused: bool | None = None
+    """Degraded: refused for good (its content), not tried again."""
+
+
+@dataclass
+class TopCalibrationAnswer:
+    """The merge's calibration of the top hypothesis (``rerank.merge.top_calibration.TopCalibration``)."""
+
+    __pydantic_config__ = _ANSWER
+    scale: float
+    shift: float
+    fitted_for: dict[str, str]
+    """The version of every domain it was fitted for."""
+    split: str
+    utterances: int
+    ece_before: float | None
+    ece_after: float | None
+    fitted_at: str
+    stale: list[str]
+    """The domains whose live version is not the one it was fitted for."""
+
+
+@dataclass
+class VersionsAnswer:
+    """The versions this worker serves."""
+
+    __pydantic_config__ = _ANSWER
+    corpus: str
+    generation: int
+    release: int
+    versions: dict[str, str]
+    """The version of every domain (``baseline``: no model)."""
+    top_calibration: TopCalibrationAnswer | None
+
+
+class RequestMetrics:
+    """Counts the requests of ``POST /rank`` and ``/rank/batch`` that FastAPI routes (status, latency), as
+    :class:`DirectRoutes` counts those it answers itself: middleware, so it sees the status of the answer that an
+    exception handler gives (an error left to the 500 handler passes through it as an exception: a 500)."""
+
+    def __init__(self, app: ASGIApp, meters: Mapping[str, m.Endpoint]):
+        self.app, self.meters = app, meters
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        meter = self.meters.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
+        if meter is None:
+            await self.app(scope, receive, send)
+            return
+        t0, status = time.perf_counter(), 500
+
+        async def sent(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, sent)
+        finally:
+            meter.observe(status, time.perf_counter() - t0)
+
+
 def create_app(settings: ServiceSettings, live: LiveModels | None = None) -> FastAPI:
     registry = Registry(settings.registry_dir)
     live = live or LiveModels(registry, settings.corpus, settings.specs, settings.poll_seconds, on_event=m.live_event)
     m.set_versions(live.snapshot.versions)
-    app = FastAPI(title="rerank", description="Cross-domain ranking with each domain's live re-ranker.")
-    app.state.live, app.state.settings = live, settings
-    watcher: list = []
+    watcher: list[asyncio.Task] = []
     limiter: list = []  # made at the first request: a CapacityLimiter belongs to the running event loop
     worker = uuid.uuid4().hex[:12]  # tells the workers apart in /health (not the PID: that is no client's business)
     # the compiled decoder of the fast path (rerank.serving.fast); None: every request takes the field-by-field path
@@ -253,20 +390,36 @@ def create_app(settings: ServiceSettings, live: LiveModels | None = None) -> Fas
         if fast.usable(settings.context_fields) else None
 
     def ensure_watching() -> None:
-        # at startup, or at the first request where a host (Ray Serve) runs no ASGI lifespan events
+        # at startup (the lifespan), or at the first request where a host runs no ASGI lifespan
         if not watcher:
             watcher.append(asyncio.get_running_loop().create_task(live.watch()))
 
-    @app.on_event("startup")
-    async def _start() -> None:
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        """The server's lifespan (uvicorn runs it in every worker): the live watcher polls the registry on the
+        server's event loop from startup until the server stops."""
         ensure_watching()
         # what the process holds by now (the app, the models, the libraries) is never garbage: the collector's
         # full passes need not walk it again (they otherwise stall a request now and then)
         gc.freeze()
+        log.info("%s: following the live state of %s (every %.2f s)", worker, settings.corpus, settings.poll_seconds)
+        try:
+            yield
+        finally:
+            live.stop()
+            loop = asyncio.get_running_loop()
+            mine = [t for t in watcher if t.get_loop() is loop]
+            for task in mine:  # it waits in its sleep between polls: cancelled there, it ends at once
+                task.cancel()
+            if mine:
+                await asyncio.wait(mine)
+            watcher.clear()
+            log.info("%s: stopped following the live state", worker)
 
-    @app.on_event("shutdown")
-    def _stop() -> None:
-        live.stop()
+    app = FastAPI(title="rerank", description="Cross-domain ranking with each domain's live re-ranker.", lifespan=lifespan,
+                  # every error an endpoint raises is answered by error_response (on the direct path too)
+                  exception_handlers={BadRequest: _on_error, ClientDisconnect: _on_error, Exception: _on_error})
+    app.state.live, app.state.settings = live, settings
 
     async def _raw(request: Request) -> bytes:
         """The body, refused as soon as it is known to exceed the limit: from its Content-Length, else while it streams."""
@@ -290,8 +443,11 @@ def create_app(settings: ServiceSettings, live: LiveModels | None = None) -> Fas
             limiter.append(anyio.CapacityLimiter(max(1, settings.work_threads)))
         return await run_off_loop(fn, raw, limiter[0])
 
-    def _handle(endpoint: str, fn, arrow_fn=None, fast_fn=None):
-        hypotheses = m.HYPOTHESES.labels(endpoint)
+    def _post(meter: m.Endpoint, fn, arrow_fn=None, fast_fn=None):
+        """A POST endpoint: ``answer`` (the route FastAPI calls: errors raised, answered by its exception handlers)
+        and ``direct`` (what :class:`DirectRoutes` calls: ``answer``, its errors answered by the same
+        :func:`error_response`, and the request counted)."""
+        hypotheses = meter.hypotheses
 
         def by_json(raw: bytes, query: Mapping[str, str] | None = None) -> Response:
             if fast_fn is not None:
@@ -310,42 +466,23 @@ def create_app(settings: ServiceSettings, live: LiveModels | None = None) -> Fas
             hypotheses.inc(n)
             return out
 
-        latency = m.LATENCY.labels(endpoint)
-        counted: dict[int, Any] = {}
-
-        def count(status: int) -> None:
-            c = counted.get(status)
-            if c is None:
-                c = counted[status] = m.REQUESTS.labels(endpoint, str(status))
-            c.inc()
-
-        async def handler(request: Request) -> Response:
-            t0 = time.perf_counter()
+        async def answer(request: Request) -> Response:
             ensure_watching()
-            status = 500  # (until known: a cancelled request is counted as one that failed)
+            arrow = arrow_fn is not None and ARROW in request.headers.get("content-type", "")
+            query = request.query_params if request.scope.get("query_string") else None
+            return await _work(functools.partial(by_arrow if arrow else by_json, query=query), await _raw(request))
+
+        async def direct(request: Request) -> Response:
+            t0, response = time.perf_counter(), None
             try:
-                arrow = arrow_fn is not None and ARROW in request.headers.get("content-type", "")
-                query = request.query_params if request.scope.get("query_string") else None
-                out = await _work(functools.partial(by_arrow if arrow else by_json, query=query), await _raw(request))
-                status = 200
-                return out
-            except BadRequest as err:
-                status = err.status
-                m.ERRORS.labels(endpoint, "bad_request").inc()
-                headers = {"connection": "close"} if isinstance(err, BodyTooLarge) else None
-                return _json({"error": str(err), "field": err.field}, status, headers)
-            except ClientDisconnect:  # the client left while its body was streaming: nobody to answer
-                status = 499
-                return Response(status_code=499)
-            except Exception as err:  # a bug must not take the service down; it is counted and logged
-                status = 500
-                m.ERRORS.labels(endpoint, "internal").inc()
-                log.exception("%s: %s", endpoint, err)
-                return _json({"error": f"internal error: {type(err).__name__}"}, 500)
-            finally:
-                count(status)
-                latency.observe(time.perf_counter() - t0)
-        return handler
+                response = await answer(request)
+            except Exception as err:  # (a bug must not take the service down: error_response answers a 500)
+                response = error_response(err, meter.name)
+            finally:  # (a cancelled request has no response: counted as one that failed)
+                meter.observe(500 if response is None else response.status_code, time.perf_counter() - t0)
+            return response
+
+        return answer, direct
 
     def rank_one(body, query=None):
         top_k, fields = _selection(*_choice(body), query, settings.context_fields)
@@ -407,9 +544,15 @@ def create_app(settings: ServiceSettings, live: LiveModels | None = None) -> Fas
             writer.write_table(out)
         return Response(sink.getvalue().to_pybytes(), media_type=ARROW), table.num_rows
 
-    handlers = {"/rank": _handle("rank", rank_one, fast_fn=fast_one if codec else None),
-                "/rank/batch": _handle("rank_batch", rank_batch, rank_arrow, fast_batch if codec else None)}
-    app.state.post_handlers = handlers  # (DirectRoutes calls them without FastAPI's per-request machinery)
+    meters = {"/rank": m.Endpoint("rank"), "/rank/batch": m.Endpoint("rank_batch")}
+    posts = {"/rank": _post(meters["/rank"], rank_one, fast_fn=fast_one if codec else None),
+             "/rank/batch": _post(meters["/rank/batch"], rank_batch, rank_arrow, fast_batch if codec else None)}
+    # DirectRoutes calls the direct ones without FastAPI's per-request machinery; FastAPI routes the answers
+    app.state.post_handlers = {path: direct for path, (_, direct) in posts.items()}
+    app.add_middleware(RequestMetrics, meters=meters)
+    errors = {s: {"model": ErrorBody, "description": d} for s, d in (
+        (400, "The body is not JSON (or not an Arrow stream)"), (413, "Over a limit: body, hypotheses, utterances"),
+        (422, "A field is wrong: the answer names it"), (500, "Internal error"))}
     # the bodies' schemas, from the one table of fields (the handlers decode and check the bytes themselves)
     one = request_schema(settings.context_fields)
     batch = {"type": "object", "required": ["utterances"], "properties": {
@@ -417,15 +560,17 @@ def create_app(settings: ServiceSettings, live: LiveModels | None = None) -> Fas
         "top_k": one["properties"]["top_k"], "fields": one["properties"]["fields"]}}
     batch["properties"]["utterances"]["items"]["properties"] = {
         k: v for k, v in one["properties"].items() if k not in ("top_k", "fields")}
-    app.add_api_route("/rank", handlers["/rank"], methods=["POST"], summary="Rank one utterance's hypotheses",
+    app.add_api_route("/rank", posts["/rank"][0], methods=["POST"], name="rank", summary="Rank one utterance's hypotheses",
+                      responses=errors,
                       openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": one}}}})
-    app.add_api_route("/rank/batch", handlers["/rank/batch"], methods=["POST"],
-                      summary="Rank many utterances (JSON, or an Arrow IPC stream for throughput)",
+    app.add_api_route("/rank/batch", posts["/rank/batch"][0], methods=["POST"], name="rank_batch",
+                      summary="Rank many utterances (JSON, or an Arrow IPC stream for throughput)", responses=errors,
                       openapi_extra={"requestBody": {"required": True, "content": {
                           "application/json": {"schema": batch},
                           ARROW: {"schema": {"type": "string", "format": "binary"}}}}})
 
-    @app.get("/health")
+    @app.get("/health", response_model=Health, summary="Whether this worker serves the live state",
+             responses={503: {"model": Health, "description": "stale: the live watcher has not polled for a while"}})
     async def health() -> JSONResponse:
         ensure_watching()
         snap = live.snapshot
@@ -438,7 +583,7 @@ def create_app(settings: ServiceSettings, live: LiveModels | None = None) -> Fas
                              "release": snap.release, "domains": len(snap.versions), "seconds_since_poll": round(age, 3),
                              "worker": worker}, status_code=200 if ok else 503)
 
-    @app.get("/versions")
+    @app.get("/versions", response_model=VersionsAnswer, summary="The versions served")
     def versions() -> JSONResponse:
         snap = live.snapshot
         cal = snap.top_calibration
@@ -446,7 +591,7 @@ def create_app(settings: ServiceSettings, live: LiveModels | None = None) -> Fas
                              "versions": dict(snap.versions),
                              "top_calibration": None if cal is None else {**cal.to_dict(), "stale": cal.stale(snap.versions)}})
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics (text format)")
     def metrics() -> Response:
         m.set_versions(live.snapshot.versions)
         body, content_type = m.exposition()
@@ -478,10 +623,11 @@ def settings_from_config(cfg: Mapping[str, Any]) -> ServiceSettings:
 class DirectRoutes:
     """The app, its ``POST /rank`` and ``POST /rank/batch`` called straight from the ASGI scope.
 
-    Those two handlers take the raw request and answer every outcome themselves (4xx, 500, a client gone), so
-    FastAPI's middleware stack, router and dependency solving add nothing to them but time (about a fifth of a
-    small request's server CPU). Every other request, and the lifespan events, go to the FastAPI app as before
-    (its routes still document ``/rank`` at ``/docs``).
+    Those two handlers take the raw request and answer every outcome themselves (4xx, 500, a client gone: through
+    :func:`error_response`, as FastAPI's exception handlers do) and count it, so FastAPI's middleware stack, router
+    and dependency solving add nothing to them but time (about a fifth of a small request's server CPU). Every
+    other request, and the lifespan, go to the FastAPI app (its routes document ``/rank`` at ``/docs``, and serve
+    it where the app runs without this wrapper, e.g. under Ray Serve).
     """
 
     def __init__(self, app: FastAPI):

@@ -24,6 +24,25 @@ LIVE = Gauge("rerank_live_version", "The live version number of each domain (0: 
 _NUMBER = re.compile(r"v(\d+)")
 
 
+class Endpoint:
+    """One endpoint's counters: requests by status, latency, hypotheses ranked (each labelled child made once:
+    ``labels()`` takes a lock and hashes the labels, on every request otherwise)."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.latency = LATENCY.labels(name)
+        self.hypotheses = HYPOTHESES.labels(name)
+        self._requests: dict[int, object] = {}
+
+    def observe(self, status: int, seconds: float) -> None:
+        """A request answered with ``status`` after ``seconds``."""
+        counter = self._requests.get(status)
+        if counter is None:
+            counter = self._requests[status] = REQUESTS.labels(self.name, str(status))
+        counter.inc()
+        self.latency.observe(seconds)
+
+
 def live_event(kind: str, domain: str, detail: str) -> None:
     if kind == "swap":
         SWAPS.labels(domain).inc()
