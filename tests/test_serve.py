@@ -92,7 +92,7 @@ def test_rank_answers_as_the_offline_ranker(basic, live_world):
 def test_the_top_confidence_is_the_merges_calibration_and_a_refit_is_followed(basic, live_world):
     from rerank.merge.promote import recalibrate
     from rerank.merge.top_calibration import TopCalibration
-    from rerank.serving.app import TopCalibrationAnswer, VersionsAnswer
+    from rerank.serving.answers import TopCalibrationAnswer, VersionsAnswer
 
     url, registry = basic
     reg = Registry(registry)

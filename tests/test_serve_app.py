@@ -29,7 +29,7 @@ ONE = {"domain": "Music", "intent": "play", "slots": [], "dc": 0.5, "ic": 0.5, "
 def test_the_service_starts_and_stops_through_its_lifespan_and_documents_its_api(tmp_path):
     """scripts/serve.py (uvicorn): the lifespan starts the live watcher before the first request and stops it when
     the server stops; /openapi.json declares the bodies of the POSTs and the answers of /health and /versions."""
-    from rerank.serving.app import Health, VersionsAnswer
+    from rerank.serving.answers import Health, VersionsAnswer
 
     log = tmp_path / "serve.log"
     overrides = [f"paths.output_dir={tmp_path / 'out'}", f"paths.registry_dir={tmp_path / 'registry'}",
@@ -99,7 +99,7 @@ def test_the_service_starts_and_stops_through_its_lifespan_and_documents_its_api
 def test_the_answers_documented_for_versions_are_the_top_calibrations_fields():
     """/versions' top_calibration is TopCalibration.to_dict() and its stale domains: the schema follows the dataclass."""
     from rerank.merge.top_calibration import TopCalibration
-    from rerank.serving.app import TopCalibrationAnswer
+    from rerank.serving.answers import TopCalibrationAnswer
 
     fields = {f.name for f in dataclasses.fields(TopCalibrationAnswer)}
     assert fields == {f.name for f in dataclasses.fields(TopCalibration)} | {"stale"}
