@@ -1,7 +1,9 @@
 """Every config composes, every ``_target_`` in it builds, and a misspelt key fails loudly.
 
 The train config is composed with each option of its groups (model, loss,
-optimizer, slates, experiment); the other entry points' configs as they are.
+optimizer, slates, experiment); the other entry points' configs as they are, and the
+benchmarks' (configs/bench.yaml) with each option of bench, whose function is looked up
+but not run.
 The objects are built as ``train()`` builds them: the loss is called on a small
 slate, the optimizer on a dummy parameter, the model on a small feature spec.
 """
@@ -25,7 +27,7 @@ from rerank.training.module import build_model, build_optimizer
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 TRAIN_GROUPS = ("model", "loss", "optimizer", "slates", "experiment")
-OTHER_CONFIGS = ("benchmark", "prepare", "merge", "import", "export", "promote", "registry", "serve", "release")
+OTHER_CONFIGS = ("prepare", "merge", "import", "export", "promote", "registry", "serve", "release")
 SPEC = FeatureSpec(domain="toy", intents=("a", "b"), context=(("device", ("tv", "phone")),), slot_types=("song",), n_ranks=2)
 
 
@@ -121,6 +123,26 @@ def test_train_option_composes_and_builds(group, option, tmp_path, deterministic
 def test_other_configs_compose_and_build(name, tmp_path, deterministic_flag):
     cfg = compose_dict(name, [f"paths.output_dir={tmp_path}"])
     build_every_target(cfg, tmp_path)
+
+
+@pytest.mark.parametrize("bench", options("bench"))
+def test_every_bench_composes_and_names_a_function_of_benchmarks(bench, tmp_path):
+    """``python benchmarks/run.py bench=<x>``: the option composes, and its ``_target_`` is a function in benchmarks/ that
+    takes the option's keys (a speed benchmark) or the whole config and the command line (``_partial_``: suite, ablation)."""
+    import inspect
+
+    from hydra.utils import get_method
+
+    cfg = compose_dict("bench", [f"bench={bench}", f"paths.output_dir={tmp_path}"])
+    node = cfg["bench"]
+    assert node["_target_"].startswith("benchmarks."), node["_target_"]
+    fn = get_method(node["_target_"])
+    keys = {k: v for k, v in node.items() if not k.startswith("_")}
+    if node.get("_partial_"):
+        assert keys == {} and {"benchmark", "data", "recognizers", "hypotheses", "gate", "paths", "seed"} <= set(cfg)
+        inspect.signature(fn).bind(cfg, cli_overrides=[])
+    else:
+        inspect.signature(fn).bind(**keys)  # every key is a parameter, and every parameter without a default is set
 
 
 def test_the_defaults_are_the_yaml_ones():

@@ -109,11 +109,11 @@ def test_the_core_install_serves_a_registry_the_dev_install_trained(core_python,
 DISTRIBUTION = {"sklearn": "scikit-learn", "pycrfsuite": "python-crfsuite", "yaml": "pyyaml", "PIL": "pillow",
                 "prometheus_client": "prometheus-client", "hydra": "hydra-core"}
 #: imported only inside ``try: ... except ImportError`` (with a fallback), and where they come from
-OPTIONAL = {"uvloop": "uvicorn[standard] on Linux and macOS; rerank/benchmark/serve_load.py falls back to asyncio"}
+OPTIONAL = {"uvloop": "uvicorn[standard] on Linux and macOS; benchmarks/serve_load.py falls back to asyncio"}
 
 
 def _third_party_imports(roots: tuple[str, ...]) -> dict[str, list[str]]:
-    local = {"rerank", "hydra_plugins", "conftest", "__future__"} | {p.stem for p in (REPO / "tests").glob("*.py")}
+    local = {"rerank", "hydra_plugins", "benchmarks", "conftest", "__future__"} | {p.stem for p in (REPO / "tests").glob("*.py")}
     found: dict[str, list[str]] = {}
     for root in roots:
         for path in sorted((REPO / root).rglob("*.py")):
@@ -155,7 +155,7 @@ def _distribution(module: str) -> str:
 
 def test_every_import_is_declared():
     declared = _declared()
-    imports = {**_third_party_imports(("rerank", "scripts", "hydra_plugins")), **{
+    imports = {**_third_party_imports(("rerank", "scripts", "hydra_plugins", "benchmarks")), **{
         m: w for m, w in _third_party_imports(("tests",)).items() if m != "pytest"}}
     missing = [f"{m} ({_distribution(m)}): {', '.join(w[:3])}" for m, w in sorted(imports.items())
                if m not in OPTIONAL and _distribution(m) not in declared]

@@ -199,7 +199,7 @@ def test_a_spec_published_before_evidence_reads_as_none():
 
 def test_many_domains_with_evidence_score_as_one_by_one(monkeypatch):
     import rerank.merge.ranker as ranker_mod
-    from rerank.benchmark.merge_speed import linear_scorer
+    from benchmarks.merge_speed import linear_scorer
     from rerank.hypotheses.schema import hypothesis_schema
     from rerank.merge.ranker import CrossDomainRanker
 
@@ -254,7 +254,7 @@ def test_the_service_checks_a_version_with_evidence_on_a_probe_of_every_field():
     """A version with evidence passes the service's check (its spec against the tables', which have none)."""
     import dataclasses
 
-    from rerank.benchmark.merge_speed import linear_scorer
+    from benchmarks.merge_speed import linear_scorer
     from rerank.serving.live import PROBE_EVIDENCE, check_scorer, probe_records
 
     assert all(set(p) == set(EVIDENCE_COLUMNS) for p in PROBE_EVIDENCE)
@@ -274,7 +274,7 @@ def test_rank_scores_linear_domains_together_as_one_by_one(monkeypatch, with_mlp
     import torch
 
     import rerank.merge.ranker as ranker_mod
-    from rerank.benchmark.merge_speed import hwu64_specs, linear_scorer, random_utterance
+    from benchmarks.merge_speed import hwu64_specs, linear_scorer, random_utterance
     from rerank.merge.ranker import CrossDomainRanker, DomainScorer
     from rerank.training.model import DomainReranker
 
@@ -341,7 +341,7 @@ def test_out_of_range_and_huge_values_are_refused_naming_the_field(field, value)
 
 
 def test_rank_names_the_hypothesis_of_the_request_that_lacks_evidence():
-    from rerank.benchmark.merge_speed import hwu64_specs, linear_scorer, random_utterance
+    from benchmarks.merge_speed import hwu64_specs, linear_scorer, random_utterance
     from rerank.merge.ranker import CrossDomainRanker
 
     rng = np.random.default_rng(2)

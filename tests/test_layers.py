@@ -2,15 +2,22 @@
 from __future__ import annotations
 
 import ast
+import fnmatch
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib
+
 REPO = Path(__file__).resolve().parents[1]
 
-# docs/DESIGN.md: corpus -> recognizers -> hypotheses -> model + registry -> training | merge + serving -> benchmark
+# docs/DESIGN.md: corpus -> recognizers -> hypotheses -> model + registry -> training | merge + serving
+# (the benchmarks sit beside the package, in benchmarks/: they import it, it never imports them)
 LAYERS = {
     "rerank.corpus": 0, "rerank.metrics": 0, "rerank.io": 0, "rerank.config": 0, "rerank.ranking": 0, "rerank.plots": 0,
     "rerank.recognizers": 1,
@@ -18,7 +25,6 @@ LAYERS = {
     "rerank.model": 3,
     "rerank.losses": 4, "rerank.training": 5,
     "rerank.merge": 5, "rerank.serving": 5,
-    "rerank.benchmark": 6,
 }
 # merge and serving sit above the model layer but beside training: they never import it
 SIBLINGS = {("rerank.merge", "rerank.training"), ("rerank.merge", "rerank.losses"),
@@ -103,3 +109,28 @@ def test_design_md_shows_the_package_graph_as_it_is():
     text = (REPO / "docs" / "DESIGN.md").read_text()
     want = render_graph()
     assert want in text, "docs/DESIGN.md's package graph is out of date; it is now:\n" + want
+
+
+# ------------------------------------------------------------------ the benchmarks sit beside the package
+
+def test_the_library_never_imports_the_benchmarks():
+    """benchmarks/ is not installed: no module of rerank/ (nor hydra_plugins/ or scripts/) imports it or names it."""
+    problems = []
+    for root in ("rerank", "hydra_plugins", "scripts"):
+        for path in sorted((REPO / root).rglob("*.py")):
+            tree = ast.parse(path.read_text(), str(path))
+            for imported, line in imports_of(path):
+                if imported == "benchmarks" or imported.startswith("benchmarks."):
+                    problems.append(f"{path.relative_to(REPO)}:{line}: imports {imported}")
+            for node in ast.walk(tree):  # a module named in a string: import_module("benchmarks.x"), a _target_
+                if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("benchmarks."):
+                    problems.append(f"{path.relative_to(REPO)}:{node.lineno}: names {node.value!r}")
+    assert problems == [], "\n".join(problems)
+    assert not (REPO / "rerank" / "benchmark").exists()
+
+
+def test_the_install_does_not_ship_the_benchmarks():
+    include = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    shipped = [p for p in ("benchmarks", "benchmarks.suite") if any(fnmatch.fnmatchcase(p, pattern) for pattern in include)]
+    assert shipped == [], f"pyproject.toml's packages.find {include} ships {shipped}"
+    assert any(fnmatch.fnmatchcase("rerank.merge", pattern) for pattern in include)

@@ -191,7 +191,7 @@ def test_validation_errors():
 
 def test_the_joint_models_grouped_form_is_combined_loss():
     """The benchmark's joint model writes R3 on flat ragged rows; it must be the same loss."""
-    from rerank.benchmark.alternatives import grouped_combined_loss
+    from benchmarks.alternatives import grouped_combined_loss
 
     gen = torch.Generator().manual_seed(3)
     lengths = [3, 1, 5, 2]

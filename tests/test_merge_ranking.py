@@ -348,7 +348,7 @@ def test_rank_takes_the_import_format_unqualified_intents_and_no_ranks():
 def test_many_linear_domains_scored_together_equal_one_by_one(monkeypatch):
     """With many domains, score_tables scores the linear models by lookups over one table: the same scores."""
     import rerank.merge.ranker as ranker_mod
-    from rerank.benchmark.merge_speed import linear_scorer
+    from benchmarks.merge_speed import linear_scorer
 
     rng = np.random.default_rng(5)
     scorers, tables = {}, {}

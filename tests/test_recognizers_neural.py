@@ -16,7 +16,7 @@ import torch
 from hydra.utils import instantiate
 
 from conftest import compose_config, prepare_config
-from rerank.benchmark.prepare_speed import same_tables
+from benchmarks.prepare_speed import same_tables
 from rerank.corpus.annotation import tags_to_slots
 from rerank.corpus.load import load_corpus
 from rerank.hypotheses.prepare import prepare

@@ -11,7 +11,7 @@ import httpx
 import numpy as np
 import pytest
 
-from rerank.benchmark.measure import utterance_pool
+from benchmarks.measure import utterance_pool
 from rerank.hypotheses.tables import TableSet
 from rerank.merge.ranker import CrossDomainRanker
 from rerank.model.registry import Registry

@@ -16,7 +16,7 @@ import numpy as np
 
 from rerank.hypotheses.schema import EVIDENCE_COLUMNS
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]  # the repository (benchmarks/ sits beside rerank/)
 
 
 def script(name: str, *args: str, python: str | None = None) -> list[str]:

@@ -1,6 +1,6 @@
 """What evidence without burden costs: rank() latency and registry load with and without the evidence resources.
 
-    python scripts/bench.py bench=text bench.work=/tmp/text_bench [bench.sizes=[hwu64,100,1000]]
+    python benchmarks/run.py bench=text bench.work=/tmp/text_bench [bench.sizes=[hwu64,100,1000]]
 
 For every size (HWU64, or a synthetic assistant of that many domains; no recognizers are trained: the
 corpus is read, not prepared) every domain gets a linear model with random weights over its own feature
@@ -27,8 +27,8 @@ from typing import Sequence
 
 import numpy as np
 
-from rerank.benchmark.measure import REPO, latency, machine
-from rerank.benchmark.scale import utterances_for
+from benchmarks.measure import REPO, latency, machine
+from benchmarks.scale import utterances_for
 from rerank.io import read_json, write_json
 
 EVIDENCE = ("dc_logit", "oov", "catalogue", "length", "unigram", "neighbour", "neighbour_intent")

@@ -1,4 +1,4 @@
-"""Speed of ``prepare`` (BENCHMARKS.md, Prepare): ``python scripts/bench.py bench=prepare``.
+"""Speed of ``prepare`` (BENCHMARKS.md, Prepare): ``python benchmarks/run.py bench=prepare``.
 
 A fresh ``prepare`` (``force=true``, a new temporary ``paths.output_dir``) of HWU64 and of
 the synthetic corpus with ``n_utterances`` utterances, each in a subprocess: wall time, CPU
@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from rerank.benchmark.measure import REPO, machine, run_measured, script
+from benchmarks.measure import REPO, machine, run_measured, script
 
 
 def run_prepare(overrides: Sequence[str], out: Path, log: Path, root: Path = REPO) -> dict:

@@ -1,6 +1,6 @@
 """Scale: the whole offline loop and the serving-side figures at 18, 100 and 1,000 domains (issue 10).
 
-    python scripts/bench.py bench=scale bench.work=/tmp/scale [bench.sizes=[hwu64,100,1000]] [bench.utterances=[8:10000,8:100000]]
+    python benchmarks/run.py bench=scale bench.work=/tmp/scale [bench.sizes=[hwu64,100,1000]] [bench.utterances=[8:10000,8:100000]]
 
 For every size: prepare (wall time and peak memory of its process tree), the training
 sweep of every domain (``scripts/train.py -m domain=all``, joblib ``n_jobs=2``), the
@@ -25,7 +25,7 @@ from typing import Sequence
 
 import numpy as np
 
-from rerank.benchmark.measure import REPO, machine, run_measured, script, throughput
+from benchmarks.measure import REPO, machine, run_measured, script, throughput
 from rerank.io import read_json, write_json
 
 #: settings of the large synthetic assistants (README: Many domains)
@@ -46,7 +46,7 @@ def utterances_for(n_domains: int, min_train: int = 100, seed: int = 0) -> int:
 
 def probe(work: Path, name: str, rank_calls: int) -> dict:
     """Registry load, merge throughput and rank() latency, in this process."""
-    from rerank.benchmark.speed import rank_latency
+    from benchmarks.speed import rank_latency
     from rerank.hypotheses.tables import open_tables
     from rerank.merge.evaluate import load_split
     from rerank.merge.ranker import CrossDomainRanker

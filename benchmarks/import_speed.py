@@ -1,4 +1,4 @@
-"""Import speed (``python scripts/bench.py bench=import``): ``scripts/import.py`` on a large n-best file, timed, its peak memory sampled.
+"""Import speed (``python benchmarks/run.py bench=import``): ``scripts/import.py`` on a large n-best file, timed, its peak memory sampled.
 
 The n-best file is either given (``nbest``, ``gold``: e.g. HWU64's tables
 exported by ``scripts/export_nbest.py``) or generated here from the synthetic
@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from rerank.benchmark.measure import REPO, machine, run_measured, script
+from benchmarks.measure import REPO, machine, run_measured, script
 
 
 def write_synthetic_nbest(folder: Path, hypotheses: int, per_domain: int = 5, seed: int = 0) -> tuple[Path, Path, int]:

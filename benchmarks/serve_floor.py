@@ -5,7 +5,7 @@ answers every hypothesis with every field it came with (plus ``score`` and ``ran
 models, no snapshot. ``bench=serve`` runs it side by side with ``scripts/serve.py`` (same bodies, same
 client, one run) and reports the service's requests/s as a share of the floor's.
 
-    python -m rerank.benchmark.serve_floor PORT
+    python -m benchmarks.serve_floor PORT
 """
 import sys
 

@@ -1,4 +1,4 @@
-"""Speed of the merge (BENCHMARKS.md, Merge): ``python scripts/bench.py bench=merge``.
+"""Speed of the merge (BENCHMARKS.md, Merge): ``python benchmarks/run.py bench=merge``.
 
 (a) Throughput: ``CrossDomainRanker.score_tables`` (features, logits, sigmoid and the
     per-utterance ranking) over the tables of a prepared corpus, replicated (utterance
@@ -16,7 +16,7 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 
-from rerank.benchmark.measure import latency, machine_info, throughput
+from benchmarks.measure import latency, machine_info, throughput
 from rerank.config import compose_config
 
 HWU64_DOMAINS = ["alarm", "audio", "calendar", "cooking", "datetime", "email", "general", "iot", "lists", "music",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rerank.benchmark.runs import Trainer
+from benchmarks.runs import Trainer
 from rerank.merge.evaluate import SplitData, evaluate
 from rerank.merge.ranker import CrossDomainRanker
 

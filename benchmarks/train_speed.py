@@ -1,4 +1,4 @@
-"""Speed of training (BENCHMARKS.md, Training): ``python scripts/bench.py bench=train``.
+"""Speed of training (BENCHMARKS.md, Training): ``python benchmarks/run.py bench=train``.
 
 1. Throughput of one domain's linear re-ranker on data in memory, under Lightning, in
    hypotheses through the loss per second: Adam on mini-batches and full-batch L-BFGS, on a
@@ -12,7 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from rerank.benchmark.measure import machine, script, timed_sweep
+from benchmarks.measure import machine, script, timed_sweep
 from rerank.config import compose_config
 from rerank.losses import PADDED_Y_VALUE
 
@@ -21,7 +21,7 @@ def throughput(out: Path, rows_target: int) -> list[tuple]:
     import lightning as L
     import torch
 
-    from rerank.benchmark.merge_speed import replicate
+    from benchmarks.merge_speed import replicate
 
     from rerank.hypotheses.prepare import prepare
     from rerank.hypotheses.tables import open_tables

@@ -1,6 +1,6 @@
 """A real (small) cluster: two Ray nodes on this machine, prepare on Ray and a Hydra Ray-launcher sweep.
 
-    python scripts/bench.py bench=ray_cluster bench.output_dir=/tmp/cluster [bench.data=hwu64]
+    python benchmarks/run.py bench=ray_cluster bench.output_dir=/tmp/cluster [bench.data=hwu64]
 
 Run with the interpreter of an environment with the ``[ray]`` extra. It starts a head node
 (``ray start --head``) and a second node (``ray start --address=...``), each with its own
@@ -20,8 +20,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from rerank.benchmark.prepare_speed import same_tables
-from rerank.benchmark.measure import REPO, machine, script
+from benchmarks.prepare_speed import same_tables
+from benchmarks.measure import REPO, machine, script
 
 
 def _ray(*args: str) -> None:

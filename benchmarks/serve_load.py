@@ -1,4 +1,4 @@
-"""Load test of the ranking service, with domains promoted under load (issue 9): ``python scripts/bench.py bench=serve``.
+"""Load test of the ranking service, with domains promoted under load (issue 9): ``python benchmarks/run.py bench=serve``.
 
 Concurrent clients send real utterances (a prepared corpus' test hypotheses, ~85 per
 utterance on HWU64) to ``POST /rank`` for ``seconds``, while a promoter makes new
@@ -14,7 +14,7 @@ deliberately broken (its weights file truncated after publishing). Measured:
 - where a request's time goes (parse, checks, ranking, encoding; the rest is HTTP);
 - **side by side with its floor** (``side_by_side_seconds``): the same bodies sent by the same client (wrk, a Lua
   script rotating the bodies, ``connections`` keep-alive connections) to the floor app
-  (:mod:`rerank.benchmark.serve_floor`: FastAPI + orjson, parse, ``dc*ic*ner``, sort, answer) and to the service,
+  (:mod:`benchmarks.serve_floor`: FastAPI + orjson, parse, ``dc*ic*ner``, sort, answer) and to the service,
   in turn, ``side_by_side_rounds`` times each; requests/s, p50/p99 and server CPU per request of both, and their
   ratio; then the service again with a client that asks for less (``top_k=5`` and three fields).
 
@@ -38,10 +38,8 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from rerank.benchmark.measure import machine, utterance_pool
+from benchmarks.measure import REPO, machine, utterance_pool
 from rerank.serving.process import free_port, running_service
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def load_pool(tables, split: str, limit: int) -> list[list[dict]]:
@@ -184,7 +182,7 @@ def stage_profile(ranker, pool: list[list[dict]], context_fields, n: int = 500) 
 
 
 def tree_rss_mb(pid: int) -> float:
-    from rerank.benchmark.measure import tree_rss_kib
+    from benchmarks.measure import tree_rss_kib
 
     return tree_rss_kib(pid) / 1024
 
@@ -221,12 +219,12 @@ def wrk(port: int, bodies: Path, seconds: float, connections: int, path: str = "
 
 @contextlib.contextmanager
 def floor_server(log: Path):
-    """The floor app (:mod:`rerank.benchmark.serve_floor`) on a free port; yields (port, process)."""
+    """The floor app (:mod:`benchmarks.serve_floor`) on a free port; yields (port, process)."""
     from rerank.serving.process import _healthy
 
     port = free_port()
     with open(log, "w") as fh:
-        proc = subprocess.Popen([sys.executable, "-m", "rerank.benchmark.serve_floor", str(port)], cwd=REPO, stdout=fh,
+        proc = subprocess.Popen([sys.executable, "-m", "benchmarks.serve_floor", str(port)], cwd=REPO, stdout=fh,
                                 stderr=subprocess.STDOUT, env={**os.environ, "PYTHONPATH": str(REPO)})
         try:
             deadline = time.monotonic() + 60
@@ -393,7 +391,7 @@ def run(output_dir: str, data: str = "hwu64", seconds: float = 60.0, connections
     refused = sum(float(line.split()[-1]) for line in metrics_text.splitlines() if line.startswith("rerank_refused_versions_total{"))
     swap_times = [s[2] for s in swaps if s[2] is not None]
 
-    print(f"\ncommand: python scripts/bench.py bench=serve bench.output_dir={output_dir} bench.data={data} bench.seconds={seconds:g} "
+    print(f"\ncommand: python benchmarks/run.py bench=serve bench.output_dir={output_dir} bench.data={data} bench.seconds={seconds:g} "
           f"bench.connections={connections} bench.workers={workers}\nserver: {command}\n")
     print("| measure | result | target |\n| --- | --- | --- |")
     print(f"| requests/s, one utterance each ({np.mean(sizes):.0f} hypotheses) | {rps:.0f} | >= 500 |")
@@ -454,7 +452,7 @@ def _side_by_side_only(out_dir: Path, work: Path, reg, corpus: str, data: str, p
         assert [(h["domain"], h["intent"]) for h in answer["hypotheses"]] == [(h["domain"], h["intent"]) for h in want]
         worst = max(worst, max((abs(a["score"] - b["score"]) for a, b in zip(answer["hypotheses"], want)), default=0.0))
         checked += 1
-    cmd = (f"python scripts/bench.py bench=serve bench.mode=side_by_side bench.output_dir={out_dir} bench.data={data} "
+    cmd = (f"python benchmarks/run.py bench=serve bench.mode=side_by_side bench.output_dir={out_dir} bench.data={data} "
            f"bench.connections={connections} bench.side_by_side_seconds={seconds:g} bench.side_by_side_rounds={rounds}")
     _print_side_by_side(runs, cmd, connections, sizes, len(pool), checked, worst)
     print(f"\nserver: {command}\nload average after: {' / '.join(f'{x:.2f}' for x in os.getloadavg())}")

@@ -19,12 +19,12 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from rerank.benchmark import alternatives as alt
-from rerank.benchmark.measure import REPO, machine
-from rerank.benchmark.report import render_report, update_benchmarks_md
-from rerank.benchmark.runs import Trainer, ranker_from
-from rerank.benchmark.speed import make_plots, peak_memory, speed_figures
-from rerank.benchmark.update import asynchronous_update
+from benchmarks import alternatives as alt
+from benchmarks.measure import REPO, machine
+from benchmarks.report import command, render_report, update_benchmarks_md
+from benchmarks.runs import Trainer, ranker_from
+from benchmarks.speed import make_plots, peak_memory, speed_figures
+from benchmarks.update import asynchronous_update
 from rerank.hypotheses.figures import oracle_score, top_hypothesis_figures
 from rerank.hypotheses.prepare import prepare
 from rerank.hypotheses.tables import open_tables
@@ -305,7 +305,7 @@ def run_benchmark(cfg: Mapping[str, Any], cli_overrides: Sequence[str] = ()) -> 
         "plots": plots,
         "seconds": None,
         "config": {k: cfg[k] for k in ("benchmark", "data", "recognizers", "hypotheses", "seed") if k in cfg},
-        "command": " ".join(["python scripts/benchmark.py", *cli_overrides]),
+        "command": command("suite", cli_overrides),
         "machine": machine(),
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
     }

@@ -1,6 +1,6 @@
 """The evidence ablation: the default re-ranker with each family of evidence a domain owns.
 
-``python scripts/benchmark.py mode=ablation [data=hwu64 ...]`` trains the default system
+``python benchmarks/run.py bench=ablation [data=hwu64 ...]`` trains the default system
 (``configs/train.yaml``, no experiment) per domain with ``features.evidence`` set to nothing,
 to each family alone (``rerank.model.features.EVIDENCE``), to every family, and to the
 families that each improved dev SemER on their own. Every variant is measured on dev (SemER
@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from rerank.benchmark.measure import machine
-from rerank.benchmark.report import _ci, _pct, quality_table, replace_section
+from benchmarks.measure import machine
+from benchmarks.report import _ci, _pct, command, quality_table, replace_section
 from rerank.hypotheses.evidence import NLU_FIELDS
 from rerank.hypotheses.figures import oracle_score
 from rerank.hypotheses.prepare import prepare
@@ -78,7 +78,7 @@ def nlu_families() -> list[str]:
 
 
 def run_ablation(cfg: Mapping[str, Any], cli_overrides: Sequence[str] = ()) -> dict:
-    from rerank.benchmark.suite import Suite, benchmarks_md_path
+    from benchmarks.suite import Suite, benchmarks_md_path
 
     t0 = time.perf_counter()
     if cfg["data"].get("format") != "tables":
@@ -107,7 +107,7 @@ def run_ablation(cfg: Mapping[str, Any], cli_overrides: Sequence[str] = ()) -> d
         "corpus": s.corpus, "domains": s.domains, "bootstrap": s.n_boot, "families": families, "system": system,
         "dev": out["dev"], "dev_baseline_semer": base, "dev_oracle_semer": oracle_dev,
         "chosen": out["chosen"], "rule": out.get("rule"), "helped_alone": out["helped_alone"], "test_rows": s.rows,
-        "command": " ".join(["python scripts/benchmark.py", *cli_overrides]),
+        "command": command("ablation", cli_overrides),
         "machine": machine(), "date": time.strftime("%Y-%m-%d %H:%M %Z"),
         "seconds": round(time.perf_counter() - t0, 1),
     }

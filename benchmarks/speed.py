@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from rerank.benchmark.measure import latency, throughput, timed_sweep, utterance_pool
+from benchmarks.measure import latency, throughput, timed_sweep, utterance_pool
 from rerank.merge.evaluate import SplitData
 from rerank.merge.ranker import CrossDomainRanker
 #: the overrides a training sweep takes from the benchmark's command line: which tables, where

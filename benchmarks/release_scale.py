@@ -1,6 +1,6 @@
 """Release planning at scale: how many domains stay on the baseline, live against newest, the plan's time and memory.
 
-    python scripts/bench.py bench=release bench.work=/tmp/release [bench.sizes=[200,1000]]
+    python benchmarks/run.py bench=release bench.work=/tmp/release [bench.sizes=[200,1000]]
 
 For every size (a synthetic assistant of that many domains): prepare, a sweep of every
 domain that only publishes (``promote=none``), then one ``scripts/release.py`` over every
@@ -18,8 +18,8 @@ from typing import Sequence
 
 import numpy as np
 
-from rerank.benchmark.measure import REPO, machine, run_measured, script
-from rerank.benchmark.scale import MANY, utterances_for
+from benchmarks.measure import REPO, machine, run_measured, script
+from benchmarks.scale import MANY, utterances_for
 from rerank.io import read_json, write_json
 
 
