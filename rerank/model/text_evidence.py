@@ -8,7 +8,6 @@ same resources from the same text (:meth:`DomainData.utterance_evidence`, :meth:
 """
 from __future__ import annotations
 
-import operator
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -16,6 +15,7 @@ import numpy as np
 from rerank.corpus.massive import MAX_TOKENS, qualify_intent
 from rerank.corpus.utterance import text_tokens
 from rerank.hypotheses.evidence import TEXT_FIELDS, DomainData
+from rerank.metrics.semer import normalize_value
 
 
 class BadText(ValueError):
@@ -36,14 +36,6 @@ def request_tokens(text: Any, where: str = "") -> tuple[str, ...]:
     return tokens
 
 
-def slot_pairs(slots: Any) -> Sequence[tuple[str, str]]:
-    """``(type, value)`` pairs of a hypothesis' slots: pairs, ``{"type", "value"}`` dicts or objects with both."""
-    if not slots:
-        return ()
-    return [(s["type"], s["value"]) if s.__class__ is dict else (s[0], s[1]) if s.__class__ in (tuple, list) else (s.type, s.value)
-            for s in slots]
-
-
 class TextIndex:
     """The text-derived evidence of many domains' hypotheses of one utterance, in a few array operations.
 
@@ -61,8 +53,6 @@ class TextIndex:
     FEW = 0.25
     #: the most entries (tokens x domains) of the dense table of counts (8 bytes each); beyond, a sparse one
     DENSE_MAX = 4_000_000
-    #: the most (domain, labelling) catalogue counts remembered (then forgotten all at once)
-    MISSES_MAX = 1 << 16
 
     def __init__(self, resources: Mapping[str, DomainData]):
         self.resources = dict(resources)
@@ -75,7 +65,8 @@ class TextIndex:
         self._group = np.concatenate([[0], np.cumsum(n_intents)]).astype(np.int64)  # domain -> its first intent
         self._starts = (np.concatenate([r._intent_starts[:len(r.intents)] + self._offset[j] for j, r in enumerate(data)])
                         if data else np.zeros(0, np.int64))
-        self._empty = n_intents == 0  # (a domain without training utterances: every similarity 0)
+        self._nonempty = np.flatnonzero(n_intents)  # (a domain without training utterances: every similarity 0)
+        self._nonempty_starts = self._group[:-1][self._nonempty]
         # domain -> intent -> its place among every domain's intents
         self._groups = {d: {name: int(self._group[j]) + k for k, name in enumerate(r.intents)}
                         for j, (d, r) in enumerate(self.resources.items())}
@@ -94,7 +85,7 @@ class TextIndex:
         cat = (lambda parts: np.concatenate(parts) if parts else np.zeros(0, np.int64))
         self._ptr, self._codes, self._counts = _csr(cat(rows), len(token_row), cat(codes), cat(counts))
         self._post_ptr, self._post = _csr(cat(post_rows), len(token_row), cat(post_cols))
-        self._misses: dict[tuple, int] = {}  # (domain, slot pairs) -> how many its catalogue lacks
+        self._catalogue = {(d, t, v) for d, r in self.resources.items() for t, v in r.catalogue}  # (normalised values)
         # every token's count in every domain as one dense table when it is small (one gather per utterance)
         self._dense = None
         if (len(token_row) + 1) * len(data) <= self.DENSE_MAX:
@@ -179,34 +170,33 @@ class TextIndex:
             if g < 0 and isinstance(intent[idx[k]], str):  # (named as in the gold file: "play" of Music)
                 d = domain[idx[k]]
                 group[k] = groups[d].get(qualify_intent(d, intent[idx[k]]), -1)
-        miss, memo = [0] * len(idx), self._misses
-        if len(memo) > self.MISSES_MAX:
-            memo.clear()
+        # DomainData.catalogue_miss of each hypothesis' slots, a set lookup per slot (its value as given, else normalised)
+        catalogue, miss = self._catalogue, [0] * len(idx)
         for k, i in enumerate(idx):
             sl = slots[i]
-            if sl:  # (labellings repeat: with other intents, and from request to request; each is looked up once)
-                kind = sl[0].__class__
-                key = (domain[i], tuple(sl) if kind is tuple else tuple(map(_PAIR.get(kind, _pair), sl)))
-                hit = memo.get(key)
-                if hit is None:
-                    hit = memo[key] = self.resources[key[0]].catalogue_miss(key[1])
-                miss[k] = hit
+            if sl:
+                d, c = domain[i], 0
+                for x in sl:
+                    kind = x.__class__
+                    t, v = (x["type"], x["value"]) if kind is dict else (x[0], x[1]) if kind is tuple or kind is list else (x.type, x.value)
+                    if (d, t, v) not in catalogue and (d, t, normalize_value(v)) not in catalogue:
+                        c += 1
+                miss[k] = c
         distinct = sorted(set(code))
         codes = np.array(distinct, dtype=np.int64)
         by_group = self._by_intent(tokens, distinct)
-        nearest = np.zeros(len(self._code))
+        # per domain: oov share, tokens, unigram mean, nearest neighbour; gathered once for every hypothesis
+        per_domain = np.zeros((4, len(self._code)))
+        per_domain[1] = len(tokens)
+        per_domain[0, codes], per_domain[2, codes] = self._per_domain(tokens, codes)
         if len(by_group):
-            nearest[~self._empty] = np.maximum.reduceat(by_group, self._group[:-1][~self._empty])
-        oov, unigram = np.zeros(len(self._code)), np.zeros(len(self._code))
-        oov[codes], unigram[codes] = self._per_domain(tokens, codes)
-        at = np.asarray(code, dtype=np.int64)
+            per_domain[3, self._nonempty] = np.maximum.reduceat(by_group, self._nonempty_starts)
         block = np.empty((len(idx), len(TEXT_FIELDS)))
-        block[:, _FIELD["oov_share"]] = oov[at]
+        block[:, _COMMON] = per_domain[:, code].T
         block[:, _FIELD["catalogue_miss"]] = miss
-        block[:, _FIELD["n_tokens"]] = len(tokens)
-        block[:, _FIELD["unigram_logp"]] = unigram[at]
-        block[:, _FIELD["neighbour_jaccard"]] = nearest[at]
         block[:, _FIELD["neighbour_intent_jaccard"]] = np.append(by_group, 0.0)[group]  # (-1: an intent it never had)
+        if len(idx) == n:
+            return block
         out[idx] = block
         return out
 
@@ -218,6 +208,5 @@ def _csr(rows: np.ndarray, n_rows: int, *columns: np.ndarray) -> tuple[np.ndarra
 
 
 _FIELD = {f: j for j, f in enumerate(TEXT_FIELDS)}
-#: a slot's (type, value): of a dict, a list, else an object with both (msgspec's)
-_PAIR = {dict: operator.itemgetter("type", "value"), list: tuple}
-_pair = operator.attrgetter("type", "value")
+#: the columns of the fields that are the same for all of a domain's hypotheses, in the order of TextIndex.values
+_COMMON = [_FIELD[f] for f in ("oov_share", "n_tokens", "unigram_logp", "neighbour_jaccard")]
