@@ -101,9 +101,9 @@ def run_size(label: str, data: list[str], work: Path, extra_prepare: list[str], 
 
 
 def plots(rows: list[dict], growth: list[dict], work: Path) -> None:
-    from rerank.plots import save
-
     import matplotlib.pyplot as plt
+
+    from rerank.plots import save
 
     if rows:
         x = [r["domains"] for r in rows]

@@ -11,6 +11,7 @@ import numpy as np
 from benchmarks.measure import latency, throughput, timed_sweep, utterance_pool
 from rerank.merge.evaluate import SplitData
 from rerank.merge.ranker import CrossDomainRanker
+
 #: the overrides a training sweep takes from the benchmark's command line: which tables, where
 TABLE_KEYS = ("data", "paths")
 

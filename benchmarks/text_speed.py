@@ -68,8 +68,8 @@ def _corpus(size, hwu64: str):
 def build(size, work: Path, hwu64: str) -> dict:
     """Both registries of one size; returns what the probes need."""
     from rerank.hypotheses.evidence import DomainData
-    from rerank.model.spec import FeatureSpec
     from rerank.model.registry import Registry
+    from rerank.model.spec import FeatureSpec
 
     t = time.perf_counter()
     corpus = _corpus(size, hwu64)

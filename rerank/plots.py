@@ -11,7 +11,6 @@ import numpy as np  # noqa: E402
 
 from rerank.metrics.calibration import N_BINS, ece, reliability_bins  # noqa: E402
 
-
 # A bin with a handful of points draws a zig-zag that says nothing: such bins are not drawn
 # (the ECE in the legend still counts them).
 MIN_BIN_COUNT = 10

@@ -33,7 +33,7 @@ from conftest import compose_config, prepare_config
 from rerank.hypotheses.export import export_nbest
 from rerank.hypotheses.nbest_import import import_nbest
 from rerank.hypotheses.prepare import prepare
-from rerank.hypotheses.tables import TableSet, TableSetWriter, TablesCorrupt, TablesMissing
+from rerank.hypotheses.tables import TablesCorrupt, TableSet, TableSetWriter, TablesMissing
 from rerank.merge.release import rollback
 from rerank.model.registry import Registry
 from test_registry import CORPUS, DOMAIN, FILES, make_model, publish, staging_dirs

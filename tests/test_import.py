@@ -13,8 +13,8 @@ import pytest
 from conftest import compose_config
 from rerank.corpus.jsonl import CorpusError
 from rerank.corpus.utterance import SPLITS
-from rerank.hypotheses.export import annotate, export_nbest
 from rerank.hypotheses.evidence import TEXT_FIELDS
+from rerank.hypotheses.export import annotate, export_nbest
 from rerank.hypotheses.nbest_import import import_nbest
 from rerank.hypotheses.schema import EVIDENCE_COLUMNS
 from rerank.hypotheses.tables import TableSet

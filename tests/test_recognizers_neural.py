@@ -15,8 +15,8 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from conftest import compose_config, prepare_config
 from benchmarks.prepare_speed import same_tables
+from conftest import compose_config, prepare_config
 from rerank.corpus.annotation import tags_to_slots
 from rerank.corpus.load import load_corpus
 from rerank.hypotheses.prepare import prepare

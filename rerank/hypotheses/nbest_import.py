@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from rerank.corpus.jsonl import MAX_LINE_BYTES, CorpusError, ReadReport, check_on_error, fail, iter_lines
 from rerank.corpus.massive import MAX_TOKENS, read_massive
 from rerank.corpus.utterance import SPLITS, Utterance, check_name
-from rerank.hypotheses.evidence import text_folds, fill_text_evidence
+from rerank.hypotheses.evidence import fill_text_evidence, text_folds
 from rerank.hypotheses.labels import label
 from rerank.hypotheses.nbest import BadHypothesis, parse_hypothesis
 from rerank.hypotheses.prepare import FEATURE_COLUMNS

@@ -17,9 +17,9 @@ import pyarrow as pa
 
 from rerank.hypotheses.figures import baseline_score, top_hypothesis_outcome
 from rerank.hypotheses.schema import SLOT_TYPE
+from rerank.hypotheses.tables import TableSet
 from rerank.metrics.calibration import bin_index, brier, ece, ece_rows, mce, nll
 from rerank.metrics.corpus import bootstrap_ci, corpus_semer, irer, slot_counts, slot_f1_from_counts
-from rerank.hypotheses.tables import TableSet
 
 #: the figures of a system, overall and per gold domain; ``*_top``: of the top hypothesis' score read as
 #: P(exactly right), ``*_all`` (overall only): of every hypothesis' score; ``*_ci``: bootstrap 95% intervals

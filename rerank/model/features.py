@@ -16,7 +16,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rerank.hypotheses.fields import SCORES
-from rerank.model.spec import (DENSE, DENSE_LAYOUT, EPS, BadFeatures, FeatureSpec, _evidence_plan, evidence_fields, layout)
+from rerank.model.spec import DENSE, DENSE_LAYOUT, EPS, BadFeatures, FeatureSpec, _evidence_plan, evidence_fields, layout
+
 
 def dense_features(scores: np.ndarray, logs: np.ndarray, n_slots) -> np.ndarray:
     """``[n, DENSE]`` (float64 holding float32-rounded values, as the feature matrix rounds them): dc, ic, ner, their

@@ -12,10 +12,10 @@ from hydra.utils import instantiate
 
 from rerank.losses import LOSSES, build_loss
 from rerank.metrics.calibration import brier, ece, nll
+from rerank.metrics.corpus import corpus_semer, irer
 from rerank.metrics.logistic import sigmoid
 from rerank.training.data import PADDED_Y_VALUE
 from rerank.training.model import DomainReranker
-from rerank.metrics.corpus import corpus_semer, irer
 
 #: the dev figures of :func:`slate_metrics` (``optimized_metric`` names one of them)
 DEV_METRICS = ("semer", "irer", "ece_top", "ece_all", "brier_all", "nll_all")
