@@ -95,7 +95,8 @@ def equal_count_bins(conf: np.ndarray, correct: np.ndarray, n_bins: int = N_BINS
     return np.array([conf[p].mean() for p in parts]), np.array([correct[p].mean() for p in parts])
 
 
-def feature_weights(weights: Mapping[str, Mapping[str, float]], features: Sequence[str] | None = None, title: str = "learned feature weights (standardised)"):
+def feature_weights(weights: Mapping[str, Mapping[str, float]], features: Sequence[str] | None = None,
+                    title: str = "learned feature weights (standardised)"):
     """Heat map: domains (rows) x features (columns) of learned weights."""
     domains = list(weights)
     features = list(features or dict.fromkeys(f for d in domains for f in weights[d]))

@@ -332,7 +332,8 @@ def test_kill_9_at_random_points_during_rollback_releases(tmp_path):
 
 @pytest.fixture(scope="module")
 def small_sets(tmp_path_factory):
-    """Two 150-utterance, 3-domain corpora (seeds 0 and 1), prepared once, and the n-best export of the first with a second, shorter n-best file: the inputs of the prepare and import trials."""
+    """Two 150-utterance, 3-domain corpora (seeds 0 and 1), prepared once, and the n-best export of the first with a
+    second, shorter n-best file: the inputs of the prepare and import trials."""
     root = tmp_path_factory.mktemp("faults_sets")
     out = {"root": root, "prepare": {}}
     for seed in (0, 1):

@@ -200,7 +200,8 @@ def import_nbest(cfg: Mapping[str, Any]) -> dict:
             bucket.add(index, line, h, errors, ie)
         bar.update(nbest_report.lines - bar.n)
     if not buckets:
-        raise CorpusError(f"{nbest_path}: no usable hypothesis" + (f" ({len(nbest_report.skipped)} lines skipped)" if nbest_report.skipped else ""))
+        raise CorpusError(f"{nbest_path}: no usable hypothesis"
+                          + (f" ({len(nbest_report.skipped)} lines skipped)" if nbest_report.skipped else ""))
 
     domains = sorted({d for d, _ in buckets})
     n_ranks = cfg.get("n_ranks", "auto")

@@ -69,7 +69,8 @@ def _index_in(column, vocab: Sequence[str]) -> np.ndarray:
 
 def _check_ranks(ranks: np.ndarray) -> None:
     if len(ranks) and ranks.min() < 0:
-        raise BadFeatures(f"{int((ranks < 0).sum())} hypotheses have a negative rank (first: {int(ranks[ranks < 0][0])}); ranks are 0-based")
+        raise BadFeatures(f"{int((ranks < 0).sum())} hypotheses have a negative rank "
+                          f"(first: {int(ranks[ranks < 0][0])}); ranks are 0-based")
 
 
 def _table_columns(table: pa.Table, spec: FeatureSpec) -> _TableColumns:
