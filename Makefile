@@ -13,7 +13,7 @@ LOCK := requirements.lock
 PIP := pip install -q --disable-pip-version-check
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml $(LOCK) | cksum | cut -d' ' -f1)
 
-.PHONY: install run test lock lock-check clean
+.PHONY: install run test lint lock lock-check clean
 install: $(STAMP)
 
 $(STAMP): pyproject.toml $(LOCK)
@@ -29,6 +29,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(ARGS)
+
+# CI: pyflakes, import order and lines of at most 140 characters ([tool.ruff] of pyproject.toml)
+lint: $(STAMP)
+	$(BIN)/ruff check rerank scripts tests benchmarks hydra_plugins
 
 # requirements.lock from pyproject.toml alone: a fresh venv, torch first, then
 # '.[dev]' resolved without constraints, frozen (rerank itself left out).

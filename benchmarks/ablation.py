@@ -20,8 +20,7 @@ from rerank.hypotheses.figures import oracle_score
 from rerank.hypotheses.prepare import prepare
 from rerank.io import write_json, write_text
 from rerank.merge.evaluate import evaluate, split_baseline
-from rerank.model.spec import EVIDENCE as FAMILIES
-from rerank.model.spec import evidence_fields
+from rerank.model.spec import EVIDENCE as FAMILIES, evidence_fields
 from rerank.plots import interval_rows, save
 
 SECTION = "Evidence ablation"

@@ -18,9 +18,9 @@ import pyarrow as pa
 import torch
 
 from rerank.metrics.calibration import platt
+from rerank.metrics.logistic import sigmoid as _sigmoid
 from rerank.model.features import features_from_table
 from rerank.model.spec import FeatureSpec
-from rerank.metrics.logistic import sigmoid as _sigmoid
 from rerank.training.competitors import baseline_logit
 
 

@@ -157,7 +157,8 @@ def run(output_dir: str, data: str = "synthetic", data_path: str | None = None, 
              f"best / median of {tp['repeats']} | {tp['best_per_second'] / 1e6:.2f} M/s / {tp['median_per_second'] / 1e6:.2f} M/s "
              f"({tp['best_seconds'] * 1e3:.0f} ms / {tp['median_seconds'] * 1e3:.0f} ms; CPU time {tp['cpu_seconds'] * 1e3:.0f} ms) "
              f"| >= 5 M/s | {'yes' if ok_tp else 'no'} |",
-             f"| single-utterance latency (`rank`) | {lat['setting']} | p50 {lat['p50_ms'] * 1e3:.0f} µs, p90 {lat['p90_ms'] * 1e3:.0f} µs, "
+             f"| single-utterance latency (`rank`) | {lat['setting']} | "
+             f"p50 {lat['p50_ms'] * 1e3:.0f} µs, p90 {lat['p90_ms'] * 1e3:.0f} µs, "
              f"p99 {lat['p99_ms'] * 1e3:.0f} µs (mean {lat['mean_ms'] * 1e3:.0f}, max {lat['max_ms'] * 1e3:.0f}); thread CPU time "
              f"p50 {lat['cpu_p50_ms'] * 1e3:.0f} µs, p99 {lat['cpu_p99_ms'] * 1e3:.0f} µs | p99 < 1 ms | {'yes' if ok_lat else 'no'} |",
              "", "Wall-clock figures include time the process waited for a CPU; thread CPU time does not "

@@ -20,8 +20,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from benchmarks.prepare_speed import same_tables
 from benchmarks.measure import REPO, machine, script
+from benchmarks.prepare_speed import same_tables
 
 
 def _ray(*args: str) -> None:

@@ -43,7 +43,8 @@ def quality_table(rows) -> list[str]:
             lines.append(f"| {r['name']} | {r['status']} |" + " - |" * (len(QUALITY_COLUMNS) - 3) + f" {r.get('retrain_alone', '-')} |")
             continue
         secs = r.get("train_seconds")
-        lines.append(f"| {r['name']} | {_ci(r, 'semer')} | {_ci(r, 'irer')} | {_f(r.get('domain_error'))} | {_ci(r, 'ece_top')} | {_ci(r, 'ece_top_merge')} | "
+        lines.append(f"| {r['name']} | {_ci(r, 'semer')} | {_ci(r, 'irer')} | {_f(r.get('domain_error'))} | "
+                     f"{_ci(r, 'ece_top')} | {_ci(r, 'ece_top_merge')} | "
                      f"{_f(r.get('mce_top'))} | {_f(r.get('brier_top'))} | {_pct(r.get('gap_closed'))} | "
                      f"{'-' if secs is None else f'{secs:.1f}'} | {r.get('retrain_alone', '-')} |")
     return lines
@@ -69,11 +70,13 @@ def findings(rows) -> list[str]:
         a, b = r.get(key), other.get(key)
         if a is None or b is None or a <= b:
             return None
-        note = " (the 95% intervals overlap: not a significant difference at this test size)" if key == "semer" and _overlap(r, other) else ""
+        note = (" (the 95% intervals overlap: not a significant difference at this test size)"
+                if key == "semer" and _overlap(r, other) else "")
         return f"**{r['name']}** loses to **{other['name']}** on {label}: {a:.4f} vs {b:.4f}{note}."
 
     for r in by_kind.get("per-domain", []):
-        for other, key, label in ((base, "semer", "SemER"), (base, "ece_top", "top ECE"), (platt, "semer", "SemER"), (platt, "ece_top", "top ECE"),
+        for other, key, label in ((base, "semer", "SemER"), (base, "ece_top", "top ECE"),
+                                  (platt, "semer", "SemER"), (platt, "ece_top", "top ECE"),
                                   *((j, "semer", "SemER") for j in joints)):
             if other is not None and (s := cmp(r, other, key, label)):
                 out.append(s)
@@ -87,10 +90,12 @@ def findings(rows) -> list[str]:
     per_domain = by_kind.get("per-domain", [])
     if per_domain:
         best = min(per_domain, key=lambda r: r["semer"])
-        out.append(f"Best per-domain row by test SemER: **{best['name']}** ({best['semer']:.4f}, gap closed {_pct(best.get('gap_closed'))}).")
+        out.append(f"Best per-domain row by test SemER: **{best['name']}** "
+                   f"({best['semer']:.4f}, gap closed {_pct(best.get('gap_closed'))}).")
         for j in joints:
             if j["semer"] < best["semer"]:
-                out.append(f"The non-modular **{j['name']}** beats the best per-domain row on SemER ({j['semer']:.4f} vs {best['semer']:.4f})"
+                out.append(f"The non-modular **{j['name']}** beats the best per-domain row on SemER "
+                           f"({j['semer']:.4f} vs {best['semer']:.4f})"
                            + ("; intervals overlap" if _overlap(j, best) else "") + ": that is the price of modularity on this corpus.")
             elif j["semer"] == best["semer"]:
                 out.append(f"The best per-domain row ties with **{j['name']}** on SemER ({best['semer']:.4f}).")
@@ -116,12 +121,14 @@ def speed_lines(speed: Mapping[str, Any] | None) -> list[str]:
     lines.append(f"| sweep R2 over every domain, sequential in-process | {_f(speed.get('sweep_sequential_seconds'), 1)} s |")
     if sj := speed.get("sweep_joblib"):
         status = "" if sj.get("returncode") == 0 else f" (FAILED, return code {sj.get('returncode')})"
-        lines.append(f"| sweep R2 over every domain, `scripts/train.py -m` joblib n_jobs={sj['n_jobs']} (subprocess) | {sj['seconds']:.1f} s{status} |")
+        lines.append(f"| sweep R2 over every domain, `scripts/train.py -m` joblib n_jobs={sj['n_jobs']} (subprocess) "
+                     f"| {sj['seconds']:.1f} s{status} |")
     else:
         lines.append("| sweep, joblib | not run (benchmark.speed.joblib_sweep=false) |")
     if sr := speed.get("sweep_ray"):
         status = "" if sr.get("returncode") == 0 else f" (failed, exit {sr.get('returncode')})"
-        lines.append(f"| sweep R2 over every domain, `scripts/train.py -m hydra/launcher=ray` (local cluster, subprocess) | {sr['seconds']:.1f} s{status} |")
+        lines.append("| sweep R2 over every domain, `scripts/train.py -m hydra/launcher=ray` (local cluster, subprocess) "
+                     f"| {sr['seconds']:.1f} s{status} |")
     else:
         lines.append("| sweep, Ray | not run (no Ray launcher here: `pip install -e '.[ray]'` or benchmark.speed.ray_python=...) |")
     if speed.get("merge_hypotheses_per_second"):
@@ -145,7 +152,8 @@ def async_lines(a: Mapping[str, Any] | None) -> list[str]:
              f"{a['updated_domain_rows_changed']} of the updated domain's {a['updated_domain_rows']} scores changed;",
              f"- overall test SemER {_f(o['semer']['before'])} -> {_f(o['semer']['after'])}, IRER {_f(o['irer']['before'])} -> "
              f"{_f(o['irer']['after'])}, ECE {_f(o['ece_top']['before'])} -> {_f(o['ece_top']['after'])};",
-             f"- wall time: single-domain update {a['update_seconds']:.1f} s (training {a['update_train_seconds']:.1f} s, plus publish and merge) "
+             f"- wall time: single-domain update {a['update_seconds']:.1f} s "
+             f"(training {a['update_train_seconds']:.1f} s, plus publish and merge) "
              f"vs full sequential retrain of every domain {a['full_retrain_seconds']:.1f} s "
              f"(that domain's share of it: {_f(a.get('full_retrain_seconds_of_that_domain'), 1)} s).", "",
              "| gold domain | SemER before | SemER after | change |", "| --- | ---: | ---: | ---: |"]
@@ -169,7 +177,8 @@ def selection_lines(sel: Mapping[str, Any]) -> list[str]:
                      + ", ".join(f"{k}: {v:.4f}" for k, v in r1["dev_semer"].items()) + f"; grid {r1['grid_seconds']:.0f} s)")
     if r3 := sel.get("R3"):
         lines.append(f"- R3 chosen on dev: alpha={r3['alpha']:g}, T={r3['temperature']:g} (grid of {len(r3['dev_semer'])}, "
-                     f"{r3['grid_seconds']:.0f} s; best dev SemER {min(r3['dev_semer'].values()):.4f}, worst {max(r3['dev_semer'].values()):.4f})")
+                     f"{r3['grid_seconds']:.0f} s; best dev SemER {min(r3['dev_semer'].values()):.4f}, "
+                     f"worst {max(r3['dev_semer'].values()):.4f})")
     if j := sel.get("joint"):
         lines.append(f"- joint model: R3's alpha and T, L-BFGS {j.get('evaluations')} function evaluations on {j.get('hypotheses')} "
                      f"training hypotheses, dev SemER {_f(j.get('dev_semer'))}")
@@ -186,7 +195,8 @@ def render_report(results: Mapping[str, Any]) -> str:
              "## Quality (test split)", "", *quality_table(results["rows"]), "",
              "*gap closed*: share of the baseline-to-oracle SemER gap closed. *train wall*: sequential wall time of "
              "training every domain of that row once (the selection grids are extra, below); per-domain rows go through "
-             "`train()` (Lightning, checkpoints, publish), the joint model is a bare torch L-BFGS loop and Platt a few two-parameter Newton fits, "
+             "`train()` (Lightning, checkpoints, publish), the joint model is a bare torch L-BFGS loop "
+             "and Platt a few two-parameter Newton fits, "
              "so those times are not like for like. ECE/MCE/Brier: the top "
              "hypothesis' score read as P(exactly right); \"-\" where scores are not probabilities.", "",
              "## Where a row loses", "", *[f"- {s}" for s in findings(results["rows"])], "",

@@ -101,9 +101,9 @@ def run_size(label: str, data: list[str], work: Path, extra_prepare: list[str], 
 
 
 def plots(rows: list[dict], growth: list[dict], work: Path) -> None:
-    from rerank.plots import save
-
     import matplotlib.pyplot as plt
+
+    from rerank.plots import save
 
     if rows:
         x = [r["domains"] for r in rows]
@@ -174,5 +174,6 @@ def run(work: str, hwu64: str, sizes: Sequence = ("hwu64", 100, 1000), utterance
     for r in results["domains"] + results["utterances"]:
         print(f"| {r['label']} | {r['domains']} | {r['utterances']:,} | {r['hypotheses']:,} | {r['prepare_seconds']:.0f} | "
               f"{r['prepare_peak_mb']:.0f} | {r.get('sweep_seconds', float('nan')):.0f} | {r['registry_load_seconds']:.2f} | "
-              f"{r['merge_hypotheses_per_second'] / 1e6:.2f} | {r['rank_p50_ms']:.2f} / {r['rank_p99_ms']:.2f} | {r['holder_rss_mb']:.0f} |")
+              f"{r['merge_hypotheses_per_second'] / 1e6:.2f} | {r['rank_p50_ms']:.2f} / {r['rank_p99_ms']:.2f} | "
+              f"{r['holder_rss_mb']:.0f} |")
     return 0

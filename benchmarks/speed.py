@@ -11,6 +11,7 @@ import numpy as np
 from benchmarks.measure import latency, throughput, timed_sweep, utterance_pool
 from rerank.merge.evaluate import SplitData
 from rerank.merge.ranker import CrossDomainRanker
+
 #: the overrides a training sweep takes from the benchmark's command line: which tables, where
 TABLE_KEYS = ("data", "paths")
 
@@ -42,7 +43,8 @@ def _importable(module: str) -> bool:
 
 def speed_figures(scfg, manifest, r2, r3, test: SplitData, bench_dir: Path, cfg, cli_overrides) -> dict:
     out: dict[str, Any] = {"prepare_seconds": manifest.get("seconds"),
-                           "prepare_note": "this run's build" if cfg.get("force", True) else "time of the build that made the cached tables (manifest['seconds'])"}
+                           "prepare_note": ("this run's build" if cfg.get("force", True)
+                                            else "time of the build that made the cached tables (manifest['seconds'])")}
     out["train_hypotheses_per_second"] = {
         "R2": {d: r["hypotheses_per_second"] for d, r in r2["results"].items()},
         "R3": {d: r["hypotheses_per_second"] for d, r in r3["results"].items()},

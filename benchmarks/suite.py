@@ -182,7 +182,8 @@ class Suite:
     def r3_rows(self) -> tuple[dict, dict]:
         """R3 over the alpha x temperature grid, chosen on dev; its candidates=utterance rows. Returns (run, test result)."""
         temps, alphas = [float(t) for t in self.b["temperatures"]], [float(a) for a in self.b["alphas"]]
-        grid = {(a, t): self.train_variant(f"R3_domain_a{_g(a)}_T{_g(t)}", [experiment("r3_domain"), f"loss.alpha={a}", f"loss.temperature={t}"])
+        grid = {(a, t): self.train_variant(f"R3_domain_a{_g(a)}_T{_g(t)}",
+                                           [experiment("r3_domain"), f"loss.alpha={a}", f"loss.temperature={t}"])
                 for a in alphas for t in temps}
         keys = list(grid)
         self.a_r3, self.t_r3 = min(keys, key=lambda k: (grid[k]["dev_semer"], keys.index(k)))

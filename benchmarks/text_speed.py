@@ -68,8 +68,8 @@ def _corpus(size, hwu64: str):
 def build(size, work: Path, hwu64: str) -> dict:
     """Both registries of one size; returns what the probes need."""
     from rerank.hypotheses.evidence import DomainData
-    from rerank.model.spec import FeatureSpec
     from rerank.model.registry import Registry
+    from rerank.model.spec import FeatureSpec
 
     t = time.perf_counter()
     corpus = _corpus(size, hwu64)
@@ -183,7 +183,8 @@ def run(work: str, hwu64: str = "../shared/data/hwu64", sizes: Sequence = ("hwu6
         a, b = r["rank"]["with_text"], r["rank"]["with_fields"]
         print(f"| {r['size']} | {r['domains']} | {r['train_utterances']:,} | "
               f"{r['with']['load_seconds']:.2f} / {r['without']['load_seconds']:.2f} | "
-              f"{r['with']['models_mb']:.0f} / {r['without']['models_mb']:.0f} ({r['with']['rss_mb']:.0f} / {r['without']['rss_mb']:.0f}) | "
+              f"{r['with']['models_mb']:.0f} / {r['without']['models_mb']:.0f} "
+              f"({r['with']['rss_mb']:.0f} / {r['without']['rss_mb']:.0f}) | "
               f"{r['with']['resources_mb']:.1f} | {a['p50_ms']:.3f} / {a['p99_ms']:.3f} | {b['p50_ms']:.3f} / {b['p99_ms']:.3f} | "
               f"{a['p99_ms'] / b['p99_ms']:.2f} | {r['rank']['hypotheses_per_call']:.0f} | {r['rank']['max_score_difference']:.1e} |")
     return 0

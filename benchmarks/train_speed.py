@@ -22,7 +22,6 @@ def throughput(out: Path, rows_target: int) -> list[tuple]:
     import torch
 
     from benchmarks.merge_speed import replicate
-
     from rerank.hypotheses.prepare import prepare
     from rerank.hypotheses.tables import open_tables
     from rerank.model.spec import spec_from_manifest

@@ -63,7 +63,8 @@ def asynchronous_update(acfg, trainer: Trainer, base_run, base_res, test: SplitD
         "other_domain_rows": int(others.sum()),
         "updated_domain_rows_changed": int((before[~others] != after[~others]).sum()),
         "updated_domain_rows": int((~others).sum()),
-        "overall": {k: {"before": base_res["overall"].get(k), "after": after_res["overall"].get(k)} for k in ("semer", "irer", "ece_top", "brier_top")},
+        "overall": {k: {"before": base_res["overall"].get(k), "after": after_res["overall"].get(k)}
+                    for k in ("semer", "irer", "ece_top", "brier_top")},
         "per_domain": per_domain,
         "gate": gate,
         "update_seconds": update_seconds, "update_train_seconds": run["seconds"],

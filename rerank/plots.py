@@ -11,7 +11,6 @@ import numpy as np  # noqa: E402
 
 from rerank.metrics.calibration import N_BINS, ece, reliability_bins  # noqa: E402
 
-
 # A bin with a handful of points draws a zig-zag that says nothing: such bins are not drawn
 # (the ECE in the legend still counts them).
 MIN_BIN_COUNT = 10
@@ -96,7 +95,8 @@ def equal_count_bins(conf: np.ndarray, correct: np.ndarray, n_bins: int = N_BINS
     return np.array([conf[p].mean() for p in parts]), np.array([correct[p].mean() for p in parts])
 
 
-def feature_weights(weights: Mapping[str, Mapping[str, float]], features: Sequence[str] | None = None, title: str = "learned feature weights (standardised)"):
+def feature_weights(weights: Mapping[str, Mapping[str, float]], features: Sequence[str] | None = None,
+                    title: str = "learned feature weights (standardised)"):
     """Heat map: domains (rows) x features (columns) of learned weights."""
     domains = list(weights)
     features = list(features or dict.fromkeys(f for d in domains for f in weights[d]))

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 
-
 #: below this many rows a plain lexsort is as fast as the grouped sort
 _SMALL = 4096
 

@@ -30,11 +30,13 @@ REDUCED = (
     "benchmark.bootstrap=20", "benchmark.lightgbm=false",
     "benchmark.speed.joblib_sweep=false", "benchmark.speed.rank_utterances=20",
     # the four candidates=utterance rows are skipped here (status "skipped"); the full run trains them
-    'benchmark.trainer_overrides=["~callbacks","trainer.max_epochs=2"]', "benchmark.utterance_candidates=false", "benchmark.joint.max_iter=20",
+    'benchmark.trainer_overrides=["~callbacks","trainer.max_epochs=2"]', "benchmark.utterance_candidates=false",
+    "benchmark.joint.max_iter=20",
 )
 
 ROW_PREFIXES = [
-    "unweighted baseline", "default system (configs/train.yaml", "R1 semer, candidates=domain", "R1 semer, candidates=utterance, competitors=baseline",
+    "unweighted baseline", "default system (configs/train.yaml", "R1 semer, candidates=domain",
+    "R1 semer, candidates=utterance, competitors=baseline",
     "R1 semer, candidates=utterance, competitors=live", "R2 crossentropy", "R3 combined, candidates=domain",
     "R3 combined, candidates=utterance, competitors=baseline", "R3 combined, candidates=utterance, competitors=live",
     "Platt-scaled baseline", "joint model", "LightGBM LambdaMART", "oracle",
@@ -54,7 +56,8 @@ def bench(tmp_path_factory):
 def test_results_json_has_every_part(bench):
     results, d = bench
     on_disk = json.loads((d / "results.json").read_text())
-    assert {"corpus", "domains", "utterances", "hypotheses", "rows", "selection", "async_update", "speed", "plots", "seconds"} <= set(on_disk)
+    assert {"corpus", "domains", "utterances", "hypotheses", "rows", "selection", "async_update", "speed", "plots",
+            "seconds"} <= set(on_disk)
     names = [r["name"] for r in on_disk["rows"]]
     for prefix in ROW_PREFIXES:
         assert any(n.startswith(prefix) for n in names), (prefix, names)

@@ -19,9 +19,8 @@ from rerank.hypotheses.nbest_table import check_nbest_table
 from rerank.hypotheses.schema import EVIDENCE_COLUMNS
 from rerank.hypotheses.tables import TableSet
 from rerank.model.features import features_from_table
-from rerank.model.spec import (EVIDENCE as FAMILIES, BadFeatures, FeatureSpec, FeatureSpecMismatch, evidence_fields,
-                               spec_from_manifest)
 from rerank.model.records import features_from_records
+from rerank.model.spec import EVIDENCE as FAMILIES, BadFeatures, FeatureSpec, FeatureSpecMismatch, evidence_fields, spec_from_manifest
 from rerank.recognizers.kbest import kbest, path_marginals, tag_marginals
 
 ALL = tuple(FAMILIES)

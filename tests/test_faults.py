@@ -33,7 +33,7 @@ from conftest import compose_config, prepare_config
 from rerank.hypotheses.export import export_nbest
 from rerank.hypotheses.nbest_import import import_nbest
 from rerank.hypotheses.prepare import prepare
-from rerank.hypotheses.tables import TableSet, TableSetWriter, TablesCorrupt, TablesMissing
+from rerank.hypotheses.tables import TablesCorrupt, TableSet, TableSetWriter, TablesMissing
 from rerank.merge.release import rollback
 from rerank.model.registry import Registry
 from test_registry import CORPUS, DOMAIN, FILES, make_model, publish, staging_dirs
@@ -332,7 +332,8 @@ def test_kill_9_at_random_points_during_rollback_releases(tmp_path):
 
 @pytest.fixture(scope="module")
 def small_sets(tmp_path_factory):
-    """Two 150-utterance, 3-domain corpora (seeds 0 and 1), prepared once, and the n-best export of the first with a second, shorter n-best file: the inputs of the prepare and import trials."""
+    """Two 150-utterance, 3-domain corpora (seeds 0 and 1), prepared once, and the n-best export of the first with a
+    second, shorter n-best file: the inputs of the prepare and import trials."""
     root = tmp_path_factory.mktemp("faults_sets")
     out = {"root": root, "prepare": {}}
     for seed in (0, 1):

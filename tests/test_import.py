@@ -13,15 +13,16 @@ import pytest
 from conftest import compose_config
 from rerank.corpus.jsonl import CorpusError
 from rerank.corpus.utterance import SPLITS
-from rerank.hypotheses.export import annotate, export_nbest
 from rerank.hypotheses.evidence import TEXT_FIELDS
+from rerank.hypotheses.export import annotate, export_nbest
 from rerank.hypotheses.nbest_import import import_nbest
 from rerank.hypotheses.schema import EVIDENCE_COLUMNS
 from rerank.hypotheses.tables import TableSet
 from rerank.metrics.semer import semantic_errors
 
 GOLD = [
-    {"id": "a1", "partition": "train", "scenario": "music", "intent": "music_play", "annot_utt": "play [song_name : thriller] now", "device": "echo"},
+    {"id": "a1", "partition": "train", "scenario": "music", "intent": "music_play", "annot_utt": "play [song_name : thriller] now",
+     "device": "echo"},
     {"id": "a2", "partition": "train", "scenario": "weather", "intent": "weather_query", "annot_utt": "weather in [place_name : paris]"},
     {"id": "a3", "partition": "dev", "scenario": "music", "intent": "music_pause", "annot_utt": "pause"},
     {"id": "a4", "partition": "test", "scenario": "weather", "intent": "query", "annot_utt": "is it cold in [place_name : oslo]"},
@@ -95,7 +96,8 @@ def test_import_labels_every_hypothesis_and_writes_a_checked_set(tmp_path, capsy
     # given ranks are kept, and rows are sorted by utterance then rank
     test = tables.read("weather", "test").to_pylist()
     assert [h["rank"] for h in test] == [0, 1] and test[0]["n_slots"] == 2
-    errors, total = semantic_errors("weather_query", [("place_name", "oslo")], "weather_query", [("place_name", "cold"), ("place_name", "oslo")])
+    errors, total = semantic_errors("weather_query", [("place_name", "oslo")],
+                                    "weather_query", [("place_name", "cold"), ("place_name", "oslo")])
     assert (test[0]["sem_errors"], test[0]["sem_total"]) == (errors, total) == (1, 2)
     assert test[0]["semer"] == 0.5
     # the gold utterance without any hypothesis is counted, and reported

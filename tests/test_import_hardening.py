@@ -10,9 +10,9 @@ import pytest
 
 from conftest import REPO
 from rerank.corpus.jsonl import CorpusError
+from rerank.hypotheses.nbest_import import import_nbest
 from rerank.hypotheses.tables import TableSet
 from test_import import GOLD, NBEST, assert_refused, files, hyp, import_config, run_import
-from rerank.hypotheses.nbest_import import import_nbest
 
 DEEP = '{"utt_id": "a1", "domain": "music", "intent": "x", "slots": ' + "[" * 1100 + "]" * 1100 + "}"
 BIG_RANK = hyp("a2", "music", "music_play", rank=40000)  # the only one of its list: nothing else refuses it

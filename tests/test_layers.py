@@ -79,7 +79,8 @@ def test_no_module_imports_a_higher_layer():
     assert problems == [], "\n".join(problems)
 
 
-@pytest.mark.parametrize("module", ["rerank.serving.app", "rerank.merge.run", "rerank.merge.promote", "rerank.merge.release", "rerank.model.registry"])
+@pytest.mark.parametrize("module", ["rerank.serving.app", "rerank.merge.run", "rerank.merge.promote", "rerank.merge.release",
+                                    "rerank.model.registry"])
 def test_merge_and_serving_load_no_training_code(module):
     """The published model's format is importable without Lightning, torch, losses or Hydra apps."""
     code = (f"import sys; import {module}; "

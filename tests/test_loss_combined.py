@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from loss_helpers import LN3, PAD, loss_and_grad as _loss_and_grad
 from rerank.losses import (
     LOSSES,
     combined_loss,
@@ -12,9 +13,6 @@ from rerank.losses import (
     get_loss,
     semer_loss,
 )
-
-from loss_helpers import LN3, PAD  # noqa: E402
-from loss_helpers import loss_and_grad as _loss_and_grad  # noqa: E402
 
 #: alpha and T have no defaults in the function (configs/loss/combined.yaml holds the toolkit's);
 #: the tests below were written for alpha = 0.5, T = 1 where they pass neither

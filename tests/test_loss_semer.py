@@ -4,10 +4,8 @@ import math
 import pytest
 import torch
 
+from loss_helpers import LN3, PAD, loss_and_grad as _loss_and_grad
 from rerank.losses import get_loss, semer_loss
-
-from loss_helpers import LN3, PAD  # noqa: E402
-from loss_helpers import loss_and_grad as _loss_and_grad  # noqa: E402
 
 
 def _explicit_utterance_loss(s_own, semer_own, s_other, semer_other, temperature=1.0):

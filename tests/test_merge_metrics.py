@@ -186,8 +186,7 @@ def test_bootstrap_intervals(split):
 
 def test_bootstrap_ece_matches_the_metric(split):
     """The vectorised ECE of the bootstrap equals ``ece`` on each resample."""
-    from rerank.metrics.calibration import bin_index, ece_rows
-    from rerank.metrics.calibration import ece
+    from rerank.metrics.calibration import bin_index, ece, ece_rows
 
     rng = np.random.default_rng(3)
     c = rng.random((6, 40))

@@ -10,10 +10,10 @@ import torch
 
 from rerank.hypotheses.schema import hypothesis_schema
 from rerank.merge.ranker import BASELINE, CrossDomainRanker, DomainScorer, UnknownDomainError, ranked_table
-from rerank.ranking import order_within_utterances, rank_within_utterances, top_per_utterance
 from rerank.model.features import features_from_table
-from rerank.model.spec import BadFeatures, FeatureSpec
 from rerank.model.records import features_from_records
+from rerank.model.spec import BadFeatures, FeatureSpec
+from rerank.ranking import order_within_utterances, rank_within_utterances, top_per_utterance
 from rerank.training.model import DomainReranker
 
 CONTEXT = (("device", ("echo", "echo_show", "fire_tv")),)

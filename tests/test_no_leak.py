@@ -1,7 +1,6 @@
 """Cross-fitting: a train-split hypothesis comes from recognizers that never saw its utterance."""
 from __future__ import annotations
 
-
 import numpy as np
 import pyarrow.parquet as pq
 import pytest

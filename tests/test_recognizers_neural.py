@@ -15,8 +15,8 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from conftest import compose_config, prepare_config
 from benchmarks.prepare_speed import same_tables
+from conftest import compose_config, prepare_config
 from rerank.corpus.annotation import tags_to_slots
 from rerank.corpus.load import load_corpus
 from rerank.hypotheses.prepare import prepare
@@ -25,7 +25,8 @@ from rerank.recognizers.mixed import MixedRecognizers
 from rerank.recognizers.neural import NeuralRecognizers
 
 # small and quick: the tests check the plumbing and the maths, not the accuracy
-SMALL = {"encoder.hidden": 32, "encoder.word_dim": 32, "dc.epochs": 4, "dc.lr": 0.01, "dc.negatives_per_epoch": 200, "interpreter.epochs": 8}
+SMALL = {"encoder.hidden": 32, "encoder.word_dim": 32, "dc.epochs": 4, "dc.lr": 0.01, "dc.negatives_per_epoch": 200,
+         "interpreter.epochs": 8}
 NEURAL = ("recognizers=neural", *(f"recognizers.family.{k}={v}" for k, v in SMALL.items()))
 
 

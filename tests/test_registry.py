@@ -16,8 +16,8 @@ import torch
 
 import rerank.model.registry as registry_mod
 from conftest import REPO
-from rerank.model.spec import FeatureSpec, FeatureSpecMismatch
 from rerank.model.registry import Registry, RegistryError
+from rerank.model.spec import FeatureSpec, FeatureSpecMismatch
 from rerank.training.model import DomainReranker
 
 CORPUS, DOMAIN = "toy", "Music"

@@ -9,8 +9,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from rerank.merge.evaluate import TopHypotheses
 from rerank.merge import report
+from rerank.merge.evaluate import TopHypotheses
 
 MAX_SIDE = 4000
 SHARED = ["dc", "ic", "ner", "log_dc", "log_ic", "log_ner", "n_slots", *(f"rank_{r}" for r in range(5)),

@@ -244,7 +244,8 @@ def test_the_fast_path_scores_as_the_offline_ranker_exactly(live_world):
     for bad in ('{"hypotheses": [{"domain": "a b", "intent": "x", "slots": [], "dc": 0.5, "ic": 0.5, "ner": 0.5}]}',
                 '{"hypotheses": [{"domain": "a", "intent": " ", "slots": [], "dc": 0.5, "ic": 0.5, "ner": 0.5}]}',
                 '{"hypotheses": [{"domain": "a", "intent": "x", "slots": [["t t", "v"]], "dc": 0.5, "ic": 0.5, "ner": 0.5}]}',
-                '{"hypotheses": [{"domain": "a", "intent": "x", "slots": [{"type": "t", "value": " "}], "dc": 0.5, "ic": 0.5, "ner": 0.5}]}',
+                '{"hypotheses": [{"domain": "a", "intent": "x", "slots": [{"type": "t", "value": " "}], '
+                '"dc": 0.5, "ic": 0.5, "ner": 0.5}]}',
                 '{"hypotheses": [{"domain": "a", "intent": "x", "slots": [], "dc": true, "ic": 0.5, "ner": 0.5}]}',
                 '{"hypotheses": [{"domain": "a", "intent": "x", "slots": [], "dc": 0.5, "ic": 0.5, "ner": 0.5, "n_tokens": 0}]}',
                 '{"hypotheses": [{"domain": "a", "intent": "x", "slots": [], "dc": 0.5, "ic": 0.5, "ner": 0.5, "ic_entropy": 1e999}]}'):
@@ -274,8 +275,8 @@ def test_a_client_asks_for_the_top_k_and_the_fields_it_wants(basic, live_world):
             assert body["confidence"] == full["confidence"] and body["versions"] == full["versions"]
         batch = client.post("/rank/batch", json={"utterances": [{"hypotheses": hyps}] * 2, "top_k": 1, "fields": ["intent"]}).json()
         assert [x["hypotheses"] for x in batch["results"]] == [[{"intent": full["hypotheses"][0]["intent"]}]] * 2
-        for query, body, field in (("", {"top_k": 0}, "top_k"), ("?top_k=x", {}, "top_k"), ("", {"fields": ["domain", "nope"]}, "fields[1]"),
-                                   ("?fields=nope", {}, "fields[0]")):
+        for query, body, field in (("", {"top_k": 0}, "top_k"), ("?top_k=x", {}, "top_k"),
+                                   ("", {"fields": ["domain", "nope"]}, "fields[1]"), ("?fields=nope", {}, "fields[0]")):
             r = client.post("/rank" + query, json={"hypotheses": hyps, **body})
             assert r.status_code == 422 and r.json()["field"] == field, r.text
 

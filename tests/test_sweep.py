@@ -92,11 +92,10 @@ def test_domain_all_without_tables_names_the_command(tmp_path):
 
 def test_domain_all_on_imported_tables(prepared, tmp_path):
     """data=tables: a sweep over every domain of tables that import wrote (here: the prepared ones, exported)."""
+    from conftest import compose_config
     from rerank.hypotheses.export import export_nbest
     from rerank.hypotheses.nbest_import import import_nbest
     from rerank.hypotheses.tables import TableSet
-
-    from conftest import compose_config
 
     files = export_nbest(TableSet.open(prepared.data_dir), tmp_path / "export")
     import_nbest(compose_config("import", ["name=acme", f"nbest={files['nbest']}", f"gold={files['gold']}",

@@ -13,7 +13,7 @@ import pytest
 from conftest import REPO, edit_table, prepare_config
 from rerank.corpus.utterance import SPLITS
 from rerank.hypotheses.prepare import prepare
-from rerank.hypotheses.tables import TableSet, TablesCorrupt, TablesMissing
+from rerank.hypotheses.tables import TablesCorrupt, TableSet, TablesMissing
 
 _KILLED_BUILD = """
 import os, signal, sys

@@ -12,8 +12,8 @@ from rerank.merge.promote import promote_version, recalibrate
 from rerank.merge.ranker import CrossDomainRanker
 from rerank.merge.top_calibration import TopCalibration, fit_top_calibration, read_top_calibration
 from rerank.metrics.calibration import ece, nll, platt
-from rerank.model.registry import Registry, RegistryError
 from rerank.metrics.logistic import logit, sigmoid
+from rerank.model.registry import Registry, RegistryError
 
 CORPUS = "synthetic"
 

@@ -13,9 +13,9 @@ from conftest import edit_table
 from rerank.hypotheses.tables import TablesCorrupt, TablesMissing
 from rerank.io import read_json
 from rerank.model.registry import Registry
+from rerank.model.spec import BadFeatures, FeatureSpec, spec_from_manifest
 from rerank.training.data import SlateTensors
 from rerank.training.datamodule import SlateDataModule
-from rerank.model.spec import BadFeatures, FeatureSpec, spec_from_manifest
 from rerank.training.model import DomainReranker
 from rerank.training.module import RerankerModule
 from rerank.training.train import NoPositives, UnknownDomain, train

@@ -23,7 +23,8 @@ def render_data_doc() -> str:
     for name, typ, meaning in HYPOTHESIS_COLUMNS:
         lines.append(f"| `{name}` | `{typ}` | {meaning} |")
         if name == "n_slots":
-            lines.append("| `<context field>` | `string` | one column per context field of the corpus, e.g. `device` (`unknown` when absent) |")
+            lines.append("| `<context field>` | `string` | one column per context field of the corpus, "
+                         "e.g. `device` (`unknown` when absent) |")
     lines += ["", "Rows are sorted by `utt_index`, then `rank`. Imported tables have `fold` -1. The evidence columns "
               "(`ic_margin` to `unigram_logp`) are null where a domain's recognizers or n-best do not give them; prepare "
               "computes the ones learned from training data (vocabulary, catalogue, unigram model) on the same cross-fitted "
@@ -54,7 +55,8 @@ def render_data_doc() -> str:
               "Refused, with the file, the line (Parquet: the row) and the field: a `utt_id` not in the gold, a score",
               "outside [0, 1], NaN or infinite, a domain name unsafe as a folder name, a duplicate hypothesis (same",
               "utterance, domain, intent and slots), a list ranked only in part, a byte that is not UTF-8, a line over",
-              "`max_line_bytes`, an evidence field out of its range. `on_error=skip` skips and counts such lines instead (the manifest lists them). Gold",
+              "`max_line_bytes`, an evidence field out of its range. `on_error=skip` skips and counts such lines instead "
+              "(the manifest lists them). Gold",
               "utterances with no hypothesis are counted and reported, not refused: they count as full errors.", "",
               "## The gold file: MASSIVE JSONL (what the corpus readers read)", "",
               "| field | meaning |", "| --- | --- |",

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from rerank.ranking import top_per_utterance
 from rerank.metrics.corpus import corpus_semer, irer
+from rerank.ranking import top_per_utterance
 
 
 def top_hypothesis_outcome(utt_index, score, sem_errors, ie, sem_total_per_utt) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -6,8 +6,8 @@ A record holds ``domain``, ``intent`` (named as in the gold file: ``alarm_set``,
 (numbers in [0, 1]), optionally ``rank`` (0-based in the domain's own list; from
 ``ic * ner`` when absent) and context fields such as ``device`` (``unknown`` when
 absent), and any of the evidence fields a domain's NLU gives (``ic_margin``, ``ner_min``, ...:
-:data:`EVIDENCE`; a model trained with ``features.evidence`` needs them). ``import`` also needs ``utt_id``. :func:`parse_hypothesis` checks a
-record and says which field is wrong; the same rules hold for a file and a request.
+:data:`EVIDENCE`; a model trained with ``features.evidence`` needs them). ``import`` also needs ``utt_id``.
+:func:`parse_hypothesis` checks a record and says which field is wrong; the same rules hold for a file and a request.
 """
 from __future__ import annotations
 

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 from rerank.corpus.jsonl import MAX_LINE_BYTES, CorpusError, ReadReport, check_on_error, fail, iter_lines
 from rerank.corpus.massive import MAX_TOKENS, read_massive
 from rerank.corpus.utterance import SPLITS, Utterance, check_name
-from rerank.hypotheses.evidence import text_folds, fill_text_evidence
+from rerank.hypotheses.evidence import fill_text_evidence, text_folds
 from rerank.hypotheses.labels import label
 from rerank.hypotheses.nbest import BadHypothesis, parse_hypothesis
 from rerank.hypotheses.prepare import FEATURE_COLUMNS
@@ -200,7 +200,8 @@ def import_nbest(cfg: Mapping[str, Any]) -> dict:
             bucket.add(index, line, h, errors, ie)
         bar.update(nbest_report.lines - bar.n)
     if not buckets:
-        raise CorpusError(f"{nbest_path}: no usable hypothesis" + (f" ({len(nbest_report.skipped)} lines skipped)" if nbest_report.skipped else ""))
+        raise CorpusError(f"{nbest_path}: no usable hypothesis"
+                          + (f" ({len(nbest_report.skipped)} lines skipped)" if nbest_report.skipped else ""))
 
     domains = sorted({d for d, _ in buckets})
     n_ranks = cfg.get("n_ranks", "auto")

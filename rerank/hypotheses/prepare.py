@@ -40,8 +40,7 @@ from rerank.hypotheses.evidence import RESOURCES_FORMAT, DomainData
 from rerank.hypotheses.jobs import JobRunner, one_thread, worker_count
 from rerank.hypotheses.schema import HYPOTHESIS_COLUMNS, SCHEMA_VERSION, filled_evidence, hypothesis_schema, utterance_table
 from rerank.hypotheses.summary import domain_recognizer_figures, recognizer_figures, render_summary, split_figures
-from rerank.hypotheses.tables import (TableSet, TablesCorrupt, TableSetWriter, build_lock, clean_leftovers, data_root,
-                                      set_dir)
+from rerank.hypotheses.tables import TablesCorrupt, TableSet, TableSetWriter, build_lock, clean_leftovers, data_root, set_dir
 from rerank.recognizers.base import Recognizers
 
 log = logging.getLogger(__name__)

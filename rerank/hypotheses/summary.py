@@ -87,17 +87,20 @@ def render_summary(summary: dict) -> str:
         lines.append(f"| **all** | | {o['n']} | {o['dc_accuracy']:.3f} | {o['ic_accuracy']:.3f} | {o['slot_f1']:.3f} |")
         lines.append("")
     lines += ["## Top hypothesis, unweighted baseline (dc*ic*ner) and oracle", "",
-              "| split | utterances | hyps/utt | no hypothesis | gold domain emitted | coverage | baseline SemER | baseline IRER | oracle SemER | oracle IRER |",
+              "| split | utterances | hyps/utt | no hypothesis | gold domain emitted | coverage "
+              "| baseline SemER | baseline IRER | oracle SemER | oracle IRER |",
               "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for s, f in summary["splits"].items():
         lines.append(f"| {s} | {f['utterances']} | {f['hypotheses_per_utterance']:.1f} | {f['no_hypothesis']} | "
                      f"{f['gold_domain_emitted']:.4f} | {f['coverage']:.4f} | "
-                     f"{f['baseline']['semer']:.4f} | {f['baseline']['irer']:.4f} | {f['oracle']['semer']:.4f} | {f['oracle']['irer']:.4f} |")
+                     f"{f['baseline']['semer']:.4f} | {f['baseline']['irer']:.4f} | "
+                     f"{f['oracle']['semer']:.4f} | {f['oracle']['irer']:.4f} |")
     lines += ["", "*coverage*: the share of utterances whose gold interpretation is in the list (1 - oracle IRER); "
               "an utterance with no hypothesis counts as a full error."]
     test = summary["splits"].get("test")
     if test:
-        lines += ["", "## Test, per gold domain", "", "| domain | baseline SemER | baseline IRER | oracle SemER |", "| --- | ---: | ---: | ---: |"]
+        lines += ["", "## Test, per gold domain", "",
+                  "| domain | baseline SemER | baseline IRER | oracle SemER |", "| --- | ---: | ---: | ---: |"]
         for d, f in test["baseline"]["per_domain"].items():
             lines.append(f"| {d} | {f['semer']:.4f} | {f['irer']:.4f} | {test['oracle']['per_domain'][d]['semer']:.4f} |")
     for note in summary.get("notes", []):

@@ -32,8 +32,7 @@ import pyarrow.parquet as pq
 
 from rerank.corpus.utterance import SPLITS, check_name
 from rerank.hypotheses.schema import SCHEMA_VERSION
-from rerank.io import (file_lock, fsync_dir, fsync_file, host_name, make_temp_dir, pid_alive, read_json, sha256_bytes, write_json,
-                       write_text)
+from rerank.io import file_lock, fsync_dir, fsync_file, host_name, make_temp_dir, pid_alive, read_json, sha256_bytes, write_json, write_text
 
 MANIFEST = "manifest.json"
 UTTERANCES = "_utterances"

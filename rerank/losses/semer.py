@@ -6,7 +6,8 @@ from typing import Optional
 import torch
 from torch import Tensor
 
-from rerank.losses._helpers import (PADDED_Y_VALUE,
+from rerank.losses._helpers import (
+    PADDED_Y_VALUE,
     _check_pair,
     _check_row_vector,
     _check_temperature,

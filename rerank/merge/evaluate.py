@@ -17,9 +17,9 @@ import pyarrow as pa
 
 from rerank.hypotheses.figures import baseline_score, top_hypothesis_outcome
 from rerank.hypotheses.schema import SLOT_TYPE
+from rerank.hypotheses.tables import TableSet
 from rerank.metrics.calibration import bin_index, brier, ece, ece_rows, mce, nll
 from rerank.metrics.corpus import bootstrap_ci, corpus_semer, irer, slot_counts, slot_f1_from_counts
-from rerank.hypotheses.tables import TableSet
 
 #: the figures of a system, overall and per gold domain; ``*_top``: of the top hypothesis' score read as
 #: P(exactly right), ``*_all`` (overall only): of every hypothesis' score; ``*_ci``: bootstrap 95% intervals
@@ -85,7 +85,8 @@ def load_split(tables_set: TableSet, split: str, domains: Sequence[str] | None =
         split=split, domains=names, tables=tables, gold=gold,
         utt_index=cat("utt_index", np.int64), sem_errors=cat("sem_errors", np.float64), ie=cat("ie", np.int64),
         semer=cat("semer", np.float64),
-        domain_code=np.concatenate([np.full(tables[d].num_rows, j, np.int32) for j, d in enumerate(names)]) if names else np.zeros(0, np.int32),
+        domain_code=(np.concatenate([np.full(tables[d].num_rows, j, np.int32) for j, d in enumerate(names)])
+                     if names else np.zeros(0, np.int32)),
         intent=cat("intent", object), totals=gold["sem_total"].to_numpy().astype(np.float64),
         gold_domain=np.array(gold["gold_domain"].to_pylist(), dtype=object),
         gold_intent=np.array(gold["gold_intent"].to_pylist(), dtype=object),
@@ -118,7 +119,8 @@ def figures(errors, totals, ie_top, dom_err, int_err, tp, nh, ng, conf, correct,
         "slot_f1": slot_f1_from_counts(tp, nh, ng),
     }
     if n_boot:
-        out["semer_ci"] = list(bootstrap_ci(lambda e, t: e.sum(1) / t.sum(1), errors, totals, n_resamples=n_boot, seed=seed, vectorized=True))
+        out["semer_ci"] = list(bootstrap_ci(lambda e, t: e.sum(1) / t.sum(1), errors, totals,
+                                            n_resamples=n_boot, seed=seed, vectorized=True))
         out["irer_ci"] = list(bootstrap_ci(lambda i: i.mean(1), ie_top.astype(float), n_resamples=n_boot, seed=seed, vectorized=True))
     if conf is not None and len(conf):
         out.update(ece_top=ece(conf, correct), mce_top=mce(conf, correct), brier_top=brier(conf, correct), nll_top=nll(conf, correct))

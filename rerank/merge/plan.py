@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 from rerank.merge.world import World
-from rerank.model.registry import Registry, RegistryError, VERSION_DIR
+from rerank.model.registry import VERSION_DIR, Registry, RegistryError
 
 MAX_PASSES = 8
 

@@ -20,9 +20,9 @@ from typing import Any, Mapping
 
 from rerank.hypotheses.tables import TableSet, open_tables
 from rerank.io import write_json, write_text
+from rerank.merge.evaluate import top_hypotheses
 from rerank.merge.gate import GateLimits, render_gate_report
 from rerank.merge.top_calibration import TopCalibration, fit_top_calibration
-from rerank.merge.evaluate import top_hypotheses
 from rerank.merge.world import World
 from rerank.model.registry import VERSION_DIR, Registry, RegistryError
 

@@ -18,16 +18,16 @@ import pyarrow.compute as pc
 
 from rerank.hypotheses.evidence import TEXT_FIELDS, DomainData
 from rerank.hypotheses.figures import baseline_score
-from rerank.ranking import order_within_utterances, rank_within_utterances
-from rerank.model.features import log_scores
-from rerank.model.spec import BadFeatures, FeatureSpec, evidence_fields
-from rerank.model.records import evidence_matrix, features_from_records, record_ranks, record_scores
-from rerank.model.many import LinearDomains
-from rerank.model.registry import Registry
-from rerank.model.scorer import LogitScorer
-from rerank.model.text_evidence import BadText, TextIndex, request_tokens
 from rerank.merge.columns import RANK_TOGETHER, HypothesisColumns, score_columns
 from rerank.merge.scorers import BASELINE, DomainScorer, UnknownDomainError, _sigmoid
+from rerank.model.features import log_scores
+from rerank.model.many import LinearDomains
+from rerank.model.records import evidence_matrix, features_from_records, record_ranks, record_scores
+from rerank.model.registry import Registry
+from rerank.model.scorer import LogitScorer
+from rerank.model.spec import BadFeatures, FeatureSpec, evidence_fields
+from rerank.model.text_evidence import BadText, TextIndex, request_tokens
+from rerank.ranking import order_within_utterances, rank_within_utterances
 
 log = logging.getLogger(__name__)
 #: from this many linear domains on, score_tables scores them together (rerank.model.many)

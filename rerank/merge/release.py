@@ -22,7 +22,7 @@ from typing import Any, Mapping
 from rerank.hypotheses.tables import TableSet, open_tables
 from rerank.merge.coadapt import retrain
 from rerank.merge.gate import GateLimits
-from rerank.merge.plan import Plan, pending, trained_world, units_of, make_plan
+from rerank.merge.plan import Plan, make_plan, pending, trained_world, units_of
 from rerank.merge.release_report import write_release_report
 from rerank.merge.world import World
 from rerank.model.registry import Registry, RegistryError

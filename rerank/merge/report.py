@@ -39,13 +39,15 @@ def _ci(m: Mapping, key: str) -> str:
 
 def main_table(metrics: Mapping[str, Mapping]) -> list[str]:
     base, oracle = metrics["baseline"]["semer"], metrics["oracle"]["semer"]
-    lines = ["| system | SemER [95% CI] | IRER [95% CI] | domain err | intent err | slot F1 | ECE [95% CI] | MCE | Brier | NLL | SemER vs baseline | gap closed |",
+    lines = ["| system | SemER [95% CI] | IRER [95% CI] | domain err | intent err | slot F1 | ECE [95% CI] "
+             "| MCE | Brier | NLL | SemER vs baseline | gap closed |",
              "| --- | --- | --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
     for name, m in metrics.items():
         rel = (m["semer"] - base) / base if base else float("nan")
         gap = (base - m["semer"]) / (base - oracle) if base > oracle else float("nan")
         lines.append(f"| {name} | {_ci(m, 'semer')} | {_ci(m, 'irer')} | {_fmt(m['domain_error'])} | {_fmt(m['intent_error'])} | "
-                     f"{_fmt(m['slot_f1'])} | {_ci(m, 'ece_top')} | {_fmt(m.get('mce_top'))} | {_fmt(m.get('brier_top'))} | {_fmt(m.get('nll_top'))} | "
+                     f"{_fmt(m['slot_f1'])} | {_ci(m, 'ece_top')} | {_fmt(m.get('mce_top'))} | "
+                     f"{_fmt(m.get('brier_top'))} | {_fmt(m.get('nll_top'))} | "
                      f"{rel:+.1%} | {gap:.1%} |")
     return lines
 
@@ -260,7 +262,8 @@ def _markdown(metrics: Mapping, meta: Mapping, weights: bool) -> list[str]:
              "*gap closed*: share of the baseline-to-oracle SemER gap that the system closes. "
              "Calibration figures (ECE with 15 bins, MCE, Brier, NLL) are of the top hypothesis' score read as P(exactly right).", ""]
     if (tc := meta.get("top_calibration")) is not None:
-        stale = f" It was fitted for other versions of {', '.join(tc['stale'])}: refit it with `scripts/promote.py recalibrate=true`." if tc["stale"] else ""
+        stale = (f" It was fitted for other versions of {', '.join(tc['stale'])}: "
+                 "refit it with `scripts/promote.py recalibrate=true`." if tc["stale"] else "")
         lines += [f"The first row's top-hypothesis confidence is the merge's top calibration "
                   f"(sigmoid({tc['scale']:.3f} * logit(top score) {tc['shift']:+.3f}), fitted on {tc['split']} by the "
                   f"promotion gate, {tc['fitted_at']}); the other rows show their raw top scores.{stale}", ""]

@@ -15,8 +15,8 @@ from rerank.merge.evaluate import evaluate, load_split, semer_change, split_base
 from rerank.merge.ranker import CrossDomainRanker, ranked_table
 from rerank.merge.report import write_report
 from rerank.merge.top_calibration import read_top_calibration
-from rerank.model.spec import spec_from_manifest
 from rerank.model.registry import Registry
+from rerank.model.spec import spec_from_manifest
 
 #: the per-loss systems of the report, in this order: the newest version of each loss (live or not);
 #: R1 last, as it loses by design with candidates=domain (BENCHMARKS.md)

@@ -10,10 +10,10 @@ import pyarrow as pa
 
 from rerank.hypotheses.evidence import TEXT_FIELDS, DomainData
 from rerank.hypotheses.figures import baseline_score
+from rerank.metrics.logistic import sigmoid
 from rerank.model.features import check_finite, feature_blocks
 from rerank.model.published import PublishedModel
 from rerank.model.records import features_from_records
-from rerank.metrics.logistic import sigmoid
 from rerank.model.spec import BadFeatures, FeatureSpec, evidence_fields
 
 BASELINE = "baseline"

@@ -26,6 +26,7 @@ import numpy as np
 from rerank.metrics.calibration import ece, platt
 from rerank.metrics.logistic import logit, sigmoid
 
+
 @dataclass(frozen=True)
 class TopCalibration:
     scale: float = 1.0

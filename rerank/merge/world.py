@@ -23,7 +23,6 @@ from typing import Mapping
 import numpy as np
 
 from rerank.hypotheses.figures import top_hypothesis_outcome
-from rerank.ranking import top_per_utterance
 from rerank.hypotheses.tables import TableSet
 from rerank.merge.evaluate import SplitData, load_split
 from rerank.merge.gate import GateLimits, judge
@@ -31,9 +30,10 @@ from rerank.merge.ranker import BASELINE, DomainScorer
 from rerank.merge.top_calibration import TopCalibration, fit_top_calibration
 from rerank.metrics.calibration import bin_index, ece, ece_rows
 from rerank.metrics.corpus import bootstrap_ci, percentile_interval, resample_counts
-from rerank.model.spec import spec_from_manifest
 from rerank.model.registry import Registry, RegistryError
 from rerank.model.releases import LiveState
+from rerank.model.spec import spec_from_manifest
+from rerank.ranking import top_per_utterance
 
 Moves = Mapping[str, "str | None"]
 

@@ -16,7 +16,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rerank.hypotheses.fields import SCORES
-from rerank.model.spec import (DENSE, DENSE_LAYOUT, EPS, BadFeatures, FeatureSpec, _evidence_plan, evidence_fields, layout)
+from rerank.model.spec import DENSE, DENSE_LAYOUT, EPS, BadFeatures, FeatureSpec, _evidence_plan, evidence_fields, layout
+
 
 def dense_features(scores: np.ndarray, logs: np.ndarray, n_slots) -> np.ndarray:
     """``[n, DENSE]`` (float64 holding float32-rounded values, as the feature matrix rounds them): dc, ic, ner, their
@@ -68,7 +69,8 @@ def _index_in(column, vocab: Sequence[str]) -> np.ndarray:
 
 def _check_ranks(ranks: np.ndarray) -> None:
     if len(ranks) and ranks.min() < 0:
-        raise BadFeatures(f"{int((ranks < 0).sum())} hypotheses have a negative rank (first: {int(ranks[ranks < 0][0])}); ranks are 0-based")
+        raise BadFeatures(f"{int((ranks < 0).sum())} hypotheses have a negative rank "
+                          f"(first: {int(ranks[ranks < 0][0])}); ranks are 0-based")
 
 
 def _table_columns(table: pa.Table, spec: FeatureSpec) -> _TableColumns:

@@ -25,9 +25,9 @@ import pyarrow.compute as pc
 
 from rerank.corpus.massive import qualify_intent
 from rerank.model.features import SCORES, _check_ranks, check_finite, dense_features, log_scores
-from rerank.model.spec import EVIDENCE, BadFeatures, FeatureSpec, _evidence_plan, evidence_fields
-from rerank.model.spec import DENSE, layout
 from rerank.model.scorer import LogitScorer
+from rerank.model.spec import DENSE, EVIDENCE, BadFeatures, FeatureSpec, _evidence_plan, evidence_fields, layout
+
 
 def _codes(column) -> pa.DictionaryArray:
     column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column

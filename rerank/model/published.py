@@ -19,8 +19,8 @@ from safetensors.numpy import load_file
 
 from rerank.hypotheses.evidence import BadResources, DomainData
 from rerank.io import read_json, sha256_bytes
-from rerank.model.spec import FeatureSpec, FeatureSpecMismatch, request_fields
 from rerank.model.scorer import BadWeights, LogitScorer
+from rerank.model.spec import FeatureSpec, FeatureSpecMismatch, request_fields
 
 #: a version's evidence resources (rerank.hypotheses.evidence.DomainData), checked against meta.json's checksum
 RESOURCES = "evidence.json"

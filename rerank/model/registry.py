@@ -43,10 +43,10 @@ from safetensors.numpy import save_file
 
 from rerank.hypotheses.evidence import BadResources, DomainData
 from rerank.io import append_line, atomic_path, file_lock, fsync_dir, host_name, read_json, sha256_bytes, write_json
-from rerank.model.spec import FeatureSpec, request_fields
 from rerank.model.published import RESOURCES, Publishable, PublishedModel, RegistryError, load_version
 from rerank.model.releases import LiveState, ReleaseError, Releases
 from rerank.model.scorer import BadWeights, LogitScorer
+from rerank.model.spec import FeatureSpec, request_fields
 
 VERSION_DIR = re.compile(r"v(\d+)")
 STAGING_PREFIX = ".staging-"

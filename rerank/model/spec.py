@@ -150,7 +150,8 @@ class FeatureSpec:
                 if isinstance(a[key], list):
                     only_a = [x for x in a[key] if x not in b[key]]
                     only_b = [x for x in b[key] if x not in a[key]]
-                    diffs.append(f"{key}: only in {what}: {only_a[:5]}, only in data: {only_b[:5]}" if only_a or only_b else f"{key}: different order")
+                    diffs.append(f"{key}: only in {what}: {only_a[:5]}, only in data: {only_b[:5]}" if only_a or only_b
+                                 else f"{key}: different order")
                 else:
                     diffs.append(f"{key}: {what} has {a[key]!r}, data has {b[key]!r}")
         raise FeatureSpecMismatch(f"feature spec of the {what} for domain {self.domain!r} does not match: " + "; ".join(diffs))

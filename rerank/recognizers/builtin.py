@@ -20,7 +20,6 @@ from rerank.recognizers.slot_tagger import SlotTagger
 from rerank.recognizers.text_features import TextFeatures
 
 
-
 class MaxentDomainClassifier(DomainClassifier):
     def __init__(self, model: domain_classifier.DomainClassifier, features: TextFeatures, ngram_max: int):
         self.model, self.features, self.ngram_max = model, features, ngram_max

@@ -18,8 +18,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from rerank.merge.ranker import BASELINE
 from rerank.model.spec import BadFeatures
 from rerank.serving import metrics as m
-
-
 from rerank.serving.requests import BadRequest, BodyTooLarge
 
 log = logging.getLogger(__name__)

@@ -56,16 +56,34 @@ from starlette.requests import ClientDisconnect
 from rerank.hypotheses.fields import request_schema
 from rerank.hypotheses.nbest import BadHypothesis
 from rerank.hypotheses.nbest_table import check_nbest_table
-from rerank.model.spec import BadFeatures
 from rerank.model.registry import Registry
-from rerank.serving import fast
-from rerank.serving import metrics as m
+from rerank.model.spec import BadFeatures
+from rerank.serving import fast, metrics as m
+from rerank.serving.answers import (
+    ARROW,
+    ErrorBody,
+    Health,
+    RequestMetrics,
+    VersionsAnswer,
+    _json,
+    _on_error,
+    _ranked,
+    _top_confidence,
+    error_response,
+)
 from rerank.serving.live import LiveModels
 from rerank.serving.offload import run_off_loop
-from rerank.serving.answers import (ARROW, ErrorBody, Health, RequestMetrics, VersionsAnswer, _json, _on_error, _ranked,
-                                    _top_confidence, error_response)
-from rerank.serving.requests import (BadRequest, BodyTooLarge, ServiceSettings, _arrow_table, _choice, _parse_json, _selection,
-                                     _trim, _utterance)
+from rerank.serving.requests import (
+    BadRequest,
+    BodyTooLarge,
+    ServiceSettings,
+    _arrow_table,
+    _choice,
+    _parse_json,
+    _selection,
+    _trim,
+    _utterance,
+)
 
 log = logging.getLogger(__name__)
 

@@ -28,10 +28,10 @@ import numpy as np
 
 from rerank.hypotheses.nbest import EVIDENCE
 from rerank.merge.ranker import BASELINE, CrossDomainRanker, DomainScorer
-from rerank.model.spec import FeatureSpec
-from rerank.model.records import features_from_records
 from rerank.merge.top_calibration import TopCalibration
+from rerank.model.records import features_from_records
 from rerank.model.registry import Registry, RegistryError
+from rerank.model.spec import FeatureSpec
 
 log = logging.getLogger(__name__)
 

@@ -13,8 +13,7 @@ import orjson
 import pyarrow as pa
 
 from rerank.hypotheses.nbest import EVIDENCE, BadHypothesis, parse_hypothesis
-from rerank.hypotheses.nbest_table import REQUIRED as TABLE_COLUMNS
-from rerank.hypotheses.nbest_table import check_nbest_schema
+from rerank.hypotheses.nbest_table import REQUIRED as TABLE_COLUMNS, check_nbest_schema
 from rerank.model.spec import FeatureSpec
 from rerank.model.text_evidence import BadText, request_tokens
 from rerank.serving import arrow_stream, fast

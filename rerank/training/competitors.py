@@ -11,9 +11,9 @@ import numpy as np
 
 from rerank.hypotheses.figures import baseline_score
 from rerank.hypotheses.tables import TableSet
+from rerank.metrics.logistic import logit
 from rerank.model.features import features_from_table
 from rerank.model.registry import Registry
-from rerank.metrics.logistic import logit
 
 COMPETITORS = ("baseline", "live")
 

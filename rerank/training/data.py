@@ -12,10 +12,9 @@ import numpy as np
 import pyarrow as pa
 import torch
 
+from rerank.losses import PADDED_Y_VALUE  # (the losses own it: they read it)
 from rerank.model.features import features_from_table
 from rerank.model.spec import FeatureSpec
-
-from rerank.losses import PADDED_Y_VALUE  # (the losses own it: they read it)
 
 
 @dataclass

@@ -40,7 +40,8 @@ class SlateDataModule(L.LightningDataModule):
             sampler = RandomSampler(range(n), generator=torch.Generator().manual_seed(self.seed))
         else:
             sampler = SequentialSampler(range(n))
-        return DataLoader(_WholeBatches(slates), batch_size=None, sampler=BatchSampler(sampler, max(size, 1), drop_last=False), num_workers=0)
+        return DataLoader(_WholeBatches(slates), batch_size=None, sampler=BatchSampler(sampler, max(size, 1), drop_last=False),
+                          num_workers=0)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train, shuffle=True)

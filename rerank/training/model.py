@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from rerank.metrics.calibration import platt
-from rerank.model.spec import FeatureSpec
 from rerank.model.scorer import KINDS, LogitScorer
+from rerank.model.spec import FeatureSpec
 
 
 class DomainReranker(nn.Module):

@@ -12,10 +12,10 @@ from hydra.utils import instantiate
 
 from rerank.losses import LOSSES, build_loss
 from rerank.metrics.calibration import brier, ece, nll
+from rerank.metrics.corpus import corpus_semer, irer
 from rerank.metrics.logistic import sigmoid
 from rerank.training.data import PADDED_Y_VALUE
 from rerank.training.model import DomainReranker
-from rerank.metrics.corpus import corpus_semer, irer
 
 #: the dev figures of :func:`slate_metrics` (``optimized_metric`` names one of them)
 DEV_METRICS = ("semer", "irer", "ece_top", "ece_all", "brier_all", "nll_all")
@@ -56,7 +56,8 @@ class RerankerModule(L.LightningModule):
     the callables are built from them.
     """
 
-    def __init__(self, model: DomainReranker, loss: Mapping[str, Any], optimizer: Mapping[str, Any], dev_errors: np.ndarray | None = None, dev_total: np.ndarray | None = None):
+    def __init__(self, model: DomainReranker, loss: Mapping[str, Any], optimizer: Mapping[str, Any],
+                 dev_errors: np.ndarray | None = None, dev_total: np.ndarray | None = None):
         super().__init__()
         # Plain containers only: a checkpoint must load with weights_only=True.
         self.save_hyperparameters(ignore=["model", "dev_errors", "dev_total"])
@@ -122,7 +123,8 @@ class RerankerModule(L.LightningModule):
         return self.make_optimizer(self.model.parameters())
 
 
-def slate_metrics(logits: np.ndarray, semer: np.ndarray, errors: np.ndarray | None = None, total: np.ndarray | None = None) -> dict[str, float]:
+def slate_metrics(logits: np.ndarray, semer: np.ndarray, errors: np.ndarray | None = None,
+                  total: np.ndarray | None = None) -> dict[str, float]:
     """Within-domain dev figures: top-hypothesis SemER/IRER and calibration of all and of the top hypotheses."""
     valid = semer != PADDED_Y_VALUE
     has = valid.any(axis=1)

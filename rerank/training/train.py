@@ -17,12 +17,12 @@ import numpy as np
 import torch
 from hydra.utils import instantiate
 
-from rerank.hypotheses.tables import TableSet, open_tables
 from rerank.hypotheses.evidence import TEXT_FIELDS
-from rerank.model.spec import evidence_fields, spec_from_manifest
-from rerank.model.registry import Registry
-from rerank.metrics.logistic import sigmoid
+from rerank.hypotheses.tables import TableSet, open_tables
 from rerank.losses import LOSSES, PADDED_Y_VALUE, build_loss, loss_argument
+from rerank.metrics.logistic import sigmoid
+from rerank.model.registry import Registry
+from rerank.model.spec import evidence_fields, spec_from_manifest
 from rerank.training.cli import in_multirun
 from rerank.training.competitors import other_domains, world_of
 from rerank.training.data import SlateTensors, competitor_numbers, to_slates
