@@ -67,6 +67,12 @@ class TextIndex:
                         if data else np.zeros(0, np.int64))
         self._nonempty = np.flatnonzero(n_intents)  # (a domain without training utterances: every similarity 0)
         self._nonempty_starts = self._group[:-1][self._nonempty]
+        # per domain, for an utterance among a few of many domains (_few): its inverted index and intents
+        self._local = [(r._column, r._training.indptr.tolist(), r._training.indices.astype(np.int64), len(r._training_sizes))
+                       for r in data]
+        self._local_sizes = [r._training_sizes for r in data]
+        self._local_starts = [r._intent_starts[:len(r.intents)] for r in data]
+        self._places = [np.arange(self._group[j], self._group[j + 1]) for j in range(len(data))]
         # domain -> intent -> its place among every domain's intents
         self._groups = {d: {name: int(self._group[j]) + k for k, name in enumerate(r.intents)}
                         for j, (d, r) in enumerate(self.resources.items())}
@@ -95,45 +101,50 @@ class TextIndex:
     def __contains__(self, domain: str) -> bool:
         return domain in self._code
 
-    def _by_intent(self, tokens: Sequence[str], codes: Sequence[int]) -> np.ndarray:
-        """Every intent's highest similarity to ``tokens`` (:meth:`DomainData.nearest_one`, domain after domain; 0 for
-        the intents of domains not in ``codes`` when only those are computed)."""
+    def _by_intent(self, tokens: Sequence[str], codes: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+        """Every intent's highest similarity to ``tokens`` (:meth:`DomainData.nearest_one`, domain after domain), and
+        every domain's highest (:meth:`DomainData.nearest`); 0 for the domains not in ``codes`` when only those are
+        computed."""
         s = set(tokens)
         if len(codes) < self.FEW * len(self._code):
             return self._few(s, codes)
+        nearest = np.zeros(len(self._code))
         rows = [r for t in s if (r := self._token_row.get(t)) is not None]
+        if not rows or not len(self._starts):
+            return np.zeros(len(self._starts)), nearest
         ptr, post = self._post_ptr, self._post
-        overlap = np.bincount(np.concatenate([post[ptr[r]:ptr[r + 1]] for r in rows]) if rows else np.zeros(0, np.int64),
-                              minlength=len(self._sizes)).astype(np.float64)
-        jac = overlap / np.maximum(len(s) + self._sizes - overlap, 1.0)
-        return np.maximum.reduceat(jac, self._starts) if len(self._starts) else np.zeros(0)
+        overlap = np.bincount(np.concatenate([post[ptr[r]:ptr[r + 1]] for r in rows]), minlength=len(self._sizes)).astype(np.float64)
+        by_group = np.maximum.reduceat(overlap / np.maximum(len(s) + self._sizes - overlap, 1.0), self._starts)
+        nearest[self._nonempty] = np.maximum.reduceat(by_group, self._nonempty_starts)
+        return by_group, nearest
 
-    def _few(self, s: set, codes: Sequence[int]) -> np.ndarray:
+    def _few(self, s: set, codes: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`_by_intent` reading the postings of the domains ``codes`` only."""
-        data = list(self.resources.values())
-        out = np.zeros(int(self._group[-1]))
-        parts, shifts, sizes, starts, places, at = [], [], [], [], [], 0
+        by_group, nearest = np.zeros(int(self._group[-1])), np.zeros(len(self._code))
+        parts, shifts, kept, at = [], [], [], 0
         for j in codes:
-            r = data[j]
-            if not len(r.intents):
+            col, indptr, indices, n = self._local[j]
+            if not n:
                 continue
-            col, indptr, indices = r._column, r._training.indptr, r._training.indices
             for t in s:
                 k = col.get(t)
                 if k is not None:
                     parts.append(indices[indptr[k]:indptr[k + 1]])
                     shifts.append(at)
-            sizes.append(r._training_sizes)
-            starts.append(r._intent_starts[:len(r.intents)] + at)
-            places.append(np.arange(self._group[j], self._group[j + 1]))
-            at += len(r._training_sizes)
+            kept.append(j)
+            at += n
         if not parts:
-            return out
+            return by_group, nearest
         hits = np.concatenate(parts) + np.repeat(np.array(shifts, dtype=np.int64), [len(p) for p in parts])
-        size = np.concatenate(sizes)
         overlap = np.bincount(hits, minlength=at).astype(np.float64)
-        out[np.concatenate(places)] = np.maximum.reduceat(overlap / np.maximum(len(s) + size - overlap, 1.0), np.concatenate(starts))
-        return out
+        size = np.concatenate([self._local_sizes[j] for j in kept])
+        offsets = np.concatenate([[0], np.cumsum([self._local[j][3] for j in kept])[:-1]]).astype(np.int64)
+        starts = np.concatenate([self._local_starts[j] + o for j, o in zip(kept, offsets.tolist())])
+        local = np.maximum.reduceat(overlap / np.maximum(len(s) + size - overlap, 1.0), starts)
+        by_group[np.concatenate([self._places[j] for j in kept])] = local
+        n_groups = [len(self._local_starts[j]) for j in kept]
+        nearest[kept] = np.maximum.reduceat(local, np.concatenate([[0], np.cumsum(n_groups)[:-1]]).astype(np.int64))
+        return by_group, nearest
 
     def _per_domain(self, tokens: Sequence[str], codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """OOV share and unigram mean of ``tokens`` in the domains ``codes`` (:meth:`DomainData.oov_share`,
@@ -184,13 +195,12 @@ class TextIndex:
                 miss[k] = c
         distinct = sorted(set(code))
         codes = np.array(distinct, dtype=np.int64)
-        by_group = self._by_intent(tokens, distinct)
+        by_group, nearest = self._by_intent(tokens, distinct)
         # per domain: oov share, tokens, unigram mean, nearest neighbour; gathered once for every hypothesis
         per_domain = np.zeros((4, len(self._code)))
         per_domain[1] = len(tokens)
         per_domain[0, codes], per_domain[2, codes] = self._per_domain(tokens, codes)
-        if len(by_group):
-            per_domain[3, self._nonempty] = np.maximum.reduceat(by_group, self._nonempty_starts)
+        per_domain[3] = nearest
         block = np.empty((len(idx), len(TEXT_FIELDS)))
         block[:, _COMMON] = per_domain[:, code].T
         block[:, _FIELD["catalogue_miss"]] = miss
