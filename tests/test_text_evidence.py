@@ -69,6 +69,36 @@ def test_the_index_of_many_domains_gives_each_domains_numbers():
     assert got[2, TEXT_FIELDS.index("neighbour_intent_jaccard")] == 0.0  # an intent the domain never had
 
 
+@pytest.mark.parametrize("few, dense", [(0.0, 10**9), (1.0, 10**9), (0.0, 0), (1.0, 0)])
+def test_every_path_of_the_index_gives_the_domains_numbers(few, dense, monkeypatch):
+    """The all-domains and few-domains neighbour paths, the dense and sparse count tables: DomainData's numbers."""
+    monkeypatch.setattr(TextIndex, "FEW", few)
+    monkeypatch.setattr(TextIndex, "DENSE_MAX", dense)
+    rng = np.random.default_rng(7)
+    words = [f"w{i}" for i in range(30)]
+    domains = {}
+    for d in ("a", "b", "c", "d"):
+        utts = [_utt(" ".join(rng.choice(words, int(rng.integers(1, 6)))), f"{d}_i{int(rng.integers(3))}",
+                     [("t", str(rng.choice(words)))], d) for _ in range(int(rng.integers(5, 15)))]
+        domains[d] = DomainData(utts)
+    domains["empty"] = DomainData([])
+    index = TextIndex(domains)
+    for _ in range(30):
+        tokens = tuple(rng.choice(words + ["zzz"], int(rng.integers(0, 8))))
+        hyps = [(d, f"{d}_i{int(rng.integers(4))}", [{"type": "t", "value": str(rng.choice(words)).upper()}])
+                for d in rng.choice([*domains, "other"], int(rng.integers(1, 6)))]
+        got = index.values(tokens, [h[0] for h in hyps], [h[1] for h in hyps], [h[2] for h in hyps])
+        for row, (d, intent, slots) in zip(got, hyps):
+            if d not in domains:
+                assert np.isnan(row).all()
+                continue
+            data = domains[d]
+            by_intent = data.nearest_one(tokens)
+            pairs = [(s["type"], s["value"]) for s in slots]
+            want = {**data.utterance_evidence(tokens, by_intent), **data.hypothesis_evidence(intent, pairs, by_intent)}
+            np.testing.assert_allclose(row, [want[f] for f in TEXT_FIELDS], rtol=0, atol=1e-12)
+
+
 def test_a_version_carries_its_resources_and_refuses_changed_ones(live_world, tmp_path):
     registry = live_world.registry_copy(tmp_path / "registry")
     reg = Registry(registry)
