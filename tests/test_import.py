@@ -295,3 +295,21 @@ def test_evidence_fields_are_imported_and_the_manifest_says_which_a_domain_fills
 def test_an_evidence_value_out_of_range_names_file_line_and_field(tmp_path):
     nbest = [dict(NBEST[0], ner_min=1.5), *NBEST[1:]]
     assert_refused(tmp_path, nbest, GOLD, "nbest.jsonl:1", "ner_min")
+
+
+def test_an_evaluation_only_import_without_train_computes_no_text_evidence(tmp_path):
+    """A gold of dev and test only: no training utterance to compute the text-derived evidence from, so none is."""
+    gold = [g for g in GOLD if g["partition"] != "train"]
+    nbest = [h for h in NBEST if h["utt_id"] not in ("a1", "a2")]
+    manifest = run_import(tmp_path, nbest, gold)
+    assert manifest["evidence"] == {"music": [], "weather": []}
+    assert manifest["computed_evidence"] == {"music": [], "weather": []}
+
+
+def test_text_evidence_an_nbest_gives_is_kept_and_not_computed(tmp_path):
+    """Fields an n-best gives in every hypothesis come from the file; the manifest says rerank computed none of them."""
+    given = {f: -0.5 if f == "unigram_logp" else 0.5 if f not in ("n_tokens", "catalogue_miss") else 1 for f in TEXT_FIELDS}
+    manifest = run_import(tmp_path, [dict(h, **given) for h in NBEST])
+    assert manifest["computed_evidence"] == {"music": [], "weather": []}
+    table = TableSet.open(tmp_path / "out" / "data" / "acme").read("music", "train")
+    assert table["unigram_logp"].to_pylist() == [-0.5, -0.5]

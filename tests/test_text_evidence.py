@@ -220,3 +220,19 @@ def test_import_computes_the_text_evidence_an_nbest_lacks_as_prepare_does(prepar
                 np.testing.assert_allclose(a[f].to_numpy(), b[f].to_numpy(), rtol=0, atol=1e-12, err_msg=f"{d} {s} {f}")
             assert a["ic_margin"].null_count == a.num_rows  # NLU-side evidence only comes from the NLU
     assert any("computed from the gold's text" in n for n in summary["notes"])
+
+
+def test_a_model_trained_on_an_nbests_own_text_evidence_does_not_compute_it(prepared, tmp_path):
+    """The fields came from the n-best: a version trained on them carries no resources (it would compute other
+    numbers than it was trained on), and its requests must send the fields."""
+    from rerank.training.train import train
+
+    paths = export_nbest(TableSet.open(prepared.data_dir), tmp_path / "export")
+    manifest = import_nbest(compose_config("import", [f"paths.output_dir={tmp_path}", "name=given", f"nbest={paths['nbest']}",
+                                                      f"gold={paths['gold']}"]))
+    d = manifest["domains"][0]
+    assert manifest["computed_evidence"][d] == [] and set(TEXT_FIELDS) <= set(manifest["evidence"][d])
+    result = train(compose_config("train", [f"paths.output_dir={tmp_path}", "data=tables", "data.name=given", f"domain={d}",
+                                            "loss=crossentropy", "threads=1", "~logger", f"paths.log_dir={tmp_path / 'logs'}"]))
+    pub = Registry(tmp_path / "registry").load("given", d, result["version"])
+    assert pub.resources is None and "text" not in pub.request_fields and "oov_share" in pub.request_fields

@@ -206,9 +206,10 @@ def fill_text_evidence(tables: MutableMapping[tuple[str, str], pa.Table], domain
     own = [i for i, u in enumerate(train) if u.domain == domain]
     full = DomainData(train[i] for i in own)
     empty = [f for f in TEXT_FIELDS if all(tables[(domain, s)][f].null_count == tables[(domain, s)].num_rows for s in SPLITS)]
-    if not empty or not any(tables[(domain, s)].num_rows for s in SPLITS):
+    # (a domain without a training utterance has no data to compute from: its fields stay empty, as prepare refuses it)
+    if not empty or not own or not any(tables[(domain, s)].num_rows for s in SPLITS):
         return full.to_json(), []
-    per_fold = {k: DomainData(train[i] for i in own if fold_of[i] != k) for k in range(int(fold_of.max()) + 1)}
+    per_fold = {k: DomainData(train[i] for i in own if fold_of[i] != k) for k in np.unique(fold_of).tolist()}
     for s in SPLITS:
         t = tables[(domain, s)]
         n = t.num_rows

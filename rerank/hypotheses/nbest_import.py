@@ -357,7 +357,7 @@ def _manifest(name, domains, tables, gold_tables, by_split, context_fields, n_ra
     empty_train = [d for d in domains if not tables[(d, "train")].num_rows]
     if empty_train:
         summary["notes"].append(f"Domains with no training hypothesis (cannot train a re-ranker): {', '.join(empty_train)}.")
-    settings = {k: cfg.get(k) for k in ("context_fields", "on_error", "max_tokens", "max_line_bytes")}
+    settings = {k: cfg.get(k) for k in ("context_fields", "on_error", "max_tokens", "max_line_bytes", "evidence_folds", "seed")}
     settings["n_ranks"] = n_ranks
     manifest = {
         "origin": "imported",
@@ -376,6 +376,8 @@ def _manifest(name, domains, tables, gold_tables, by_split, context_fields, n_ra
         "rows": {d: {s: tables[(d, s)].num_rows for s in SPLITS} for d in domains},
         # the evidence columns every hypothesis of the domain gives (features.evidence can use only those)
         "evidence": {d: filled_evidence(tables[(d, s)] for s in SPLITS) for d in domains},
+        # the text-derived fields rerank computed from the domain's resources (the others came from the file)
+        "computed_evidence": {d: computed[d] for d in domains},
         "folds": None,
         "skipped_lines": gold_report.skipped + nbest_report.skipped,
         "no_hypothesis": {s: f["no_hypothesis"] for s, f in summary["splits"].items()},

@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 from rerank.corpus.load import Corpus, load_corpus
 from rerank.corpus.utterance import SPLITS, Utterance
 from rerank.hypotheses.emit import HypothesisColumns, emit_domain, emit_mask
-from rerank.hypotheses.evidence import RESOURCES_FORMAT, DomainData
+from rerank.hypotheses.evidence import RESOURCES_FORMAT, TEXT_FIELDS, DomainData
 from rerank.hypotheses.jobs import JobRunner, one_thread, worker_count
 from rerank.hypotheses.schema import HYPOTHESIS_COLUMNS, SCHEMA_VERSION, filled_evidence, hypothesis_schema, utterance_table
 from rerank.hypotheses.summary import domain_recognizer_figures, recognizer_figures, render_summary, split_figures
@@ -316,6 +316,8 @@ def build(corpus: Corpus, family: Recognizers, cfg: Mapping[str, Any], writer: T
         "splits": {s: int(len(split_rows[s])) for s in SPLITS},
         "rows": counts,
         "evidence": {d: evidence[d] for d in domains},
+        # the text-derived fields rerank computed from the domain's resources (all of them: prepare computes them)
+        "computed_evidence": {d: [f for f in TEXT_FIELDS if f in evidence[d]] for d in domains},
         "folds": n_folds,
         "skipped_lines": corpus.report.skipped,
     }

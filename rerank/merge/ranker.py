@@ -278,11 +278,16 @@ class CrossDomainRanker:
     def _table_text(self, table: pa.Table) -> pa.Table:
         """A checked n-best table with the text-derived evidence that the domains' versions compute from its ``text``
         column (an utterance's text on any of its rows) where the table gives none."""
-        if "text" not in table.column_names:
-            return table
         needs = {d: r for d in pc.unique(table["domain"]).to_pylist() if (r := self.scorers.get(d)) is not None
                  and r.text_resources is not None}
         if not needs:
+            return table
+        if "text" not in table.column_names:
+            lacking = [f for f in TEXT_FIELDS if f not in table.column_names]
+            if lacking:
+                d = next(iter(needs))
+                raise BadFeatures(f"{d}: its model computes {lacking} from the utterance: give the table a 'text' column "
+                                  "(the utterance, on any of its rows) or those columns", "text")
             return table
         index = self._text_index(self.scorers, {d: self.scorers[d].text_resources for d in needs})
         utt = table["utt_index"].to_numpy()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -142,9 +143,19 @@ def _load_resources(path: Path, meta: Mapping[str, Any]) -> DomainData | None:
         data = where.read_bytes()
     except OSError as err:
         raise RegistryError(f"{where}: listed in meta.json but unreadable ({err})") from None
-    if sha256_bytes(data) != files[RESOURCES]:
+    digest = sha256_bytes(data)
+    if digest != files[RESOURCES]:
         raise RegistryError(f"{where}: does not match its checksum in meta.json (changed or truncated)")
+    # versions trained on the same tables carry the same resources: one copy of them in memory (while any holds it)
+    if (hit := _RESOURCES.get(digest)) is not None:
+        return hit
     try:
-        return DomainData.from_json(json.loads(data), str(where))
+        resources = DomainData.from_json(json.loads(data), str(where))
     except (json.JSONDecodeError, UnicodeDecodeError, BadResources) as err:
         raise RegistryError(f"{where}: unreadable evidence resources ({err})") from None
+    _RESOURCES[digest] = resources
+    return resources
+
+
+#: the evidence resources loaded by this process, by checksum (held by the versions that carry them)
+_RESOURCES: "weakref.WeakValueDictionary[str, DomainData]" = weakref.WeakValueDictionary()

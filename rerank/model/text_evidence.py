@@ -163,7 +163,9 @@ class TextIndex:
                     C[k, self._codes[lo:hi]] = self._counts[lo:hi]
             C = C[:, codes]
         n = len(tokens)
-        return (C == 0).sum(axis=0) / n, np.log((C + DomainData.SMOOTHING) / self._denominator[codes]).sum(axis=0) / n
+        # (a running sum: the terms added one after the other, as DomainData.unigram_logp adds them)
+        logs = np.log((C + DomainData.SMOOTHING) / self._denominator[codes])
+        return (C == 0).sum(axis=0) / n, np.add.accumulate(logs, axis=0)[-1] / n
 
     def values(self, tokens: Sequence[str], domain: Sequence[str], intent: Sequence[str], slots: Sequence[Any]) -> np.ndarray:
         """``[n, len(TEXT_FIELDS)]``: the text-derived fields of an utterance's ``n`` hypotheses (``domain``,

@@ -237,7 +237,7 @@ class LiveModels:
         if version == BASELINE:
             return DomainScorer(domain, BASELINE)
         folder = self.registry.domain_dir(self.corpus, domain) / version
-        for name in ("meta.json", "spec.json", "weights.safetensors"):
+        for name in ("meta.json", "spec.json", "weights.safetensors", *(["evidence.json"] if (folder / "evidence.json").exists() else [])):
             with open(folder / name, "rb"):  # an OSError here is a read fault, not the version's content
                 pass
         pub = self.registry.load(self.corpus, domain, version)

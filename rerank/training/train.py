@@ -164,8 +164,13 @@ def train(cfg: Mapping[str, Any]) -> dict:
     timing["pictures"] = time.perf_counter() - t
     t = time.perf_counter()
     if cfg.get("publish", True) and not cfg["trainer"].get("fast_dev_run"):
-        # a model that reads text-derived evidence carries the data it is computed from (its service computes it)
-        reads_text = any(f in TEXT_FIELDS for f in evidence_fields(spec.evidence))
+        # A model that reads text-derived evidence carries the data it is computed from (its service computes it), when
+        # rerank computed those fields in its tables: fields an n-best gave are the client's to send.
+        text_fields = [f for f in evidence_fields(spec.evidence) if f in TEXT_FIELDS]
+        computed = (manifest.get("computed_evidence") or {}).get(domain)
+        if computed is None and manifest.get("origin") == "prepared":  # (a set prepared before the list was kept)
+            computed = TEXT_FIELDS
+        reads_text = bool(text_fields) and set(text_fields) <= set(computed or ())
         result["version"] = registry.publish(
             corpus, domain, model, loss=loss, config=cfg, metrics=dev,
             data_hash=f"{manifest['corpus_hash']}:{manifest['settings_hash']}",
