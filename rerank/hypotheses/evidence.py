@@ -142,7 +142,7 @@ class DomainData:
         out = np.zeros(len(self.intents))
         s = set(tokens)
         ids = [self._column[t] for t in s if t in self._column]
-        if not ids:
+        if not ids or not len(self._training_sizes):
             return out  # no overlap with any training utterance: every similarity is 0
         indptr, indices = self._training.indptr, self._training.indices
         hits = np.concatenate([indices[indptr[j]:indptr[j + 1]] for j in ids])
