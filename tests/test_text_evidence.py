@@ -106,6 +106,11 @@ def test_a_version_carries_its_resources_and_refuses_changed_ones(live_world, tm
     assert pub.resources is not None and pub.request_fields == ["domain", "intent", "slots", "dc", "ic", "ner", "text"]
     tables = TableSet.open(live_world.output_dir / "data" / "synthetic")
     assert pub.resources.to_json() == tables.resources(live_world.evidence_domain)
+    from rerank.merge.ranker import CrossDomainRanker
+
+    # a ranker of the same resources (a release that moved no domain's resources) reuses the text index
+    first, again = (CrossDomainRanker.from_registry(reg, "synthetic").prepare() for _ in range(2))
+    assert first._index is again._index and live_world.evidence_domain in first._index
     other = next(d for d in live_world.manifest["domains"] if d != live_world.evidence_domain)
     assert reg.load("synthetic", other, "v1").resources is None  # features=base: nothing to compute
     path = pub.path / "evidence.json"

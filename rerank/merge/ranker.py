@@ -30,6 +30,8 @@ from rerank.model.text_evidence import BadText, TextIndex, request_tokens
 from rerank.ranking import order_within_utterances, rank_within_utterances
 
 log = logging.getLogger(__name__)
+#: the text index of the last ranker built, by its domains' resources (a new release reuses it when they are the same)
+_LAST_INDEX: dict[tuple, TextIndex] = {}
 #: from this many linear domains on, score_tables scores them together (rerank.model.many)
 MANY_DOMAINS = 32
 MISSING_POLICIES = ("baseline", "error")
@@ -230,8 +232,15 @@ class CrossDomainRanker:
         """The index of every domain of this ranker that computes its text-derived evidence (built once)."""
         index = getattr(self, "_index", None)
         if index is None:
-            index = self._index = TextIndex({d: r for d, s in sorted(self.scorers.items())
-                                             if (r := s.text_resources) is not None})
+            resources = {d: r for d, s in sorted(self.scorers.items()) if (r := s.text_resources) is not None}
+            # a release that moves no domain's resources (versions trained on the same tables share them) keeps the index
+            key = tuple((d, id(r)) for d, r in resources.items())
+            index = _LAST_INDEX.get(key)
+            if index is None:
+                index = TextIndex(resources)
+                _LAST_INDEX.clear()  # (the index holds its resources: their ids stay theirs while it is kept)
+                _LAST_INDEX[key] = index
+            self._index = index
         if all(d in index and index.resources[d] is r for d, r in needs.items()):
             return index
         return TextIndex(needs)  # (scorers made up for this call: unknown domains scored by the baseline have none)
