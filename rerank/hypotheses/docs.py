@@ -40,7 +40,9 @@ def render_data_doc() -> str:
               "path, size and SHA-256 of the n-best and gold files), `domains`, `intents` and `slot_types` per domain, "
               "`feature_columns`, `context_fields`, `context_values`, `n_best` (rank one-hots of the re-rankers), `splits` "
               "(utterances per split), `rows` (hypotheses per domain and split), `evidence` (per domain: the evidence columns "
-              "every one of its rows fills; `features.evidence` can use only those), `folds`, `skipped_lines`, `no_hypothesis` "
+              "every one of its rows fills; `features.evidence` can use only those), `computed_evidence` (per domain: the "
+              "text-derived columns rerank computed from the domain's resources, `<domain>/evidence.json`; a version carries "
+              "those resources only for these), `folds`, `skipped_lines`, `no_hypothesis` "
               "(imported: gold utterances without any hypothesis, per split), `built_at`, `seconds`. `summary.json` and "
               "`summary.md` hold the baseline and oracle figures and the coverage.", "",
               "# Importing your own recognizers' n-best", "",
