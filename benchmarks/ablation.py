@@ -15,7 +15,7 @@ from typing import Any, Mapping, Sequence
 
 from benchmarks.measure import machine
 from benchmarks.report import _ci, _pct, command, quality_table, replace_section
-from rerank.hypotheses.evidence import NLU_FIELDS
+from rerank.hypotheses.fields import NLU_FIELDS
 from rerank.hypotheses.figures import oracle_score
 from rerank.hypotheses.prepare import prepare
 from rerank.io import write_json, write_text

@@ -138,7 +138,7 @@ def rank_side_by_side(work: Path, name: str, calls: int, warmup: int) -> dict:
     for hyps, text in bare:  # the fields the first ranker computes, sent by the client to the second
         from rerank.hypotheses.evidence import TEXT_FIELDS
 
-        T = with_r._text_index(with_r.scorers, {}).values(request_tokens(text), [h["domain"] for h in hyps],
+        T = with_r._text_index().values(request_tokens(text), [h["domain"] for h in hyps],
                                                           [h["intent"] for h in hyps],
                                                           [h["slots"] for h in hyps])
         full.append([{**h, **{f: (int(v) if f in ("n_tokens", "catalogue_miss") else float(v)) for f, v in zip(TEXT_FIELDS, row)}}

@@ -11,9 +11,9 @@ import pytest
 
 from conftest import REPO, compose_config
 from rerank.corpus.utterance import Utterance
-from rerank.hypotheses.evidence import NLU_FIELDS, TEXT_FIELDS, BadResources, DomainData
+from rerank.hypotheses.evidence import TEXT_FIELDS, BadResources, DomainData
 from rerank.hypotheses.export import export_nbest
-from rerank.hypotheses.fields import FIELDS
+from rerank.hypotheses.fields import FIELDS, NLU_FIELDS
 from rerank.hypotheses.nbest_import import import_nbest
 from rerank.hypotheses.schema import EVIDENCE_COLUMNS
 from rerank.hypotheses.tables import TableSet

@@ -2,7 +2,7 @@
 
 Two kinds:
 
-- **NLU-side** (:data:`NLU_FIELDS`): the IC's margin and entropy and the slot tagger's token marginals.
+- **NLU-side** (:data:`rerank.hypotheses.fields.NLU_FIELDS`): the IC's margin and entropy and the slot tagger's token marginals.
   Only the NLU has them: a client sends them, or a model does without them.
 - **text-derived** (:data:`TEXT_FIELDS`): computed from the utterance's text and the domain's own
   training data (:class:`DomainData`: vocabulary with counts, slot catalogue, unigram model, training
@@ -16,6 +16,7 @@ dev row holds what the service computes from the same text.
 """
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from typing import Any, Iterable, Mapping, MutableMapping, Sequence
@@ -25,13 +26,18 @@ import pyarrow as pa
 from scipy import sparse
 
 from rerank.corpus.utterance import SPLITS, Utterance
-from rerank.hypotheses.fields import NLU_FIELDS, TEXT_FIELDS  # noqa: F401 (NLU_FIELDS: named here beside TEXT_FIELDS)
+from rerank.hypotheses.fields import TEXT_FIELDS
 from rerank.metrics.semer import normalize_value
 
 #: rows of a query block in :meth:`DomainData.nearest` (a block's overlaps are one dense [rows, training utterances] array)
 NEAREST_BLOCK = 1024
 #: the format of :meth:`DomainData.to_json`
 RESOURCES_FORMAT = 1
+
+
+def resources_bytes(resources: Mapping[str, Any]) -> bytes:
+    """The stored form of :meth:`DomainData.to_json` (compact, keys sorted): what a table set and a version hold and checksum."""
+    return json.dumps(resources, sort_keys=True, separators=(",", ":")).encode()
 
 
 class BadResources(ValueError):

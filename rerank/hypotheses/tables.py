@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from rerank.corpus.utterance import SPLITS, check_name
+from rerank.hypotheses.evidence import resources_bytes
 from rerank.hypotheses.schema import SCHEMA_VERSION
 from rerank.io import file_lock, fsync_dir, fsync_file, host_name, make_temp_dir, pid_alive, read_json, sha256_bytes, write_json, write_text
 
@@ -129,10 +130,7 @@ class TableSet:
         if cache and (hit := _READ_CACHE.get(key)) is not None:
             _READ_CACHE.move_to_end(key)
             return hit
-        data = path.read_bytes()
-        if len(data) != entry["bytes"] or sha256_bytes(data) != entry["sha256"]:
-            raise TablesCorrupt(f"{path}: does not match the checksum in {self.path / MANIFEST} "
-                                "(changed, truncated or from another build); rebuild the tables")
+        data = self._checked_bytes(rel, entry)
         table = pq.read_table(pa.BufferReader(data), columns=columns)
         if table.num_rows != entry["rows"]:
             raise TablesCorrupt(f"{path}: {table.num_rows} rows, the manifest says {entry['rows']}")
@@ -168,14 +166,19 @@ class TableSet:
         entry = self.manifest["files"].get(rel)
         if entry is None:
             return None
+        return json.loads(self._checked_bytes(rel, entry))
+
+    def _checked_bytes(self, rel: str, entry: Mapping[str, Any]) -> bytes:
+        """A listed file's bytes, refused unless they match the manifest's size and checksum."""
         path = self.path / rel
         try:
             data = path.read_bytes()
         except FileNotFoundError:
             raise TablesCorrupt(f"{path}: listed in the manifest but missing; the set is incomplete, rebuild it") from None
         if len(data) != entry["bytes"] or sha256_bytes(data) != entry["sha256"]:
-            raise TablesCorrupt(f"{path}: does not match the checksum in {self.path / MANIFEST}; rebuild the tables")
-        return json.loads(data)
+            raise TablesCorrupt(f"{path}: does not match the checksum in {self.path / MANIFEST} "
+                                "(changed, truncated or from another build); rebuild the tables")
+        return data
 
     def summary(self) -> dict | None:
         p = self.path / "summary.json"
@@ -271,7 +274,7 @@ class TableSetWriter:
     def write_resources(self, domain: str, resources: Mapping[str, Any]) -> None:
         """``domain``'s evidence resources, listed in the manifest with their checksum (:meth:`TableSet.resources`)."""
         rel = f"{domain}/{RESOURCES}"
-        data = json.dumps(resources, sort_keys=True, separators=(",", ":")).encode()
+        data = resources_bytes(resources)
         path = self.staging / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(data)

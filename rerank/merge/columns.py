@@ -75,7 +75,7 @@ def score_columns(self: "CrossDomainRanker", cols: HypothesisColumns, unknown: s
     logs = log_scores(raw)
     needs = {d: r for d in distinct if (r := scorers[d].text_resources) is not None}
     if needs and cols.tokens is not None and cols.evidence is not None:
-        T = self._text_index(scorers, needs).values(cols.tokens, [d if d in needs else "" for d in domains], cols.intent,
+        T = self._text_index().values(cols.tokens, [d if d in needs else "" for d in domains], cols.intent,
                                                     cols.slots)
         at = [cols.evidence_fields.index(f) for f in TEXT_FIELDS]
         given = cols.evidence[:, at]

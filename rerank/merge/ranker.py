@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rerank.hypotheses.evidence import TEXT_FIELDS, DomainData
+from rerank.hypotheses.evidence import TEXT_FIELDS
 from rerank.hypotheses.figures import baseline_score
 from rerank.merge.columns import RANK_TOGETHER, HypothesisColumns, score_columns
 from rerank.merge.scorers import BASELINE, DomainScorer, UnknownDomainError, _sigmoid
@@ -224,12 +224,12 @@ class CrossDomainRanker:
             tokens = request_tokens(text)
         except BadText as err:
             raise BadFeatures(str(err), err.field) from None
-        index = self._text_index(scorers, needs)
         domain = [h["domain"] if h["domain"] in needs else "" for h in hypotheses]
-        return index.values(tokens, domain, [h.get("intent") for h in hypotheses], [h.get("slots") for h in hypotheses])
+        return self._text_index().values(tokens, domain, [h.get("intent") for h in hypotheses], [h.get("slots") for h in hypotheses])
 
-    def _text_index(self, scorers: Mapping[str, DomainScorer], needs: Mapping[str, DomainData]) -> TextIndex:
-        """The index of every domain of this ranker that computes its text-derived evidence (built once)."""
+    def _text_index(self) -> TextIndex:
+        """The index of every domain of this ranker that computes its text-derived evidence (built once; the domains
+        a call scores by the baseline carry no resources, so every domain that computes evidence is in it)."""
         index = getattr(self, "_index", None)
         if index is None:
             resources = {d: r for d, s in sorted(self.scorers.items()) if (r := s.text_resources) is not None}
@@ -241,9 +241,7 @@ class CrossDomainRanker:
                 _LAST_INDEX.clear()  # (the index holds its resources: their ids stay theirs while it is kept)
                 _LAST_INDEX[key] = index
             self._index = index
-        if all(d in index and index.resources[d] is r for d, r in needs.items()):
-            return index
-        return TextIndex(needs)  # (scorers made up for this call: unknown domains scored by the baseline have none)
+        return index
 
     def score_columns(self, cols: HypothesisColumns, unknown: str = "error") -> tuple[np.ndarray, list[int], dict[str, str]]:
         """:func:`rerank.merge.columns.score_columns`: :meth:`rank` of hypotheses given as columns."""
@@ -298,7 +296,7 @@ class CrossDomainRanker:
                 raise BadFeatures(f"{d}: its model computes {lacking} from the utterance: give the table a 'text' column "
                                   "(the utterance, on any of its rows) or those columns", "text")
             return table
-        index = self._text_index(self.scorers, {d: self.scorers[d].text_resources for d in needs})
+        index = self._text_index()
         utt = table["utt_index"].to_numpy()
         order = np.argsort(utt, kind="stable")
         bounds = np.flatnonzero(np.r_[True, utt[order][1:] != utt[order][:-1], True])
@@ -330,7 +328,7 @@ class CrossDomainRanker:
         request that needs them."""
         if self._linear_names():
             self._linear_domains()
-        self._text_index(self.scorers, {})
+        self._text_index()
         return self
 
     def _is_linear(self, domain: str) -> bool:

@@ -41,7 +41,7 @@ from typing import Any, Mapping
 import numpy as np
 from safetensors.numpy import save_file
 
-from rerank.hypotheses.evidence import BadResources, DomainData
+from rerank.hypotheses.evidence import BadResources, DomainData, resources_bytes
 from rerank.io import append_line, atomic_path, file_lock, fsync_dir, host_name, read_json, sha256_bytes, write_json
 from rerank.model.published import RESOURCES, Publishable, PublishedModel, RegistryError, load_version
 from rerank.model.releases import LiveState, ReleaseError, Releases
@@ -203,7 +203,7 @@ class Registry:
             write_json(staging / "metrics.json", dict(metrics))
             files = {}
             if resources is not None:
-                data = json.dumps(resources, sort_keys=True, separators=(",", ":")).encode()
+                data = resources_bytes(resources)
                 with atomic_path(staging / RESOURCES) as tmp:
                     tmp.write_bytes(data)
                 files[RESOURCES] = sha256_bytes(data)

@@ -68,7 +68,7 @@ class TextIndex:
         self._nonempty = np.flatnonzero(n_intents)  # (a domain without training utterances: every similarity 0)
         self._nonempty_starts = self._group[:-1][self._nonempty]
         # per domain, for an utterance among a few of many domains (_few): its inverted index and intents
-        self._local = [(r._column, r._training.indptr.tolist(), r._training.indices.astype(np.int64), len(r._training_sizes))
+        self._local = [(r._column, r._training.indptr.tolist(), r._training.indices, len(r._training_sizes))
                        for r in data]
         self._local_sizes = [r._training_sizes for r in data]
         self._local_starts = [r._intent_starts[:len(r.intents)] for r in data]
