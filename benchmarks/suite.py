@@ -108,7 +108,7 @@ class Suite:
         served = cal(conf)
         return {"ece_top_merge": ece(served, correct) if len(served) else None,
                 "ece_top_merge_ci": ece_interval(served, correct, self.n_boot, self.seed) if len(served) and self.n_boot else None,
-                "top_calibration": [cal.scale, cal.shift]}
+                "top_calibration": cal.to_dict()}
 
     def train_variant(self, variant: str, overrides: Sequence[str], **kw) -> dict:
         run = self.trainer.run(variant, overrides, **kw)

@@ -13,6 +13,7 @@ from conftest import REPO, compose_config
 from rerank.hypotheses.tables import TableSet
 from rerank.merge.gate import GateLimits, evaluate_candidate
 from rerank.merge.promote import Refused, promote, promote_version
+from rerank.merge.top_calibration import TopCalibration
 from rerank.model.registry import Registry
 
 CORPUS = "synthetic"
@@ -122,7 +123,9 @@ def test_the_ece_check_is_of_the_served_confidence(live_world, tmp_path):
     assert report["served_top_calibration"]["scale"] == 1.0 and report["served_top_calibration"]["shift"] == 0.0
     assert check["before"] == pytest.approx(report["top_calibration"]["ece_before"])  # the same world, raw
     assert check["after"] == pytest.approx(report["top_calibration"]["ece_after"])  # the same world, calibrated
-    assert report["top_calibration"]["scale"] != 1.0  # so the two differ: the candidate's is through a real fit
+    # so the two differ: the candidate's is through a real fit (of either method), not the identity
+    grid = np.linspace(0.01, 0.99, 99)
+    assert not np.allclose(TopCalibration.from_dict(report["top_calibration"])(grid), grid)
 
 
 def test_promote_refuses_with_a_message_naming_the_report(live_world, tmp_path):

@@ -1,4 +1,5 @@
-"""The merge's top calibration: Platt scaling of the merged top score, fitted by the gate, read by merge and service."""
+"""The merge's top calibration: a monotone map of the merged top score (Platt or isotonic, chosen by cross-fitted ECE),
+fitted by the gate, read by merge and service."""
 from __future__ import annotations
 
 import json
@@ -10,7 +11,7 @@ from rerank.hypotheses.tables import TableSet
 from rerank.merge.evaluate import evaluate, load_split, top_hypotheses
 from rerank.merge.promote import promote_version, recalibrate
 from rerank.merge.ranker import CrossDomainRanker
-from rerank.merge.top_calibration import TopCalibration, fit_top_calibration, read_top_calibration
+from rerank.merge.top_calibration import TopCalibration, cross_fitted, fit_top_calibration, read_top_calibration
 from rerank.metrics.calibration import ece, nll, platt
 from rerank.metrics.logistic import logit, sigmoid
 from rerank.model.registry import Registry, RegistryError
@@ -95,7 +96,10 @@ def test_the_gate_stores_it_when_a_version_goes_live_and_not_when_refused(live_w
     # the same fit as the merge of the live set on dev
     data = load_split(tables, "dev")
     tops = top_hypotheses(data, CrossDomainRanker.from_registry(reg, CORPUS, tables.domains).score_tables(data.tables).score)
-    assert (cal.scale, cal.shift) == pytest.approx(platt(logit(tops.conf), tops.correct))
+    refit = fit_top_calibration(tops.conf, tops.correct, live, "dev")
+    assert TopCalibration.from_dict({**refit.to_dict(), "fitted_at": cal.fitted_at}) == cal
+    if cal.method == "platt":
+        assert (cal.scale, cal.shift) == pytest.approx(platt(logit(tops.conf), tops.correct))
     # a maximum-likelihood fit: on the lists it was fitted on, its log loss is at most the raw one's
     # (its ECE need not fall: with a few hundred utterances, binning noise can go either way)
     assert nll(cal(tops.conf), tops.correct) <= nll(tops.conf, tops.correct) + 1e-12
@@ -108,9 +112,68 @@ def test_the_gate_stores_it_when_a_version_goes_live_and_not_when_refused(live_w
     score = CrossDomainRanker.from_registry(reg, CORPUS, tables.domains).score_tables(data.tables).score
     raw, calibrated = evaluate(data, score, n_boot=0)["overall"], evaluate(data, score, n_boot=0, top_calibration=cal)["overall"]
     assert calibrated["semer"] == raw["semer"] and calibrated["ece_all"] == raw["ece_all"]
-    assert calibrated["ece_top"] == pytest.approx(cal.ece_after) and calibrated["ece_top"] != raw["ece_top"]
+    assert calibrated["ece_top"] == pytest.approx(ece(cal(tops.conf), tops.correct)) and calibrated["ece_top"] != raw["ece_top"]
+    # what it reports (and the gate weighs) is its cross-fitted ECE: each fold's confidence from the other folds' fit
+    assert cal.ece_after == pytest.approx(ece(cross_fitted(cal.method, tops.conf, tops.correct), tops.correct))
     # recalibrate refits for the live set as it is (after a forced promotion, say)
     reg.set_live(CORPUS, domain, bad, action="promote", verdict="test: forced", forced=True)
     assert read_top_calibration(reg, CORPUS).stale({**live, domain: bad}) == [domain]
     again = recalibrate(tables, reg, gate_cfg())
     assert again.fitted_for[domain] == bad and read_top_calibration(reg, CORPUS) == again
+
+
+def _curse(seed: int, n: int = 4000, k: int = 20):
+    rng = np.random.default_rng(seed)
+    p = rng.beta(0.5, 4, (n, k))
+    correct = rng.random((n, k)) < p
+    noisy = sigmoid(logit(p) + rng.normal(0, 1.0, (n, k)))
+    top = noisy.argmax(1)
+    return noisy[np.arange(n), top], correct[np.arange(n), top].astype(float)
+
+
+def test_auto_takes_the_method_of_the_lower_cross_fitted_ece_and_the_isotonic_map_is_monotone_data(tmp_path):
+    top, right = _curse(5)
+    # a step in the truth that no sigmoid of the logit follows: isotonic can, Platt cannot
+    right = np.where(top > 0.5, (np.random.default_rng(6).random(len(top)) < 0.9), right).astype(float)
+    auto = fit_top_calibration(top, right, {"A": "v1"})
+    assert set(auto.chosen_by) == {"platt", "isotonic"}
+    assert auto.method == min(auto.chosen_by, key=auto.chosen_by.get) and auto.ece_after == min(auto.chosen_by.values())
+    for method in ("platt", "isotonic"):
+        one = fit_top_calibration(top, right, {"A": "v1"}, method=method)
+        assert one.method == method and one.chosen_by == {}
+        assert one.ece_after == pytest.approx(auto.chosen_by[method])
+    iso = fit_top_calibration(top, right, {"A": "v1"}, method="isotonic")
+    grid = np.linspace(-0.5, 1.5, 2001)  # beyond the knots: the end values (no extrapolation)
+    out = iso(grid)
+    assert np.all(np.diff(out) >= 0) and out.min() >= 1e-3 and out.max() <= 1 - 1e-3
+    # an isotonic fit is the monotone least-squares fit: in-sample it beats any other monotone map, Platt's included
+    platt_map = fit_top_calibration(top, right, {}, method="platt")
+    assert np.mean((iso(top) - right) ** 2) <= np.mean((platt_map(top) - right) ** 2)
+    # stored and read back as data, bit for bit
+    reg = Registry(tmp_path / "registry")
+    reg.release(CORPUS, {}, {"action": "recalibrate", "verdict": "test"}, top_calibration=iso.to_dict())
+    back = read_top_calibration(reg, CORPUS)
+    assert back == iso and np.array_equal(back(top), iso(top))
+
+
+@pytest.mark.parametrize("bad,match", [
+    ({"method": "spline"}, "method"),
+    ({"method": "isotonic", "knots_x": [0.2, 0.1], "knots_y": [0.1, 0.2]}, "non-decreasing"),
+    ({"method": "isotonic", "knots_x": [0.1, 0.2], "knots_y": [0.3, 0.2]}, "non-decreasing"),
+    ({"method": "isotonic", "knots_x": [0.1, 0.2], "knots_y": [0.3, 1.5]}, "within"),
+    ({"method": "isotonic", "knots_x": [0.1], "knots_y": [0.3, 0.4]}, "as many"),
+    ({"method": "isotonic", "knots_x": [], "knots_y": []}, "as many"),
+    ({"method": "isotonic", "knots_x": [0.1, float("nan")], "knots_y": [0.3, 0.4]}, "finite"),
+])
+def test_a_bad_map_is_refused_naming_what(bad, match):
+    with pytest.raises(ValueError, match=match):
+        TopCalibration.from_dict({**TopCalibration().to_dict(), **bad}, "live.json top_calibration")
+
+
+def test_the_gate_refuses_an_unknown_method():
+    from rerank.merge.gate import GateLimits
+
+    with pytest.raises(ValueError, match="gate.top_calibration"):
+        GateLimits.from_config({"top_calibration": "spline"})
+    with pytest.raises(ValueError, match="method"):
+        fit_top_calibration(np.array([0.5]), np.array([1.0]), {}, method="spline")

@@ -43,6 +43,7 @@ import numpy as np
 from rerank.hypotheses.tables import TableSet
 from rerank.merge.evaluate import SplitData
 from rerank.merge.ranker import BASELINE
+from rerank.merge.top_calibration import CHOICES, describe
 from rerank.model.registry import Registry
 
 
@@ -59,6 +60,8 @@ class GateLimits:
     policy: str = "bounded_harm"
     harm_max_delta: float = 0.02
     harm_max_share: float = 0.34
+    #: the merge's top calibration: platt, isotonic or auto (rerank.merge.top_calibration)
+    top_calibration: str = "auto"
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any]) -> "GateLimits":
@@ -68,6 +71,8 @@ class GateLimits:
         out = cls(**{k: type(getattr(cls, k))(v) for k, v in cfg.items()})
         if out.policy not in POLICIES:
             raise ValueError(f"gate.policy must be one of {POLICIES}, not {out.policy!r}")
+        if out.top_calibration not in CHOICES:
+            raise ValueError(f"gate.top_calibration must be one of {CHOICES}, not {out.top_calibration!r}")
         return out
 
 
@@ -177,8 +182,8 @@ def render_gate_report(r: Mapping[str, Any], title: str | None = None) -> str:
             for d in r["harmed"]) + f". Errors added {r['errors_added']:.0f}, removed {r['errors_removed']:.0f}."]
     if (tc := r.get("top_calibration")) and tc.get("ece_before") is not None:
         lines += ["", f"Top calibration fitted for this world (stored with the release): confidence = "
-                      f"sigmoid({tc['scale']:.3f} * logit(top score) {tc['shift']:+.3f}); {r['split']} top-hypothesis ECE "
-                      f"{tc['ece_before']:.4f} -> {tc['ece_after']:.4f} over {tc['utterances']} utterances."]
+                      f"{describe(tc)}; {r['split']} top-hypothesis ECE "
+                      f"{tc['ece_before']:.4f} -> {tc['ece_after']:.4f} (cross-fitted) over {tc['utterances']} utterances."]
     moved = [(d, p) for d, p in r["per_domain"].items() if p["changed"] or p["delta"]]
     lines += ["", f"## SemER per gold domain ({len(moved)} of {len(r['per_domain'])} changed)", "",
               "| domain | utterances | now | after | delta | interval | top changed |",

@@ -22,7 +22,7 @@ from rerank.hypotheses.tables import TableSet, open_tables
 from rerank.io import write_json, write_text
 from rerank.merge.evaluate import top_hypotheses
 from rerank.merge.gate import GateLimits, render_gate_report
-from rerank.merge.top_calibration import TopCalibration, fit_top_calibration
+from rerank.merge.top_calibration import TopCalibration, describe, fit_top_calibration
 from rerank.merge.world import World
 from rerank.model.registry import VERSION_DIR, Registry, RegistryError
 
@@ -95,11 +95,11 @@ def recalibrate(tables: TableSet, registry: Registry, gate_cfg: Mapping[str, Any
     with registry.promotion_lock(tables.name):
         world = World(tables, registry, limits)
         tops = top_hypotheses(world.data, world.base)
-        cal = fit_top_calibration(tops.conf, tops.correct, world.versions({}), limits.split)
+        cal = fit_top_calibration(tops.conf, tops.correct, world.versions({}), limits.split, limits.top_calibration)
         rec = registry.release(tables.name, {}, {"action": "recalibrate", "verdict": "top calibration refitted", "forced": False,
                                                  "report": None}, top_calibration=cal.to_dict(), expect_release=world.state.release)
-    print(f"recalibrate {tables.name}: top confidence = sigmoid({cal.scale:.3f} * logit(top) {cal.shift:+.3f}); "
-          f"{limits.split} top-hypothesis ECE {cal.ece_before:.4f} -> {cal.ece_after:.4f}; release {rec['release']}")
+    print(f"recalibrate {tables.name}: top confidence = {describe(cal)}; {limits.split} top-hypothesis ECE "
+          f"{cal.ece_before:.4f} -> {cal.ece_after:.4f} (cross-fitted); release {rec['release']}")
     return cal
 
 

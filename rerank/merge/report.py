@@ -17,6 +17,7 @@ import numpy as np
 
 from rerank.io import write_json, write_text
 from rerank.merge.evaluate import FIGURES
+from rerank.merge.top_calibration import describe
 
 #: panels of the per-domain reliability grid
 GRID_DOMAINS = 12
@@ -265,7 +266,7 @@ def _markdown(metrics: Mapping, meta: Mapping, weights: bool) -> list[str]:
         stale = (f" It was fitted for other versions of {', '.join(tc['stale'])}: "
                  "refit it with `scripts/promote.py recalibrate=true`." if tc["stale"] else "")
         lines += [f"The first row's top-hypothesis confidence is the merge's top calibration "
-                  f"(sigmoid({tc['scale']:.3f} * logit(top score) {tc['shift']:+.3f}), fitted on {tc['split']} by the "
+                  f"({describe(tc)}, fitted on {tc['split']} by the "
                   f"promotion gate, {tc['fitted_at']}); the other rows show their raw top scores.{stale}", ""]
     flagged = {n: f for n, f in meta["fallback_domains"].items() if f}
     if flagged:

@@ -27,7 +27,7 @@ from rerank.hypotheses.tables import TableSet
 from rerank.merge.evaluate import SplitData, load_split
 from rerank.merge.gate import GateLimits, judge
 from rerank.merge.ranker import BASELINE, DomainScorer
-from rerank.merge.top_calibration import TopCalibration, fit_top_calibration
+from rerank.merge.top_calibration import TopCalibration, cross_fitted, fit_top_calibration
 from rerank.metrics.calibration import bin_index, ece, ece_rows
 from rerank.metrics.corpus import bootstrap_ci, percentile_interval, resample_counts
 from rerank.model.registry import Registry, RegistryError
@@ -63,6 +63,7 @@ class World:
         self.conf_n = self._conf(self.base, self.top_n)
         cal = self.state.top_calibration
         self.served = TopCalibration.from_dict(cal, "the live state's top calibration") if cal else TopCalibration()
+        self.served_conf = self._served_conf()
         self.totals = self.data.totals
         gold = self.data.gold_domain
         self.gold_names = sorted(set(gold.tolist()))
@@ -78,6 +79,16 @@ class World:
             if len(self.totals) else np.zeros(len(self.gold_names))
         self._n_gold = np.bincount(self.gold_code, minlength=len(self.gold_names)) if len(self.totals) else np.zeros(0, int)
         self.seconds_to_build = time.perf_counter() - t0
+
+    def _served_conf(self) -> np.ndarray:
+        """The live tops' served confidence, as the gate weighs it: cross-fitted when the served map was fitted on
+        these very tops (the figure a new world's fit is weighed by; in-sample, an isotonic map is near 0 ECE)."""
+        conf, served = self.conf_n[self.has], self.served
+        fitted_here = served.fitted_for and not served.stale(self.versions({})) and served.split == self.limits.split \
+            and served.utterances == len(conf)
+        if fitted_here:
+            return np.clip(cross_fitted(served.method, conf, 1.0 - self.ie_n[self.has]), 0, 1)
+        return np.clip(served(conf), 0, 1)
 
     # ------------------------------------------------------------------ scoring, once per version
 
@@ -218,11 +229,13 @@ class World:
                       for j, d in enumerate(self.gold_names)}
         y_n, y_c = 1.0 - self.ie_n[has], 1.0 - np.asarray(ie_c)[has]
         conf_c = self._conf(score, top_c)[has]
-        if fit_calibration:
-            top_cal = fit_top_calibration(conf_c, y_c, self.versions(moves), self.limits.split)
+        if fit_calibration:  # weighed by its cross-fitted confidence, as the live tops are (World._served_conf)
+            top_cal = fit_top_calibration(conf_c, y_c, self.versions(moves), self.limits.split, self.limits.top_calibration)
+            c_c = np.clip(cross_fitted(top_cal.method, conf_c, y_c), 0, 1)
         else:
             top_cal = self.served
-        c_n, c_c = np.clip(self.served(self.conf_n[has]), 0, 1), np.clip(top_cal(conf_c), 0, 1)
+            c_c = np.clip(top_cal(conf_c), 0, 1)
+        c_n = self.served_conf
         ece_fig = None
         if has.any():
             ece_fig = {"before": ece(c_n, y_n), "after": ece(c_c, y_c), "ci": [float("nan"), float("nan")]}

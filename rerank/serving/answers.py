@@ -135,13 +135,20 @@ class TopCalibrationAnswer:
     __pydantic_config__ = _ANSWER
     scale: float
     shift: float
+    method: str
+    """``platt`` (``sigmoid(scale * logit(top) + shift)``) or ``isotonic`` (interpolated between the knots)."""
+    knots_x: list[float]
+    knots_y: list[float]
     fitted_for: dict[str, str]
     """The version of every domain it was fitted for."""
     split: str
     utterances: int
     ece_before: float | None
     ece_after: float | None
+    """Its cross-fitted ECE on ``split``."""
     fitted_at: str
+    chosen_by: dict[str, float]
+    """Each method's cross-fitted ECE, when the gate chose between them (``gate.top_calibration=auto``)."""
     stale: list[str]
     """The domains whose live version is not the one it was fitted for."""
 

@@ -28,7 +28,7 @@ import numpy as np
 
 from rerank.hypotheses.nbest import EVIDENCE
 from rerank.merge.ranker import BASELINE, CrossDomainRanker, DomainScorer
-from rerank.merge.top_calibration import TopCalibration
+from rerank.merge.top_calibration import TopCalibration, describe
 from rerank.model.records import features_from_records
 from rerank.model.registry import Registry, RegistryError
 from rerank.model.spec import FeatureSpec
@@ -197,7 +197,7 @@ class LiveModels:
             self.snapshot = Snapshot(ranker, versions, snap.generation + 1, top_calibration=calibration,
                                      release=state.release)
             if calibration != snap.top_calibration:
-                self.on_event("calibration", "_merge", f"{calibration.scale:.4f},{calibration.shift:.4f}" if calibration else "none")
+                self.on_event("calibration", "_merge", describe(calibration) if calibration else "none")
             for d in swapped:
                 log.info("%s: now serving %s (was %s; release %d)", d, versions[d], snap.versions.get(d, BASELINE), state.release)
                 self.on_event("swap", d, versions[d])
