@@ -5,13 +5,16 @@
   softmax over each utterance's whole cross-domain list (the non-modular reference);
 - ``lambdamart``: LightGBM LambdaMART over all hypotheses (optional; scores are not probabilities).
 
+The joint model and LambdaMART read the features the per-domain models read (evidence included), so that
+the rows compare training schemes, not inputs.
+
 Every function returns scores aligned with ``rerank.merge.evaluate.load_split``
 (domains in sorted order, rows in table order).
 """
 from __future__ import annotations
 
 import time
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -145,39 +148,53 @@ def lightgbm_available() -> bool:
     return True
 
 
-def _gbm_matrix(tables: Mapping[str, pa.Table], domains: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Shared features of all domains: dc, ic, ner, their logs, rank, n_slots, the domain's code; rows grouped by utterance."""
-    cols, utt, rel = [], [], []
-    for j, d in enumerate(sorted(tables)):
-        t = tables[d]
-        sc = np.stack([t[c].to_numpy().astype(np.float64) for c in ("dc", "ic", "ner")], axis=1)
-        f = np.column_stack([sc, np.log(np.clip(sc, 1e-6, 1)), t["rank"].to_numpy(), t["n_slots"].to_numpy(),
-                             np.full(t.num_rows, domains.index(d))])
-        cols.append(f)
-        utt.append(t["utt_index"].to_numpy().astype(np.int64))
-        rel.append(1 - t["ie"].to_numpy().astype(int))
-    X, u, r = np.concatenate(cols), np.concatenate(utt), np.concatenate(rel)
-    order = np.argsort(u, kind="stable")
-    return X, u, r, order
+class SharedLayout:
+    """Every domain's features (:func:`features_from_table`, the per-domain models' very columns, evidence
+    included) in one matrix of the union of their names, plus the domain's code: what a model of all domains at
+    once reads, like for like with the per-domain models. A name two domains share is one column."""
+
+    def __init__(self, specs: Mapping[str, FeatureSpec]):
+        self.specs, self.domains = dict(specs), sorted(specs)
+        self.names = list(dict.fromkeys(n for d in self.domains for n in self.specs[d].names)) + ["domain"]
+        self._cols = {d: np.array([self.names.index(n) for n in self.specs[d].names], dtype=np.int64) for d in self.domains}
+
+    def matrix(self, tables: Mapping[str, pa.Table]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(X, utt_index, relevance)`` of every domain's rows, in sorted-domain, table order (aligned with load_split)."""
+        parts, utt, rel = [], [], []
+        for j, d in enumerate(self.domains):
+            if d not in tables:
+                continue
+            t = tables[d]
+            X = np.zeros((t.num_rows, len(self.names)))
+            X[:, self._cols[d]] = features_from_table(t, self.specs[d])
+            X[:, -1] = j
+            parts.append(X)
+            utt.append(t["utt_index"].to_numpy().astype(np.int64))
+            rel.append(1 - t["ie"].to_numpy().astype(int))
+        return np.concatenate(parts), np.concatenate(utt), np.concatenate(rel)
 
 
-def fit_lambdamart(train_tables, dev_tables, domains: Sequence[str], seed: int = 0) -> tuple[Any, float]:
+def fit_lambdamart(train_tables, dev_tables, layout: SharedLayout, *, num_leaves: int = 31, learning_rate: float = 0.05,
+                   n_estimators: int = 500, seed: int = 0) -> tuple[Any, float]:
+    """LambdaMART over every domain's rows at once (``layout``: the per-domain models' features), early-stopped on
+    dev's NDCG@1; the domain is a categorical feature."""
     import lightgbm as lgb
 
     t0 = time.perf_counter()
     sets = []
     for tables in (train_tables, dev_tables):
-        X, u, r, order = _gbm_matrix(tables, list(domains))
+        X, u, r = layout.matrix(tables)
+        order = np.argsort(u, kind="stable")
         _, counts = np.unique(u[order], return_counts=True)
         sets.append((X[order], r[order], counts))
     (Xt, rt, gt), (Xd, rd, gd) = sets
-    model = lgb.LGBMRanker(objective="lambdarank", n_estimators=300, learning_rate=0.05, num_leaves=31,
-                           random_state=seed, verbose=-1, n_jobs=1)
+    model = lgb.LGBMRanker(objective="lambdarank", n_estimators=n_estimators, learning_rate=learning_rate, num_leaves=num_leaves,
+                           random_state=seed, verbose=-1, n_jobs=1, deterministic=True, force_row_wise=True)
     model.fit(Xt, rt, group=gt, eval_set=[(Xd, rd)], eval_group=[gd], eval_at=[1],
-              categorical_feature=[Xt.shape[1] - 1], callbacks=[lgb.early_stopping(20, verbose=False)])
+              categorical_feature=[Xt.shape[1] - 1], callbacks=[lgb.early_stopping(30, verbose=False)])
     return model, time.perf_counter() - t0
 
 
-def lambdamart_scores(model, tables, domains: Sequence[str]) -> np.ndarray:
-    X, _, _, _ = _gbm_matrix(tables, list(domains))  # in sorted-domain, table order: aligned with load_split
+def lambdamart_scores(model, tables, layout: SharedLayout) -> np.ndarray:
+    X, _, _ = layout.matrix(tables)  # in sorted-domain, table order: aligned with load_split
     return np.asarray(model.predict(X), dtype=np.float64)

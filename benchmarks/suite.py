@@ -227,16 +227,35 @@ class Suite:
                           True, train_seconds=seconds, retrain_alone="yes",
                           settings={"params": {d: list(p) for d, p in params.items()}})
 
+    @property
+    def anchor_specs(self) -> dict:
+        """The default system's feature specs (its evidence families, where a domain's tables fill them): the anchors
+        read what the per-domain default reads."""
+        evidence = self.default_settings()["evidence"]
+        return {d: spec_from_manifest(self.manifest, d, evidence, on_missing="skip") for d in self.domains}
+
     def joint_row(self) -> alt.JointModel:
-        joint = alt.JointModel(self.specs)
+        """The joint model on the default's features, its alpha and T chosen on dev over ``benchmark.joint.grid``
+        (R3's chosen pair included)."""
         jcfg = self.b.get("joint") or {}
-        info = joint.fit(self.train.tables, alpha=self.a_r3, temperature=self.t_r3, l2=float(jcfg.get("l2", 1e-4)),
-                         max_iter=int(jcfg.get("max_iter", 200)), seed=self.seed)
-        self.selection["joint"] = {**{k: v for k, v in info.items() if k != "seconds"},
-                                   "dev_semer": dev_semer(self.dev, joint.scores(self.dev.tables))}
-        self.evaluate_row(f"joint model, cross-domain softmax (alpha={_g(self.a_r3)}, T={_g(self.t_r3)})", "joint",
-                          joint.scores(self.test.tables), True, train_seconds=info["seconds"], retrain_alone="no",
-                          settings={"alpha": self.a_r3, "temperature": self.t_r3, "loss": "combined"})
+        grid = list(dict.fromkeys([(self.a_r3, self.t_r3), *((float(a), float(t)) for a, t in jcfg.get("grid") or ())]))
+        specs, fits, seconds = self.anchor_specs, {}, 0.0
+        for a, t in grid:
+            joint = alt.JointModel(specs)
+            info = joint.fit(self.train.tables, alpha=a, temperature=t, l2=float(jcfg.get("l2", 1e-4)),
+                             max_iter=int(jcfg.get("max_iter", 200)), seed=self.seed)
+            seconds += info["seconds"]
+            fits[(a, t)] = (joint, info, joint.scores(self.dev.tables))
+            print(f"benchmark: joint model alpha={_g(a)} T={_g(t)}: dev SemER {dev_semer(self.dev, fits[(a, t)][2]):.4f}", flush=True)
+        a, t = min(grid, key=lambda k: (dev_semer(self.dev, fits[k][2]), grid.index(k)))
+        joint, info, dev_score = fits[(a, t)]
+        self.selection["joint"] = {**{k: v for k, v in info.items() if k != "seconds"}, "dev_semer": dev_semer(self.dev, dev_score),
+                                   "grid": {f"alpha={_g(k[0])},T={_g(k[1])}": dev_semer(self.dev, f[2]) for k, f in fits.items()},
+                                   "grid_seconds": seconds}
+        self.evaluate_row(f"joint model, cross-domain softmax, default's features (alpha={_g(a)}, T={_g(t)})", "joint",
+                          joint.scores(self.test.tables), True, dev_score=dev_score, train_seconds=info["seconds"],
+                          retrain_alone="no", settings={"alpha": a, "temperature": t, "loss": "combined",
+                                                        "evidence": self.default_settings()["evidence"]})
         return joint
 
     def lambdamart_row(self) -> None:
@@ -247,9 +266,19 @@ class Suite:
             if status == "not installed":
                 print("benchmark: LightGBM LambdaMART: not installed (pip install -e '.[lightgbm]')")
             return
-        gbm, seconds = alt.fit_lambdamart(self.train.tables, self.dev.tables, self.domains, self.seed)
-        self.evaluate_row(name, "joint", alt.lambdamart_scores(gbm, self.test.tables, self.domains), False,
-                          train_seconds=seconds, retrain_alone="no")
+        layout = alt.SharedLayout(self.anchor_specs)
+        grid = [dict(g) for g in self.b.get("lambdamart_grid") or [{}]]
+        fits = []
+        for g in grid:
+            gbm, seconds = alt.fit_lambdamart(self.train.tables, self.dev.tables, layout, seed=self.seed, **g)
+            fits.append((dev_semer(self.dev, alt.lambdamart_scores(gbm, self.dev.tables, layout)), gbm, seconds, g))
+            print(f"benchmark: LambdaMART {g}: dev SemER {fits[-1][0]:.4f}", flush=True)
+        best = min(range(len(fits)), key=lambda i: (fits[i][0], i))
+        _, gbm, seconds, g = fits[best]
+        self.selection["lambdamart"] = {"chosen": g, "dev_semer": {str(f[3]): f[0] for f in fits},
+                                        "grid_seconds": sum(f[2] for f in fits), "features": len(layout.names)}
+        self.evaluate_row(f"{name}, default's features", "joint", alt.lambdamart_scores(gbm, self.test.tables, layout), False,
+                          train_seconds=seconds, retrain_alone="no", settings={**g, "features": len(layout.names)})
 
     def oracle_row(self) -> None:
         self.evaluate_row("oracle", "oracle", oracle_score(self.test.semer), False, train_seconds=None, retrain_alone="-")

@@ -31,7 +31,7 @@ REDUCED = (
     "benchmark.speed.joblib_sweep=false", "benchmark.speed.rank_utterances=20",
     # the four candidates=utterance rows are skipped here (status "skipped"); the full run trains them
     'benchmark.trainer_overrides=["~callbacks","trainer.max_epochs=2"]', "benchmark.utterance_candidates=false",
-    "benchmark.joint.max_iter=20",
+    "benchmark.joint.max_iter=20", "benchmark.joint.grid=[[0.5,1.0]]",
 )
 
 ROW_PREFIXES = [
