@@ -221,6 +221,18 @@ class Suite:
         self.per_domain_row(f"R3 combined, candidates=domain, MLP (alpha={_g(self.a_r3)}, T={_g(self.t_r3)})", run,
                             {"loss": "combined", "candidates": "domain", "alpha": self.a_r3, "temperature": self.t_r3, "model": "mlp"})
 
+    def interaction_row(self) -> None:
+        """The default system with per-intent evidence weights (``model=intent_linear``), their L2 chosen on dev."""
+        grid = [float(x) for x in self.b.get("interaction_l2") or ()]
+        if not grid:
+            return
+        runs = {x: self.train_variant(f"intent_linear_l2{_g(x)}", ["model=intent_linear", f"model.interaction_l2={x}"]) for x in grid}
+        best = min(grid, key=lambda x: (runs[x]["dev_semer"], grid.index(x)))
+        self.selection["intent_linear"] = {"interaction_l2": best, "dev_semer": {_g(x): r["dev_semer"] for x, r in runs.items()},
+                                           "grid_seconds": sum(r["seconds"] for r in runs.values())}
+        self.per_domain_row(f"default system + per-intent evidence weights (model=intent_linear, L2 {_g(best)})", runs[best],
+                            {**self.default_settings(), "model": "intent_linear", "interaction_l2": best})
+
     def platt_baseline_row(self) -> None:
         params, seconds = alt.fit_platt(self.dev.tables)
         self.evaluate_row("Platt-scaled baseline (per domain, fit on dev)", "post-hoc", alt.platt_scores(self.test.tables, params),
@@ -311,6 +323,7 @@ def run_benchmark(cfg: Mapping[str, Any], cli_overrides: Sequence[str] = ()) -> 
         s.platt_rows()
     if b.get("mlp_rows", True):
         s.mlp_rows()
+    s.interaction_row()
     s.platt_baseline_row()
     joint = s.joint_row()
     s.lambdamart_row()

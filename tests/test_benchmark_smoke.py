@@ -32,6 +32,7 @@ REDUCED = (
     # the four candidates=utterance rows are skipped here (status "skipped"); the full run trains them
     'benchmark.trainer_overrides=["~callbacks","trainer.max_epochs=2"]', "benchmark.utterance_candidates=false",
     "benchmark.joint.max_iter=20", "benchmark.joint.grid=[[0.5,1.0]]",
+    "benchmark.interaction_l2=[0.01]",
 )
 
 ROW_PREFIXES = [
@@ -39,7 +40,7 @@ ROW_PREFIXES = [
     "R1 semer, candidates=utterance, competitors=baseline",
     "R1 semer, candidates=utterance, competitors=live", "R2 crossentropy", "R3 combined, candidates=domain",
     "R3 combined, candidates=utterance, competitors=baseline", "R3 combined, candidates=utterance, competitors=live",
-    "Platt-scaled baseline", "joint model", "LightGBM LambdaMART", "oracle",
+    "default system + per-intent evidence weights", "Platt-scaled baseline", "joint model", "LightGBM LambdaMART", "oracle",
 ]
 
 

@@ -28,7 +28,8 @@ REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 TRAIN_GROUPS = ("model", "loss", "optimizer", "slates", "experiment")
 OTHER_CONFIGS = ("prepare", "merge", "import", "export", "promote", "registry", "serve", "release")
-SPEC = FeatureSpec(domain="toy", intents=("a", "b"), context=(("device", ("tv", "phone")),), slot_types=("song",), n_ranks=2)
+SPEC = FeatureSpec(domain="toy", intents=("a", "b"), context=(("device", ("tv", "phone")),), slot_types=("song",), n_ranks=2,
+                   evidence=("length",))
 
 
 def options(group: str) -> list[str]:

@@ -9,11 +9,15 @@ so neither of those needs torch or any training code. A model of kind
 - ``linear.weight`` ``[1, F]``, ``linear.bias`` ``[1]``;
 
 a model of kind ``mlp`` adds a tanh hidden layer on the same standardised input,
-``mlp.0.weight`` ``[H, F]``, ``mlp.0.bias`` ``[H]``, ``mlp.2.weight`` ``[1, H]``, ``mlp.2.bias`` ``[1]``:
+``mlp.0.weight`` ``[H, F]``, ``mlp.0.bias`` ``[H]``, ``mlp.2.weight`` ``[1, H]``, ``mlp.2.bias`` ``[1]``;
+a model of kind ``intent_linear`` adds evidence weights per intent (the interaction of the hypothesis'
+intent with its evidence, which one weight per feature cannot express): ``intent.weight`` ``[I, E]``,
+``intent.cols`` ``[I]`` (the columns of the intent one-hot) and ``evidence.cols`` ``[E]`` (of the evidence):
 
 .. math::
     z = (x - \mu) / \sigma, \qquad
-    s = \big(w^\top z + b \;[+\; v^\top \tanh(W_1 z + b_1) + b_2]\big) \cdot \text{scale} + \text{shift}
+    s = \big(w^\top z + b \;[+\; v^\top \tanh(W_1 z + b_1) + b_2]
+        \;[+\; x_{\text{intent}}^\top U z_{\text{evidence}}]\big) \cdot \text{scale} + \text{shift}
 
 and the calibrated score is :math:`p = \mathrm{sigmoid}(s)` (:func:`sigmoid`).
 
@@ -35,9 +39,11 @@ import numpy as np
 
 from rerank.metrics.logistic import sigmoid  # noqa: F401 (its link; in the example below)
 
-KINDS = ("linear", "mlp")
+KINDS = ("linear", "mlp", "intent_linear")
 LINEAR_TENSORS = ("mean", "std", "calibration", "linear.weight", "linear.bias")
 MLP_TENSORS = ("mlp.0.weight", "mlp.0.bias", "mlp.2.weight", "mlp.2.bias")
+INTENT_TENSORS = ("intent.weight", "intent.cols", "evidence.cols")
+_EXTRA = {"linear": (), "mlp": MLP_TENSORS, "intent_linear": INTENT_TENSORS}
 
 class BadWeights(ValueError):
     """Weights that do not form a model of their kind and dimension, or are not finite."""
@@ -46,7 +52,7 @@ class BadWeights(ValueError):
 def tensor_names(kind: str) -> tuple[str, ...]:
     if kind not in KINDS:
         raise BadWeights(f"model kind must be one of {KINDS}, not {kind!r}")
-    return LINEAR_TENSORS + (MLP_TENSORS if kind == "mlp" else ())
+    return LINEAR_TENSORS + _EXTRA[kind]
 
 
 def check_weights(kind: str, weights: Mapping[str, np.ndarray], dim: int, where: str = "weights") -> None:
@@ -57,8 +63,10 @@ def check_weights(kind: str, weights: Mapping[str, np.ndarray], dim: int, where:
     if extra := sorted(set(weights) - set(names)):
         raise BadWeights(f"{where}: unexpected tensors {extra} for a {kind} model")
     hidden = np.shape(weights["mlp.0.weight"])[0] if kind == "mlp" else 0
+    n_i, n_e = (np.size(weights["intent.cols"]), np.size(weights["evidence.cols"])) if kind == "intent_linear" else (0, 0)
     shapes = {"mean": (dim,), "std": (dim,), "calibration": (2,), "linear.weight": (1, dim), "linear.bias": (1,),
-              "mlp.0.weight": (hidden, dim), "mlp.0.bias": (hidden,), "mlp.2.weight": (1, hidden), "mlp.2.bias": (1,)}
+              "mlp.0.weight": (hidden, dim), "mlp.0.bias": (hidden,), "mlp.2.weight": (1, hidden), "mlp.2.bias": (1,),
+              "intent.weight": (n_i, n_e), "intent.cols": (n_i,), "evidence.cols": (n_e,)}
     for n in names:
         a = np.asarray(weights[n])
         if a.shape != shapes[n]:
@@ -67,6 +75,10 @@ def check_weights(kind: str, weights: Mapping[str, np.ndarray], dim: int, where:
             raise BadWeights(f"{where}: tensor {n!r} holds {int((~np.isfinite(a)).sum())} NaN or infinite values")
     if not (np.asarray(weights["std"]) > 0).all():
         raise BadWeights(f"{where}: tensor 'std' must be positive")
+    for n in ("intent.cols", "evidence.cols") if kind == "intent_linear" else ():
+        cols = np.asarray(weights[n])
+        if cols.dtype.kind not in "iu" or (cols.size and (cols.min() < 0 or cols.max() >= dim)) or len(set(cols.tolist())) < cols.size:
+            raise BadWeights(f"{where}: tensor {n!r} must hold distinct integer columns in [0, {dim})")
 
 
 class LogitScorer:
@@ -81,14 +93,23 @@ class LogitScorer:
         self.kind = kind
         self.dim = dim
         self.weights = {k: np.asarray(v) for k, v in weights.items()}
-        f64 = {k: np.asarray(v, dtype=np.float64) for k, v in weights.items()}
+        f64 = {k: np.asarray(v, dtype=np.float64) for k, v in weights.items() if not k.endswith(".cols")}
         mean, std = f64["mean"], f64["std"]
         scale, shift = (float(v) for v in f64["calibration"])
         w = f64["linear.weight"][0] / std
         b = float(f64["linear.bias"][0]) - float(mean @ w)
         self.w, self.b = w * scale, b * scale + shift
         self._call: Callable[[np.ndarray], np.ndarray]
-        if kind == "linear":
+        if kind == "intent_linear":
+            w, b = self.w, self.b
+            ic, ec = np.asarray(weights["intent.cols"]), np.asarray(weights["evidence.cols"])
+            U, e_mean, e_std = f64["intent.weight"] * scale, mean[ec], std[ec]
+
+            def call(X):
+                return X @ w + b + ((X[:, ic] @ U) * ((X[:, ec] - e_mean) / e_std)).sum(axis=1)
+
+            self._call = call
+        elif kind == "linear":
             # float64 products: a float32 dot product sums in an order that depends on the matrix's
             # shape, so one utterance (rank) and a block of a table (score_table) would differ by ~1e-7
             w, b = self.w, self.b

@@ -7,7 +7,7 @@ from torch import nn
 
 from rerank.metrics.calibration import platt
 from rerank.model.scorer import KINDS, LogitScorer
-from rerank.model.spec import FeatureSpec
+from rerank.model.spec import FeatureSpec, layout
 
 
 class DomainReranker(nn.Module):
@@ -19,13 +19,14 @@ class DomainReranker(nn.Module):
     model is and only learns what the linear model cannot.
     """
 
-    def __init__(self, spec: FeatureSpec, kind: str = "linear", hidden: int = 32):
+    def __init__(self, spec: FeatureSpec, kind: str = "linear", hidden: int = 32, interaction_l2: float = 0.0):
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"model kind must be one of {KINDS}, not {kind!r}")
         self.spec = spec
         self.kind = kind
         self.hidden = hidden
+        self.interaction_l2 = float(interaction_l2)
         dim = spec.dim
         self.register_buffer("mean", torch.zeros(dim))
         self.register_buffer("std", torch.ones(dim))
@@ -38,6 +39,17 @@ class DomainReranker(nn.Module):
             self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, 1))
             nn.init.zeros_(self.mlp[2].weight)
             nn.init.zeros_(self.mlp[2].bias)
+        if kind == "intent_linear":
+            lay = layout(spec)
+            intent_cols, evidence_cols = list(range(lay.intent.start, lay.intent.stop)), list(range(lay.evidence.start, lay.evidence.stop))
+            if not intent_cols or not evidence_cols:
+                raise ValueError(f"model=intent_linear crosses the intent with the evidence: {spec.domain} has "
+                                 f"{len(intent_cols)} intents and {len(evidence_cols)} evidence features (features.evidence)")
+            # (submodules named as the published tensors: intent.weight, intent.cols, evidence.cols)
+            self.intent, self.evidence = nn.Module(), nn.Module()
+            self.intent.weight = nn.Parameter(torch.zeros(len(intent_cols), len(evidence_cols)))
+            self.intent.register_buffer("cols", torch.tensor(intent_cols, dtype=torch.int64))
+            self.evidence.register_buffer("cols", torch.tensor(evidence_cols, dtype=torch.int64))
 
     def fit_standardisation(self, X: torch.Tensor) -> None:
         mean = X.mean(dim=0)
@@ -51,6 +63,8 @@ class DomainReranker(nn.Module):
         out = self.linear(z).squeeze(-1)
         if self.kind == "mlp":
             out = out + self.mlp(z).squeeze(-1)
+        elif self.kind == "intent_linear":  # the intent's own evidence weights: one-hot(intent) @ U . z_evidence
+            out = out + ((x[..., self.intent.cols] @ self.intent.weight) * z[..., self.evidence.cols]).sum(-1)
         return out * self.calibration[0] + self.calibration[1]
 
     def fit_calibration(self, x: torch.Tensor, correct: torch.Tensor) -> tuple[float, float]:
@@ -65,6 +79,10 @@ class DomainReranker(nn.Module):
         self.calibration.copy_(torch.tensor([scale, shift]))
         return scale, shift
 
+    def penalty(self) -> torch.Tensor | float:
+        """The model's own regularisation, added to the loss: the per-intent evidence weights' L2 (``interaction_l2``)."""
+        return self.interaction_l2 * (self.intent.weight ** 2).sum() if self.kind == "intent_linear" else 0.0
+
     def feature_weights(self) -> dict[str, float]:
         """Weight of every feature on the standardised scale: comparable across features."""
         w = self.linear.weight.detach().cpu().numpy()[0]
@@ -77,7 +95,7 @@ class DomainReranker(nn.Module):
     @classmethod
     def from_weights(cls, spec: FeatureSpec, kind: str, weights: dict[str, np.ndarray]) -> "DomainReranker":
         hidden = int(weights["mlp.0.weight"].shape[0]) if kind == "mlp" else 32
-        model = cls(spec, kind=kind, hidden=hidden)
+        model = cls(spec, kind=kind, hidden=hidden)  # (interaction_l2 shapes training only, not the weights)
         model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in weights.items()})
         model.eval()
         return model

@@ -98,6 +98,7 @@ class RerankerModule(L.LightningModule):
         if self.l2 > 0:
             # L-BFGS has no weight decay; the penalty keeps one-hot columns of rare intents bounded.
             loss = loss + self.l2 * sum((p**2).sum() for n, p in self.model.named_parameters() if "weight" in n)
+        loss = loss + self.model.penalty()
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=batch["x"].shape[0])
         return loss
 
