@@ -233,6 +233,21 @@ class Suite:
         self.per_domain_row(f"default system + per-intent evidence weights (model=intent_linear, L2 {_g(best)})", runs[best],
                             {**self.default_settings(), "model": "intent_linear", "interaction_l2": best})
 
+    def trees_row(self) -> None:
+        """Per-domain gradient-boosted trees (``experiment=r2_trees``, LightGBM), the settings of ``benchmark.trees_grid``
+        chosen on dev."""
+        grid = [dict(g) for g in self.b.get("trees_grid") or ()]
+        if not grid:
+            return
+        runs = [self.train_variant("trees_" + "_".join(f"{k}{_g(v)}" for k, v in g.items()),
+                                   [experiment("r2_trees"), *(f"model.{k}={v}" for k, v in g.items())]) for g in grid]
+        best = min(range(len(grid)), key=lambda i: (runs[i]["dev_semer"], i))
+        self.selection["trees"] = {"chosen": grid[best], "dev_semer": {str(g): r["dev_semer"] for g, r in zip(grid, runs)},
+                                   "grid_seconds": sum(r["seconds"] for r in runs)}
+        shown = ", ".join(f"{k}={v}" for k, v in grid[best].items())
+        self.per_domain_row(f"per-domain LightGBM, binary on 1 - IE + Platt on dev ({shown})", runs[best],
+                            {"loss": "crossentropy", "model": "trees", **grid[best]})
+
     def platt_baseline_row(self) -> None:
         params, seconds = alt.fit_platt(self.dev.tables)
         self.evaluate_row("Platt-scaled baseline (per domain, fit on dev)", "post-hoc", alt.platt_scores(self.test.tables, params),
@@ -324,6 +339,8 @@ def run_benchmark(cfg: Mapping[str, Any], cli_overrides: Sequence[str] = ()) -> 
     if b.get("mlp_rows", True):
         s.mlp_rows()
     s.interaction_row()
+    if alt.lightgbm_available():
+        s.trees_row()
     s.platt_baseline_row()
     joint = s.joint_row()
     s.lambdamart_row()

@@ -32,7 +32,7 @@ REDUCED = (
     # the four candidates=utterance rows are skipped here (status "skipped"); the full run trains them
     'benchmark.trainer_overrides=["~callbacks","trainer.max_epochs=2"]', "benchmark.utterance_candidates=false",
     "benchmark.joint.max_iter=20", "benchmark.joint.grid=[[0.5,1.0]]",
-    "benchmark.interaction_l2=[0.01]",
+    "benchmark.interaction_l2=[0.01]", "benchmark.trees_grid=[]",
 )
 
 ROW_PREFIXES = [
