@@ -6,8 +6,11 @@ import torch
 from torch import nn
 
 from rerank.metrics.calibration import platt
-from rerank.model.scorer import KINDS, LogitScorer
+from rerank.model.scorer import LogitScorer
 from rerank.model.spec import FeatureSpec
+
+#: the kinds of rerank.model.scorer.KINDS that torch trains (trees: rerank.training.trees)
+TORCH_KINDS = ("linear", "mlp")
 
 
 class DomainReranker(nn.Module):
@@ -21,8 +24,9 @@ class DomainReranker(nn.Module):
 
     def __init__(self, spec: FeatureSpec, kind: str = "linear", hidden: int = 32):
         super().__init__()
-        if kind not in KINDS:
-            raise ValueError(f"model kind must be one of {KINDS}, not {kind!r}")
+        if kind not in TORCH_KINDS:
+            raise ValueError(f"a DomainReranker's kind must be one of {TORCH_KINDS}, not {kind!r} "
+                             f"(trees: model=trees, rerank.training.trees.TreeReranker)")
         self.spec = spec
         self.kind = kind
         self.hidden = hidden
