@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+import rerank.model.trees as trees_mod
 from rerank.hypotheses.tables import TableSet
 from rerank.merge.ranker import CrossDomainRanker
 from rerank.metrics.logistic import sigmoid
@@ -44,7 +45,7 @@ def _at_thresholds(arrays: dict, X: np.ndarray) -> np.ndarray:
     return rows
 
 
-def test_numpy_trees_give_lightgbms_raw_score():
+def test_numpy_trees_give_lightgbms_raw_score(monkeypatch):
     booster, X = _booster()
     arrays = from_lightgbm_dump(booster.dump_model(), X.shape[1])
     ensemble = TreeEnsemble(arrays, X.shape[1])
@@ -56,6 +57,8 @@ def test_numpy_trees_give_lightgbms_raw_score():
         want = booster.predict(rows, raw_score=True) if len(rows) else np.zeros(0)
         np.testing.assert_allclose(ensemble(rows), want, rtol=0, atol=1e-6)
         assert np.array_equal(ensemble(rows), want)  # (summed in LightGBM's order: bit for bit)
+    monkeypatch.setattr(trees_mod, "BLOCK_SLOTS", 7 * ensemble.n_trees)  # a table walked 7 rows at a time
+    assert np.array_equal(ensemble(X), booster.predict(X, raw_score=True))
     # LightGBM's initial score (boost_from_average) is in the first tree: a model that never splits is that constant
     y = np.r_[np.ones(20), np.zeros(80)]
     stump = lgb.train({**PARAMS, "min_child_samples": 80}, lgb.Dataset(X[:100], y), num_boost_round=3)
