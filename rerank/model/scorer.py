@@ -19,7 +19,10 @@ intent with its evidence, which one weight per feature cannot express): ``intent
     s = \big(w^\top z + b \;[+\; v^\top \tanh(W_1 z + b_1) + b_2]
         \;[+\; x_{\text{intent}}^\top U z_{\text{evidence}}]\big) \cdot \text{scale} + \text{shift}
 
-and the calibrated score is :math:`p = \mathrm{sigmoid}(s)` (:func:`sigmoid`).
+and the calibrated score is :math:`p = \mathrm{sigmoid}(s)` (:func:`sigmoid`). A model of kind ``trees`` (gradient-boosted
+trees, :mod:`rerank.model.trees`) keeps ``mean``, ``std`` and ``calibration`` (so that every kind is published and loaded
+by one path) but reads the raw features: its ``mean`` must be 0 and its ``std`` 1; its ``trees.*`` tensors replace the
+linear path, :math:`s = (\sum_t \text{value}_t(x)) \cdot \text{scale} + \text{shift}`.
 
 Example:
     >>> import numpy as np
@@ -38,9 +41,12 @@ from typing import Callable, Mapping
 import numpy as np
 
 from rerank.metrics.logistic import sigmoid  # noqa: F401 (its link; in the example below)
+from rerank.model.trees import TREE_TENSORS, BadTrees, TreeEnsemble, check_trees
 
-KINDS = ("linear", "mlp", "intent_linear")
-LINEAR_TENSORS = ("mean", "std", "calibration", "linear.weight", "linear.bias")
+KINDS = ("linear", "mlp", "intent_linear", "trees")
+#: what every kind holds: the standardisation and the output's calibration
+COMMON_TENSORS = ("mean", "std", "calibration")
+LINEAR_TENSORS = (*COMMON_TENSORS, "linear.weight", "linear.bias")
 MLP_TENSORS = ("mlp.0.weight", "mlp.0.bias", "mlp.2.weight", "mlp.2.bias")
 INTENT_TENSORS = ("intent.weight", "intent.cols", "evidence.cols")
 _EXTRA = {"linear": (), "mlp": MLP_TENSORS, "intent_linear": INTENT_TENSORS}
@@ -52,6 +58,8 @@ class BadWeights(ValueError):
 def tensor_names(kind: str) -> tuple[str, ...]:
     if kind not in KINDS:
         raise BadWeights(f"model kind must be one of {KINDS}, not {kind!r}")
+    if kind == "trees":
+        return COMMON_TENSORS + TREE_TENSORS
     return LINEAR_TENSORS + _EXTRA[kind]
 
 
@@ -68,6 +76,8 @@ def check_weights(kind: str, weights: Mapping[str, np.ndarray], dim: int, where:
               "mlp.0.weight": (hidden, dim), "mlp.0.bias": (hidden,), "mlp.2.weight": (1, hidden), "mlp.2.bias": (1,),
               "intent.weight": (n_i, n_e), "intent.cols": (n_i,), "evidence.cols": (n_e,)}
     for n in names:
+        if n in TREE_TENSORS:
+            continue
         a = np.asarray(weights[n])
         if a.shape != shapes[n]:
             raise BadWeights(f"{where}: tensor {n!r} has shape {a.shape}, expected {shapes[n]} ({dim} features)")
@@ -79,13 +89,23 @@ def check_weights(kind: str, weights: Mapping[str, np.ndarray], dim: int, where:
         cols = np.asarray(weights[n])
         if cols.dtype.kind not in "iu" or (cols.size and (cols.min() < 0 or cols.max() >= dim)) or len(set(cols.tolist())) < cols.size:
             raise BadWeights(f"{where}: tensor {n!r} must hold distinct integer columns in [0, {dim})")
+    if kind == "trees":
+        # the thresholds are on the raw features: a standardisation here would be ignored, so none is taken
+        for n, value in (("mean", 0.0), ("std", 1.0)):
+            if not (np.asarray(weights[n]) == value).all():
+                raise BadWeights(f"{where}: tensor {n!r} of a trees model must be all {value:g} (trees read the raw features)")
+        try:
+            check_trees(weights, dim, where)
+        except BadTrees as err:
+            raise BadWeights(str(err)) from None
 
 
 class LogitScorer:
     """``X [n, F] -> logits [n]`` (float64) of a published model, in numpy.
 
     The standardisation and the calibration are folded into the linear path once,
-    so a call is one matrix-vector product (plus the hidden layer of an MLP).
+    so a call is one matrix-vector product (plus the hidden layer of an MLP); trees
+    are walked all at once (:class:`rerank.model.trees.TreeEnsemble`).
     """
 
     def __init__(self, kind: str, weights: Mapping[str, np.ndarray], dim: int, where: str = "weights"):
@@ -96,10 +116,14 @@ class LogitScorer:
         f64 = {k: np.asarray(v, dtype=np.float64) for k, v in weights.items() if not k.endswith(".cols")}
         mean, std = f64["mean"], f64["std"]
         scale, shift = (float(v) for v in f64["calibration"])
+        self._call: Callable[[np.ndarray], np.ndarray]
+        if kind == "trees":
+            trees = self.trees = TreeEnsemble(weights, dim, where)
+            self._call = lambda X: trees(X) * scale + shift
+            return
         w = f64["linear.weight"][0] / std
         b = float(f64["linear.bias"][0]) - float(mean @ w)
         self.w, self.b = w * scale, b * scale + shift
-        self._call: Callable[[np.ndarray], np.ndarray]
         if kind == "intent_linear":
             w, b = self.w, self.b
             ic, ec = np.asarray(weights["intent.cols"]), np.asarray(weights["evidence.cols"])
@@ -128,6 +152,8 @@ class LogitScorer:
     def __call__(self, X: np.ndarray) -> np.ndarray:
         return self._call(X)
 
-    def feature_weights(self, names) -> dict[str, float]:
-        """Weight of every feature on the standardised scale (the linear path): comparable across features."""
+    def feature_weights(self, names) -> dict[str, float] | None:
+        """Weight of every feature on the standardised scale (the linear path): comparable across features; None for trees."""
+        if self.kind == "trees":
+            return None
         return dict(zip(names, map(float, self.weights["linear.weight"][0])))

@@ -6,12 +6,16 @@ import torch
 from torch import nn
 
 from rerank.metrics.calibration import platt
-from rerank.model.scorer import KINDS, LogitScorer
+from rerank.model.scorer import LogitScorer
 from rerank.model.spec import FeatureSpec, layout
+
+#: the kinds of rerank.model.scorer.KINDS that torch trains (trees: rerank.training.trees)
+TORCH_KINDS = ("linear", "mlp", "intent_linear")
 
 
 class DomainReranker(nn.Module):
-    """Linear (default, as in the paper) or a small MLP over standardised features.
+    """Linear (default, as in the paper), linear with evidence weights per intent, or a small MLP over standardised
+    features.
 
     The standardisation (``mean``, ``std``: buffers fitted on the training
     rows) is part of the weights, so a published model is self-contained. The
@@ -21,8 +25,9 @@ class DomainReranker(nn.Module):
 
     def __init__(self, spec: FeatureSpec, kind: str = "linear", hidden: int = 32, interaction_l2: float = 0.0):
         super().__init__()
-        if kind not in KINDS:
-            raise ValueError(f"model kind must be one of {KINDS}, not {kind!r}")
+        if kind not in TORCH_KINDS:
+            raise ValueError(f"a DomainReranker's kind must be one of {TORCH_KINDS}, not {kind!r} "
+                             f"(trees: model=trees, rerank.training.trees.TreeReranker)")
         self.spec = spec
         self.kind = kind
         self.hidden = hidden

@@ -1,7 +1,9 @@
 """``train(cfg)``: one domain's re-ranker, from its hypothesis tables to a published version.
 
 The Hydra entry point ``scripts/train.py`` is a thin wrapper over this
-function, so tests and notebooks call it with a composed config.
+function, so tests and notebooks call it with a composed config. ``model=linear|mlp``
+train in torch under a Lightning ``Trainer``; ``model=trees`` is fitted by LightGBM
+(:mod:`rerank.training.trees`) in the same job, with no Trainer and no checkpoint.
 """
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ from rerank.training.data import SlateTensors, competitor_numbers, to_slates
 from rerank.training.datamodule import SlateDataModule
 from rerank.training.model import DomainReranker
 from rerank.training.module import RerankerModule, build_model, build_optimizer, slate_metrics
+from rerank.training.trees import TreeReranker
 
 log = logging.getLogger(__name__)
 #: slates.candidates: the domain's own n-best, or the utterance's whole cross-domain list
@@ -77,6 +80,10 @@ def train(cfg: Mapping[str, Any]) -> dict:
     build_loss(loss_cfg)
     loss = loss_cfg["name"]  # the short name: registry metadata, folders, printed lines
     make_model = build_model(model_cfg)
+    trees = getattr(make_model.func, "kind", None) == "trees"
+    if trees and LOSSES[loss].listwise:
+        raise ValueError(f"model=trees fits LightGBM's binary objective on semer == 0, a pointwise loss: use loss=crossentropy "
+                         f"(not loss={loss}, a listwise one)")
     build_optimizer(optim_cfg)
     if slates_cfg["candidates"] not in CANDIDATES:
         raise ValueError(f"slates.candidates must be one of {CANDIDATES}, not {slates_cfg['candidates']!r}")
@@ -109,13 +116,7 @@ def train(cfg: Mapping[str, Any]) -> dict:
         slates[split] = s
     check_trainable(slates["train"], domain)
 
-    model: DomainReranker = make_model(spec)
-    valid = slates["train"].semer != PADDED_Y_VALUE
-    model.fit_standardisation(slates["train"].x[valid])
-    module = RerankerModule(model, loss_cfg, optim_cfg, slates["dev"].errors, slates["dev"].total)
-    batch_size = optim_cfg["batch_size"]  # null: the full batch (L-BFGS)
-    dm = SlateDataModule(slates["train"], slates["dev"], batch_size=None if batch_size is None else int(batch_size), seed=int(cfg["seed"]))
-
+    model: DomainReranker | TreeReranker = make_model(spec)
     # A name of its own per run: jobs of one sweep start together and must not share
     # a TensorBoard version folder or a checkpoint file.
     run_name = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{time.time_ns() % 10**6:06d}"
@@ -125,35 +126,48 @@ def train(cfg: Mapping[str, Any]) -> dict:
         logger = instantiate(logger_cfg, **named, **({} if logger_cfg.get("version") else {"version": run_name}))
     else:
         logger = False
-    callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
-    root = Path(cfg["paths"]["log_dir"]) / "checkpoints" / corpus / domain / f"{loss}-{run_name}"
-    trainer: L.Trainer = instantiate(cfg["trainer"], logger=logger, callbacks=callbacks, default_root_dir=str(root))
-    timing["data"] = time.perf_counter() - t
-    t_fit = time.perf_counter()
-    trainer.fit(module, datamodule=dm)
+    if trees:
+        timing["data"] = time.perf_counter() - t
+        t_fit = time.perf_counter()
+        fitted = model.fit(slates["train"], slates["dev"], seed=int(cfg["seed"]), threads=torch_threads(cfg), logger=logger)
+        epochs, rows_seen = fitted["trees"], fitted["rows"] * fitted["rounds"]
+    else:
+        valid = slates["train"].semer != PADDED_Y_VALUE
+        model.fit_standardisation(slates["train"].x[valid])
+        module = RerankerModule(model, loss_cfg, optim_cfg, slates["dev"].errors, slates["dev"].total)
+        batch_size = optim_cfg["batch_size"]  # null: the full batch (L-BFGS)
+        dm = SlateDataModule(slates["train"], slates["dev"], batch_size=None if batch_size is None else int(batch_size),
+                             seed=int(cfg["seed"]))
+        callbacks = [instantiate(c) for c in (cfg.get("callbacks") or {}).values() if c]
+        root = Path(cfg["paths"]["log_dir"]) / "checkpoints" / corpus / domain / f"{loss}-{run_name}"
+        trainer: L.Trainer = instantiate(cfg["trainer"], logger=logger, callbacks=callbacks, default_root_dir=str(root))
+        timing["data"] = time.perf_counter() - t
+        t_fit = time.perf_counter()
+        trainer.fit(module, datamodule=dm)
+        restore_best(trainer, module)
+        module.eval()
+        epochs, rows_seen = trainer.current_epoch, module.rows_seen
     fit_seconds = time.perf_counter() - t_fit
     timing["fit"] = fit_seconds
-    restore_best(trainer, module)
     calibration = cfg.get("calibration", "none")
-    if calibration == "platt":
+    if calibration not in ("none", "platt"):
+        raise ValueError(f"calibration must be 'none' or 'platt', not {calibration!r}")
+    if calibration == "platt" or (trees and model.platt):
         dv = slates["dev"]
         valid = dv.semer != PADDED_Y_VALUE
         if bool((dv.semer[valid] == 0).any()) and bool((dv.semer[valid] != 0).any()):
             model.fit_calibration(dv.x[valid], (dv.semer[valid] == 0).float())
         else:
             log.warning("%s: dev holds only right or only wrong hypotheses; no Platt scaling", domain)
-    elif calibration != "none":
-        raise ValueError(f"calibration must be 'none' or 'platt', not {calibration!r}")
 
-    module.eval()
     with torch.no_grad():
-        dev_logits = model(slates["dev"].x).numpy()
+        dev_logits = np.asarray(model(slates["dev"].x))
     dev = slate_metrics(dev_logits, slates["dev"].semer.numpy(), slates["dev"].errors, slates["dev"].total)
     result = {
         "corpus": corpus, "domain": domain, "loss": loss, "dev": dev,
-        "train_hypotheses": slates["train"].n_hypotheses, "epochs": trainer.current_epoch,
+        "train_hypotheses": slates["train"].n_hypotheses, "epochs": epochs,  # (trees: the trees kept)
         "fit_seconds": round(fit_seconds, 3),
-        "hypotheses_per_second": module.rows_seen / fit_seconds if fit_seconds > 0 else float("nan"),
+        "hypotheses_per_second": rows_seen / fit_seconds if fit_seconds > 0 else float("nan"),
     }
     t = time.perf_counter()
     pictures = cfg.get("pictures", "auto")
@@ -211,7 +225,8 @@ def restore_best(trainer: L.Trainer, module: RerankerModule) -> None:
         module.load_state_dict(state["state_dict"])
 
 
-def log_pictures(logger, model: DomainReranker, dev_logits: np.ndarray, dev: SlateTensors, domain: str, loss: str, metrics: dict) -> None:
+def log_pictures(logger, model: DomainReranker | TreeReranker, dev_logits: np.ndarray, dev: SlateTensors, domain: str, loss: str,
+                 metrics: dict) -> None:
     from rerank.plots import feature_weights, reliability_diagram
 
     exp = getattr(logger, "experiment", None)
@@ -222,7 +237,8 @@ def log_pictures(logger, model: DomainReranker, dev_logits: np.ndarray, dev: Sla
     correct = (dev.semer.numpy()[valid] == 0).astype(float)
     exp.add_figure("dev/reliability", reliability_diagram({f"{domain} {loss}": (p, correct)}, title=f"{domain}: all dev hypotheses"))
     weights = model.feature_weights()
-    exp.add_figure("weights/heatmap", feature_weights({domain: weights}))
-    for name, w in weights.items():
-        exp.add_scalar(f"weights/{name}", w)
+    if weights is not None:  # (trees have none)
+        exp.add_figure("weights/heatmap", feature_weights({domain: weights}))
+        for name, w in weights.items():
+            exp.add_scalar(f"weights/{name}", w)
     logger.log_hyperparams({"domain": domain, "loss": loss}, {f"hp/{k}": v for k, v in metrics.items()})
