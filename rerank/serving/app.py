@@ -66,6 +66,7 @@ from rerank.serving.answers import (
     RequestMetrics,
     VersionsAnswer,
     _json,
+    _json_batch,
     _on_error,
     _ranked,
     _top_confidence,
@@ -79,6 +80,7 @@ from rerank.serving.requests import (
     ServiceSettings,
     _arrow_table,
     _choice,
+    _parse_batch_json,
     _parse_json,
     _selection,
     _trim,
@@ -153,7 +155,7 @@ def create_app(settings: ServiceSettings, live: LiveModels | None = None) -> Fas
             limiter.append(anyio.CapacityLimiter(max(1, settings.work_threads)))
         return await run_off_loop(fn, raw, limiter[0])
 
-    def _post(meter: m.Endpoint, fn, arrow_fn=None, fast_fn=None):
+    def _post(meter: m.Endpoint, fn, arrow_fn=None, fast_fn=None, parse=_parse_json, encode=_json):
         """A POST endpoint: ``answer`` (the route FastAPI calls: errors raised, answered by its exception handlers)
         and ``direct`` (what :class:`DirectRoutes` calls: ``answer``, its errors answered by the same
         :func:`error_response`, and the request counted)."""
@@ -167,9 +169,9 @@ def create_app(settings: ServiceSettings, live: LiveModels | None = None) -> Fas
                     return out
                 except fast.Miss:  # not for the fast path: the field-by-field path answers (or names the bad field)
                     pass
-            out, n = fn(_parse_json(raw), query)
+            out, n = fn(parse(raw), query)
             hypotheses.inc(n)
-            return _json(out)
+            return encode(out)
 
         def by_arrow(raw: bytes, query: Mapping[str, str] | None = None) -> Response:
             out, n = arrow_fn(_arrow_table(raw, settings))
@@ -223,8 +225,8 @@ def create_app(settings: ServiceSettings, live: LiveModels | None = None) -> Fas
         req = codec.decode_batch(raw)
         top_k, fields = _selection(req.top_k, req.fields, query, settings.context_fields)
         snapshot = live.snapshot  # one snapshot for the whole batch
-        results = [codec.ranked(snapshot, u, top_k, fields) for u in req.utterances]
-        return (Response(codec.encode({"results": results, "generation": snapshot.generation}), media_type="application/json"),
+        results = (codec.ranked(snapshot, u, top_k, fields) for u in req.utterances)  # (each encoded once ranked)
+        return (Response(codec.encode_batch(results, snapshot.generation), media_type="application/json"),
                 sum(len(u.hypotheses) for u in req.utterances))
 
     def rank_arrow(table: pa.Table):
@@ -256,7 +258,8 @@ def create_app(settings: ServiceSettings, live: LiveModels | None = None) -> Fas
 
     meters = {"/rank": m.Endpoint("rank"), "/rank/batch": m.Endpoint("rank_batch")}
     posts = {"/rank": _post(meters["/rank"], rank_one, fast_fn=fast_one if codec else None),
-             "/rank/batch": _post(meters["/rank/batch"], rank_batch, rank_arrow, fast_batch if codec else None)}
+             "/rank/batch": _post(meters["/rank/batch"], rank_batch, rank_arrow, fast_batch if codec else None, _parse_batch_json,
+                                  _json_batch)}
     # DirectRoutes calls the direct ones without FastAPI's per-request machinery; FastAPI routes the answers
     app.state.post_handlers = {path: direct for path, (_, direct) in posts.items()}
     app.add_middleware(RequestMetrics, meters=meters)
