@@ -218,9 +218,9 @@ def create_app(settings: ServiceSettings, live: LiveModels | None = None) -> Fas
         req = codec.decode_batch(raw)
         top_k, fields = _selection(req.top_k, req.fields, query, settings.context_fields)
         snapshot = live.snapshot  # one snapshot for the whole batch
-        results = (codec.ranked(snapshot, u, top_k, fields) for u in req.utterances)  # (each encoded once ranked)
-        return (Response(codec.encode_batch(results, snapshot.generation), media_type="application/json"),
-                sum(len(u.hypotheses) for u in req.utterances))
+        n = sum(len(u.hypotheses) for u in req.utterances)
+        results = codec.ranked_each(snapshot, req.utterances, top_k, fields)  # (each encoded, then freed, once ranked)
+        return Response(codec.encode_batch(results, snapshot.generation), media_type="application/json"), n
 
     def rank_arrow(table: pa.Table):
         try:

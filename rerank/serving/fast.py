@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 from itertools import chain
 from operator import attrgetter
-from typing import Annotated, Any, Iterable, Mapping, Sequence
+from typing import Annotated, Any, Iterable, Iterator, Mapping, Sequence
 
 import msgspec
 import numpy as np
@@ -258,6 +258,14 @@ class Codec:
                 "confidence": snapshot.confidence(float(scores.max())) if len(scores) else None,
                 "versions": {d: version[d] if d in known else BASELINE for d in sorted(version)},
                 "fallback": sorted(d for d in version if d not in known), "generation": snapshot.generation}
+
+    def ranked_each(self, snapshot, utterances: list, top_k: int | None, fields: Sequence[str] | None) -> Iterator[dict]:
+        """:meth:`ranked` of each utterance in turn, each let go of (its place in ``utterances`` emptied) once handed
+        out: the objects of a whole batch freed at once hold the GIL for ~20 ms, one utterance's for a few microseconds."""
+        for i, u in enumerate(utterances):
+            utterances[i] = None
+            yield self.ranked(snapshot, u, top_k, fields)
+            del u
 
     def encode(self, obj: Any) -> bytes:
         return self._encoder.encode(obj)
