@@ -24,11 +24,26 @@ MAX_BODY = 16 << 20
 MAX_UTTERANCES = 1000
 
 
+def with_text(pool: list[list[dict]], texts: list[str]) -> list[list[dict]]:
+    """``pool`` with each utterance's text (on its first hypothesis, as an Arrow row or a body's ``text``) instead of
+    the evidence fields the models compute from it."""
+    from rerank.hypotheses.evidence import TEXT_FIELDS
+
+    return [[{**{k: v for k, v in h.items() if k not in TEXT_FIELDS}, **({"text": t} if j == 0 else {})} for j, h in enumerate(hyps)]
+            for hyps, t in zip(pool, texts)]
+
+
+def _utterance(hyps: list[dict], i: int) -> dict:
+    text = hyps[0].get("text") if hyps else None
+    return {"utt_id": i, "hypotheses": [{k: v for k, v in h.items() if k != "text"} for h in hyps]} | (
+        {"text": text} if text is not None else {})
+
+
 def largest_json(pool: list[list[dict]], max_body: int = MAX_BODY, max_utterances: int = MAX_UTTERANCES) -> tuple[bytes, int]:
     """The largest JSON ``/rank/batch`` body of ``pool``'s utterances (cycled) within the limits, and its utterances."""
     n = max_utterances
     while True:
-        body = orjson.dumps({"utterances": [{"utt_id": i, "hypotheses": pool[i % len(pool)]} for i in range(n)]})
+        body = orjson.dumps({"utterances": [_utterance(pool[i % len(pool)], i) for i in range(n)]})
         if len(body) <= max_body:
             return body, n
         n = min(n - 1, int(n * max_body / len(body)))
@@ -117,15 +132,16 @@ def during_batches(addr: tuple[str, int], body: bytes, content_type: str, rounds
             "p50": float(np.percentile(during, 50)), "p99": float(np.percentile(during, 99)), "max": float(during.max())}
 
 
-def run_health(addr: tuple[str, int], pool: list[list[dict]], rounds: int = 10) -> list[str]:
-    """Both forms measured on a running service; the table's lines (markdown)."""
-    json_body, json_n = largest_json(pool)
-    arrow_body, arrow_n = largest_arrow(pool)
+def run_health(addr: tuple[str, int], pool: list[list[dict]], texts: list[str] | None = None, rounds: int = 10) -> list[str]:
+    """Both forms measured on a running service (and, given the utterances' ``texts``, both again with the text instead
+    of the text-derived evidence: the models compute it); the table's lines (markdown)."""
+    pools = [("", pool)] + ([(", text instead of its evidence", with_text(pool, texts))] if texts else [])
     hyps = lambda n: sum(len(pool[i % len(pool)]) for i in range(n))  # noqa: E731
     lines = ["| batch | body (MiB) | utterances / hypotheses | batch (s, median) | /health answers during it | "
              "/health p50 / p99 / max (ms) | not 200 |", "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for name, body, ctype, n in (("JSON rows", json_body, "application/json", json_n),
-                                 ("Arrow IPC", arrow_body, "application/vnd.apache.arrow.stream", arrow_n)):
+    forms = [(f"JSON rows{how}", *largest_json(p), "application/json") for how, p in pools] + \
+            [(f"Arrow IPC{how}", *largest_arrow(p), "application/vnd.apache.arrow.stream") for how, p in pools]
+    for name, body, n, ctype in forms:
         r = during_batches(addr, body, ctype, rounds)
         lines.append(f"| {name} | {len(body) / 2**20:.1f} | {n:,} / {hyps(n):,} | {r['batch_s']:.3f} ({r['rounds']} batches) | "
                      f"{r['polls']} | {r['p50']:.1f} / {r['p99']:.1f} / {r['max']:.1f} | {r['not_ok']} |")

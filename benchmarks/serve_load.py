@@ -315,7 +315,7 @@ def run(output_dir: str, data: str = "hwu64", seconds: float = 60.0, connections
     counts = {d: sum(any(h["domain"] == d for h in u) for u in pool) for d in domains}
     moving = sorted(domains, key=lambda d: -counts[d])[:3]
     if mode == "health":
-        return _health_only(out_dir, work, data, pool, workers, health_rounds)
+        return _health_only(out_dir, work, tables, data, pool, workers, health_rounds)
     if mode == "side_by_side":
         return _side_by_side_only(out_dir, work, reg, corpus, data, pool, sizes, workers, connections,
                                   side_by_side_seconds or 20.0, side_by_side_rounds)
@@ -428,13 +428,15 @@ def run(output_dir: str, data: str = "hwu64", seconds: float = 60.0, connections
     return 0
 
 
-def _health_only(out_dir: Path, work: Path, data: str, pool, workers: int, rounds: int) -> int:
+def _health_only(out_dir: Path, work: Path, tables, data: str, pool, workers: int, rounds: int) -> int:
     from benchmarks.serve_health import run_health
 
     print(f"# /health while the largest batch is scored, {time.strftime('%Y-%m-%d %H:%M %Z')}\n# machine: {machine()}; "
           f"load average before: {' / '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    texts = tables.read_utterances("test").sort_by("utt_index")["text"].to_pylist()
+    texts = texts if len(texts) == len(pool) else None  # (one per utterance of the pool, in its order, or none)
     with server(out_dir, work / "registry", data, workers, work / "serve.log", []) as (addr, proc, command):
-        lines = run_health(addr, pool, max(1, rounds))
+        lines = run_health(addr, pool, texts, max(1, rounds))
     print(f"\ncommand: python benchmarks/run.py bench=serve bench.mode=health bench.output_dir={out_dir} bench.data={data} "
           f"bench.health_rounds={rounds}\nserver: {command}\n")
     print("\n".join(lines))
