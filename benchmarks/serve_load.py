@@ -288,7 +288,7 @@ def _print_side_by_side(runs: dict, command: str, connections: int, sizes, n_bod
 
 def run(output_dir: str, data: str = "hwu64", seconds: float = 60.0, connections: int = 8, promote_every: float = 3.0,
         workers: int = 1, batch_utterances: int = 200, batch_seconds: float = 10.0, keep_every: int = 25, ray: int = 0,
-        side_by_side_seconds: float = 0.0, side_by_side_rounds: int = 2, mode: str = "all") -> int:
+        side_by_side_seconds: float = 0.0, side_by_side_rounds: int = 2, mode: str = "all", health_rounds: int = 0) -> int:
     """The load test (or, with ``ray`` replicas, the Ray Serve run) against the tables and registry of ``output_dir``."""
     from rerank.hypotheses.tables import open_tables
     from rerank.merge.ranker import CrossDomainRanker
@@ -314,6 +314,8 @@ def run(output_dir: str, data: str = "hwu64", seconds: float = 60.0, connections
     sizes = [len(h) for h in pool]
     counts = {d: sum(any(h["domain"] == d for h in u) for u in pool) for d in domains}
     moving = sorted(domains, key=lambda d: -counts[d])[:3]
+    if mode == "health":
+        return _health_only(out_dir, work, tables, data, pool, workers, health_rounds)
     if mode == "side_by_side":
         return _side_by_side_only(out_dir, work, reg, corpus, data, pool, sizes, workers, connections,
                                   side_by_side_seconds or 20.0, side_by_side_rounds)
@@ -418,9 +420,28 @@ def run(output_dir: str, data: str = "hwu64", seconds: float = 60.0, connections
           + f"; total {sum(prof.values()):.0f} of {1e6 * server_cpu / max(1, len(results)):.0f} µs of server CPU per request "
           "(the rest: HTTP, ASGI and the event loop).")
     shutil.rmtree(work, ignore_errors=True)
+    if health_rounds:
+        run(output_dir, data, workers=workers, health_rounds=health_rounds, mode="health")
     if side_by_side_seconds:
         return run(output_dir, data, connections=connections, workers=workers, side_by_side_seconds=side_by_side_seconds,
                    side_by_side_rounds=side_by_side_rounds, mode="side_by_side")
+    return 0
+
+
+def _health_only(out_dir: Path, work: Path, tables, data: str, pool, workers: int, rounds: int) -> int:
+    from benchmarks.serve_health import run_health
+
+    print(f"# /health while the largest batch is scored, {time.strftime('%Y-%m-%d %H:%M %Z')}\n# machine: {machine()}; "
+          f"load average before: {' / '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    texts = tables.read_utterances("test").sort_by("utt_index")["text"].to_pylist()
+    texts = texts if len(texts) == len(pool) else None  # (one per utterance of the pool, in its order, or none)
+    with server(out_dir, work / "registry", data, workers, work / "serve.log", []) as (addr, proc, command):
+        lines = run_health(addr, pool, texts, max(1, rounds))
+    print(f"\ncommand: python benchmarks/run.py bench=serve bench.mode=health bench.output_dir={out_dir} bench.data={data} "
+          f"bench.health_rounds={rounds}\nserver: {command}\n")
+    print("\n".join(lines))
+    print(f"\nload average after: {' / '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

@@ -22,8 +22,14 @@ def main(cfg: DictConfig) -> None:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="rerank_metrics_")
     print(f"serve: {c['data']['name']} on http://{c['host']}:{c['port']} ({workers} worker{'s' if workers > 1 else ''})",
           flush=True)
+    try:  # (uvicorn's httptools protocol, an answer's writes in one system call: rerank/serving/http.py)
+        from rerank.serving.http import GatheredWritesProtocol as http
+    except ImportError:  # no httptools: uvicorn's own choice
+        http = "auto"
     uvicorn.run("rerank.serving.app:app_from_env", factory=True, host=c["host"], port=int(c["port"]), workers=workers,
-                log_level=c["serve"]["log_level"], access_log=False)
+                log_level=c["serve"]["log_level"], access_log=False, http=http,
+                # (the service reads no client address: X-Forwarded-* headers need no middleware on every request)
+                proxy_headers=False)
 
 
 if __name__ == "__main__":

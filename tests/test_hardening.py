@@ -300,7 +300,8 @@ def test_health_answers_while_the_largest_batch_is_scored(live_world, tmp_path):
         def batch() -> None:
             t0 = time.monotonic()
             r = httpx.post(url + "/rank/batch", content=body, headers={"content-type": "application/json"}, timeout=120)
-            done.update(t0=t0, t1=time.monotonic(), status=r.status_code, results=len(r.json()["results"]))
+            done.update(t0=t0, t1=time.monotonic(), response=r)  # (read once the polls are over: parsing 18 MB here
+            # would hold this process's GIL and delay the polls' own timing)
 
         health = []
         with httpx.Client(base_url=url, timeout=30) as client:
@@ -312,15 +313,17 @@ def test_health_answers_while_the_largest_batch_is_scored(live_world, tmp_path):
                 t0 = time.monotonic()
                 r = client.get("/health")
                 health.append((t0, time.monotonic(), r.status_code))
-                time.sleep(0.02)
+                time.sleep(0.005)
             thread.join(timeout=60)
-    assert done["status"] == 200 and done["results"] == n
+    assert done["response"].status_code == 200 and len(done["response"].json()["results"]) == n
     seconds = done["t1"] - done["t0"]
     during = [t1 - t0 for t0, t1, _ in health if t0 >= done["t0"] and t1 <= done["t1"]]
     overlapping = [t1 - t0 for t0, t1, _ in health if t1 >= done["t0"] and t0 <= done["t1"]]
     assert seconds > 0.3, f"the batch of {n} utterances took {seconds:.2f} s: too quick to show anything"
     assert all(s == 200 for *_, s in health)
-    # the loop is free: /health answers all along (a loop busy scoring answers once the batch is done)
+    # the loop is free: /health answers all along (a loop busy scoring answers once the batch is done). How fast it
+    # answers is a speed target (p99 under 50 ms), measured by `bench=serve bench.mode=health`, not by this test: on a
+    # shared machine the figure moves with the load; what is checked here is that no single stall lasts half the batch.
     assert len(during) >= 5, (len(during), seconds)
     worst = max(overlapping)
     print(f"/health during a {seconds:.2f} s batch of {n} utterances: {len(overlapping)} answers, p50 "

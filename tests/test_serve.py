@@ -253,6 +253,45 @@ def test_the_fast_path_scores_as_the_offline_ranker_exactly(live_world):
             codec.ranked(Snap, codec.decode_one(bad.encode()), None, None)
 
 
+def test_a_batch_is_read_and_written_one_utterance_at_a_time_to_the_byte(live_world):
+    """/rank/batch reads and writes a batch one utterance per call (so that no call holds the GIL for the whole body):
+    the same objects, answers and errors as one call for all, on the fast path and on the field-by-field one."""
+    import msgspec
+    import orjson
+
+    from rerank.serving import fast
+    from rerank.serving.answers import _json, _json_batch
+    from rerank.serving.requests import BadRequest, _parse_batch_json, _parse_json
+
+    ranker = CrossDomainRanker.from_registry(Registry(live_world.registry_dir), CORPUS).prepare()
+    codec = fast.Codec(("device",), 2000, 1000)
+
+    class Snap:
+        versions, generation = {d: s.version for d, s in ranker.scorers.items()}, 3
+        confidence = staticmethod(float)
+
+    Snap.ranker = ranker
+    raw = json.dumps({"utterances": [{"utt_id": i, "hypotheses": h} for i, h in enumerate(utterances(live_world, 8))],
+                      "top_k": 4}).encode()
+    whole = msgspec.json.decode(raw, type=codec.Batch)
+    parts = codec.decode_batch(raw)
+    assert msgspec.json.encode(parts) == msgspec.json.encode(whole)
+    want = codec.encode({"results": [codec.ranked(Snap, u, 4, None) for u in whole.utterances], "generation": 3})
+    assert codec.encode_batch((codec.ranked(Snap, u, 4, None) for u in parts.utterances), 3) == want
+    answer = orjson.loads(want)
+    assert _json_batch(answer).body == _json(answer).body
+    for body in (raw, b'{"utterances": 5}', b"[1, 2]", b'{"utterances": [{"hypotheses": []}, NaN]}', b'{"utterances": [1, 2',
+                 b'{"utterances": [{"a": 1}], "top_k": 3, "utterances": []}', b'{"utterances": ["\\ud800"]}', b"{" * 2000,
+                 b'{"utterances": [{"utt_id": 123456789012345678901234567890}]}', b'  {"utterances": [ {} , [] ] }  '):
+        outcomes = []
+        for read in (_parse_json, _parse_batch_json):
+            try:
+                outcomes.append(("read", read(body)))
+            except BadRequest as err:
+                outcomes.append(("refused", str(err), err.field, err.status))
+        assert repr(outcomes[0]) == repr(outcomes[1]), (body[:60], outcomes)  # (repr: NaN is not equal to itself)
+
+
 def parse(h: dict, context: dict | None) -> dict:
     from rerank.hypotheses.nbest import parse_hypothesis
 

@@ -234,3 +234,45 @@ def test_both_paths_answer_every_error_alike(tmp_path, caplog):
 
 def value(metrics: str, series: str) -> float:
     return next(float(line.rsplit(" ", 1)[1]) for line in metrics.splitlines() if line.startswith(series + " "))
+
+
+def test_an_answers_writes_go_out_together_and_before_a_close():
+    """rerank.serving.http: the writes of one loop step reach the transport as one writelines (one system call), in
+    order; closing sends what is pending first; writes after the transport closes are dropped, as uvloop drops them."""
+    from rerank.serving.http import _GatheredWrites
+
+    class Transport:
+        def __init__(self):
+            self.calls, self.closed = [], False
+
+        def writelines(self, parts):
+            self.calls.append(("writelines", list(parts)))
+
+        def close(self):
+            self.calls.append(("close",))
+            self.closed = True
+
+        def is_closing(self):
+            return self.closed
+
+        def get_extra_info(self, name, default=None):
+            return ("127.0.0.1", 1) if name == "peername" else default
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        t = Transport()
+        w = _GatheredWrites(t, loop)
+        w.write(b"HTTP/1.1 200 OK\r\n\r\n")
+        w.write(b"")
+        w.write(b"body")
+        assert t.calls == []  # (nothing sent within the step)
+        await asyncio.sleep(0)
+        assert t.calls == [("writelines", [b"HTTP/1.1 200 OK\r\n\r\n", b"body"])]
+        w.writelines([b"a", b"b"])
+        w.close()  # (a connection closed right after its answer: the answer first)
+        assert t.calls[1:] == [("writelines", [b"a", b"b"]), ("close",)]
+        w.write(b"late")
+        await asyncio.sleep(0)
+        assert len(t.calls) == 3 and w.is_closing() and w.get_extra_info("peername") == ("127.0.0.1", 1)
+
+    asyncio.run(main())

@@ -73,8 +73,8 @@ def score_columns(self: "CrossDomainRanker", cols: HypothesisColumns, unknown: s
 
     raw = cols.scores
     logs = log_scores(raw)
-    needs = {d: r for d in distinct if (r := scorers[d].text_resources) is not None}
-    if needs and cols.tokens is not None and cols.evidence is not None:
+    needs = {d: r for d in distinct if (r := scorers[d].text_resources) is not None} if cols.tokens is not None else None
+    if needs and cols.evidence is not None:
         T = self._text_index().values(cols.tokens, [d if d in needs else "" for d in domains], cols.intent,
                                                     cols.slots)
         at = [cols.evidence_fields.index(f) for f in TEXT_FIELDS]
@@ -99,7 +99,8 @@ def score_columns(self: "CrossDomainRanker", cols: HypothesisColumns, unknown: s
         linear = []
     if linear:
         many = self._linear_domains()
-        code = np.array(list(map(many.code.get, domains, repeat(-1))), dtype=np.int64)
+        code_list = list(map(many.code.get, domains, repeat(-1)))
+        code = np.array(code_list, dtype=np.int64)
         rows = np.flatnonzero(code >= 0)
         every = len(rows) == n
         take = (lambda a: a) if every else (lambda a: a[rows])
@@ -111,9 +112,11 @@ def score_columns(self: "CrossDomainRanker", cols: HypothesisColumns, unknown: s
                 raise BadFeatures("an evidence field a model needs is not given")
         pick = (lambda col: col) if every else (lambda col: [col[i] for i in rows.tolist()])
         types = pick(cols.slot_types)
-        scores[rows] = many.column_logits(c.tolist(), take(raw), take(logs), pick(ranks), list(map(len, types)),
-                                          pick(cols.intent), [pick(cols.context[f]) for f in many.context_fields], types,
-                                          ev)
+        logits = many.column_logits(code_list if every else c.tolist(), take(raw), take(logs), pick(ranks), list(map(len, types)),
+                                    pick(cols.intent), [pick(cols.context[f]) for f in many.context_fields], types, ev)
+        if every:  # (every row a linear model's: nothing else to score)
+            return _sigmoid(logits), list(ranks), {d: s.version for d, s in scorers.items()}
+        scores[rows] = logits
         model[rows] = True
     rest = [d for d in distinct if d not in linear]
     base = [i for d in rest if scorers[d].is_baseline for i in by_domain()[d]]

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 _LAST_INDEX: dict[tuple, TextIndex] = {}
 #: from this many linear domains on, score_tables scores them together (rerank.model.many)
 MANY_DOMAINS = 32
+TEXT_ROWS = 4096  # rows of a table read at once to compute their utterances' text-derived evidence
 MISSING_POLICIES = ("baseline", "error")
 
 
@@ -299,21 +300,24 @@ class CrossDomainRanker:
         index = self._text_index()
         utt = table["utt_index"].to_numpy()
         order = np.argsort(utt, kind="stable")
-        bounds = np.flatnonzero(np.r_[True, utt[order][1:] != utt[order][:-1], True])
-        text, domain = table["text"].to_pylist(), table["domain"].to_pylist()
-        intent, slots = table["intent"].to_pylist(), table["slots"].to_pylist()
+        bounds = np.flatnonzero(np.r_[True, utt[order][1:] != utt[order][:-1], True]).tolist()
+        by_utt = table.select(["text", "domain", "intent", "slots"]).take(pa.array(order))
         T = np.full((table.num_rows, len(TEXT_FIELDS)), np.nan)
-        for a, b in zip(bounds[:-1].tolist(), bounds[1:].tolist()):
-            rows = order[a:b].tolist()
-            said = next((text[i] for i in rows if text[i] is not None), None)
-            if said is None:
-                continue
-            try:
-                tokens = request_tokens(said)
-            except BadText as err:
-                raise BadFeatures(f"utterance {table['utt'][rows[0]].as_py()!r}: {err}", "text") from None
-            T[rows] = index.values(tokens, [domain[i] if domain[i] in needs else "" for i in rows], [intent[i] for i in rows],
-                                   [slots[i] for i in rows])
+        # ~TEXT_ROWS rows (whole utterances) made objects at a time: all rows at once hold the GIL for tens of ms (/health)
+        edges = [0, *(np.flatnonzero(np.diff(np.asarray(bounds[:-1]) // TEXT_ROWS)) + 1).tolist(), len(bounds) - 1]
+        for u, v in zip(edges[:-1], edges[1:]):
+            at, part = bounds[u], bounds[u:v + 1]
+            text, domain, intent, slots = (c.to_pylist() for c in by_utt.slice(at, part[-1] - at).columns)
+            for a, b in zip(part[:-1], part[1:]):
+                rows = slice(a - at, b - at)
+                said = next((t for t in text[rows] if t is not None), None)
+                if said is None:
+                    continue
+                try:
+                    tokens = request_tokens(said)
+                except BadText as err:
+                    raise BadFeatures(f"utterance {table['utt'][int(order[a])].as_py()!r}: {err}", "text") from None
+                T[order[a:b]] = index.values(tokens, [x if x in needs else "" for x in domain[rows]], intent[rows], slots[rows])
         for j, f in enumerate(TEXT_FIELDS):
             computed = pa.array(T[:, j], mask=np.isnan(T[:, j]))
             if f in table.column_names:

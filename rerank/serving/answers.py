@@ -54,6 +54,15 @@ def _json(obj: Any, status: int = 200, headers: Mapping[str, str] | None = None)
                     headers=headers)
 
 
+def _json_batch(obj: dict) -> Response:
+    """``_json(obj)`` of a batch's answer (``{"results": [...], "generation": g}``, in that order), one result encoded per
+    call: one call for all of them holds the GIL for tens of milliseconds, and the event loop waits that long."""
+    assert list(obj) == ["results", "generation"], list(obj)
+    parts = [orjson.dumps(r, option=orjson.OPT_SERIALIZE_NUMPY) for r in obj["results"]]
+    return Response(b"".join((b'{"results":[', b",".join(parts), b'],"generation":', orjson.dumps(obj["generation"]), b"}")),
+                    media_type="application/json")
+
+
 def error_response(err: Exception, endpoint: str) -> Response:
     """The service's answer to an exception raised while answering ``endpoint``: the one mapping, used by FastAPI's
     exception handlers and by the direct path of ``POST /rank`` and ``/rank/batch`` (:class:`DirectRoutes`).

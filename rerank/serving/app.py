@@ -51,6 +51,7 @@ import orjson
 import pyarrow as pa
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from starlette.datastructures import QueryParams
 from starlette.requests import ClientDisconnect
 
 from rerank.hypotheses.fields import request_schema
@@ -66,6 +67,7 @@ from rerank.serving.answers import (
     RequestMetrics,
     VersionsAnswer,
     _json,
+    _json_batch,
     _on_error,
     _ranked,
     _top_confidence,
@@ -75,14 +77,16 @@ from rerank.serving.live import LiveModels
 from rerank.serving.offload import run_off_loop
 from rerank.serving.requests import (
     BadRequest,
-    BodyTooLarge,
     ServiceSettings,
     _arrow_table,
     _choice,
+    _parse_batch_json,
     _parse_json,
     _selection,
     _trim,
     _utterance,
+    body_headers,
+    read_body,
 )
 
 log = logging.getLogger(__name__)
@@ -131,20 +135,6 @@ def create_app(settings: ServiceSettings, live: LiveModels | None = None) -> Fas
                   exception_handlers={BadRequest: _on_error, ClientDisconnect: _on_error, Exception: _on_error})
     app.state.live, app.state.settings = live, settings
 
-    async def _raw(request: Request) -> bytes:
-        """The body, refused as soon as it is known to exceed the limit: from its Content-Length, else while it streams."""
-        limit = settings.max_body_bytes
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise BodyTooLarge(f"the body holds {int(declared)} bytes (Content-Length), more than the limit of {limit}")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise BodyTooLarge(f"the body holds more than the limit of {limit} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
-
     async def _work(fn: Callable[[bytes], Response], raw: bytes) -> Response:
         """``fn(raw)`` on the event loop for a small body, else on a worker thread (bounded), so the loop stays free."""
         if len(raw) <= settings.inline_body_bytes:
@@ -153,10 +143,10 @@ def create_app(settings: ServiceSettings, live: LiveModels | None = None) -> Fas
             limiter.append(anyio.CapacityLimiter(max(1, settings.work_threads)))
         return await run_off_loop(fn, raw, limiter[0])
 
-    def _post(meter: m.Endpoint, fn, arrow_fn=None, fast_fn=None):
+    def _post(meter: m.Endpoint, fn, arrow_fn=None, fast_fn=None, parse=_parse_json, encode=_json):
         """A POST endpoint: ``answer`` (the route FastAPI calls: errors raised, answered by its exception handlers)
-        and ``direct`` (what :class:`DirectRoutes` calls: ``answer``, its errors answered by the same
-        :func:`error_response`, and the request counted)."""
+        and ``direct`` (the ASGI app :class:`DirectRoutes` calls: the same answer from the scope and the ASGI messages,
+        its errors answered by the same :func:`error_response`, the request counted)."""
         hypotheses = meter.hypotheses
 
         def by_json(raw: bytes, query: Mapping[str, str] | None = None) -> Response:
@@ -167,30 +157,35 @@ def create_app(settings: ServiceSettings, live: LiveModels | None = None) -> Fas
                     return out
                 except fast.Miss:  # not for the fast path: the field-by-field path answers (or names the bad field)
                     pass
-            out, n = fn(_parse_json(raw), query)
+            out, n = fn(parse(raw), query)
             hypotheses.inc(n)
-            return _json(out)
+            return encode(out)
 
         def by_arrow(raw: bytes, query: Mapping[str, str] | None = None) -> Response:
             out, n = arrow_fn(_arrow_table(raw, settings))
             hypotheses.inc(n)
             return out
 
-        async def answer(request: Request) -> Response:
+        async def answered(scope, receive) -> Response:
             ensure_watching()
-            arrow = arrow_fn is not None and ARROW in request.headers.get("content-type", "")
-            query = request.query_params if request.scope.get("query_string") else None
-            return await _work(functools.partial(by_arrow if arrow else by_json, query=query), await _raw(request))
+            content_type, declared = body_headers(scope["headers"])
+            arrow = arrow_fn is not None and ARROW in (content_type or "")
+            query = QueryParams(scope["query_string"]) if scope.get("query_string") else None
+            raw = await read_body(declared, receive, settings.max_body_bytes)
+            return await _work(functools.partial(by_arrow if arrow else by_json, query=query), raw)
 
-        async def direct(request: Request) -> Response:
+        async def answer(request: Request) -> Response:
+            return await answered(request.scope, request.receive)
+
+        async def direct(scope, receive, send) -> None:
             t0, response = time.perf_counter(), None
             try:
-                response = await answer(request)
+                response = await answered(scope, receive)
             except Exception as err:  # (a bug must not take the service down: error_response answers a 500)
                 response = error_response(err, meter.name)
             finally:  # (a cancelled request has no response: counted as one that failed)
                 meter.observe(500 if response is None else response.status_code, time.perf_counter() - t0)
-            return response
+            await response(scope, receive, send)
 
         return answer, direct
 
@@ -223,9 +218,9 @@ def create_app(settings: ServiceSettings, live: LiveModels | None = None) -> Fas
         req = codec.decode_batch(raw)
         top_k, fields = _selection(req.top_k, req.fields, query, settings.context_fields)
         snapshot = live.snapshot  # one snapshot for the whole batch
-        results = [codec.ranked(snapshot, u, top_k, fields) for u in req.utterances]
-        return (Response(codec.encode({"results": results, "generation": snapshot.generation}), media_type="application/json"),
-                sum(len(u.hypotheses) for u in req.utterances))
+        n = sum(len(u.hypotheses) for u in req.utterances)
+        results = codec.ranked_each(snapshot, req.utterances, top_k, fields)  # (each encoded, then freed, once ranked)
+        return Response(codec.encode_batch(results, snapshot.generation), media_type="application/json"), n
 
     def rank_arrow(table: pa.Table):
         try:
@@ -256,7 +251,8 @@ def create_app(settings: ServiceSettings, live: LiveModels | None = None) -> Fas
 
     meters = {"/rank": m.Endpoint("rank"), "/rank/batch": m.Endpoint("rank_batch")}
     posts = {"/rank": _post(meters["/rank"], rank_one, fast_fn=fast_one if codec else None),
-             "/rank/batch": _post(meters["/rank/batch"], rank_batch, rank_arrow, fast_batch if codec else None)}
+             "/rank/batch": _post(meters["/rank/batch"], rank_batch, rank_arrow, fast_batch if codec else None, _parse_batch_json,
+                                  _json_batch)}
     # DirectRoutes calls the direct ones without FastAPI's per-request machinery; FastAPI routes the answers
     app.state.post_handlers = {path: direct for path, (_, direct) in posts.items()}
     app.add_middleware(RequestMetrics, meters=meters)
@@ -348,8 +344,7 @@ class DirectRoutes:
         if scope["type"] == "http" and scope["method"] == "POST":
             handler = self._handlers.get(scope["path"])
             if handler is not None:
-                response = await handler(Request(scope, receive))
-                await response(scope, receive, send)
+                await handler(scope, receive, send)
                 return
         await self.app(scope, receive, send)
 
