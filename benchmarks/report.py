@@ -180,8 +180,16 @@ def selection_lines(sel: Mapping[str, Any]) -> list[str]:
                      f"{r3['grid_seconds']:.0f} s; best dev SemER {min(r3['dev_semer'].values()):.4f}, "
                      f"worst {max(r3['dev_semer'].values()):.4f})")
     if j := sel.get("joint"):
-        lines.append(f"- joint model: R3's alpha and T, L-BFGS {j.get('evaluations')} function evaluations on {j.get('hypotheses')} "
-                     f"training hypotheses, dev SemER {_f(j.get('dev_semer'))}")
+        grid = "; dev SemER per (alpha, T): " + ", ".join(f"{k}: {v:.4f}" for k, v in j["grid"].items()) if j.get("grid") else ""
+        lines.append(f"- joint model on the default's features: alpha={j.get('alpha')}, T={j.get('temperature')} chosen on dev, "
+                     f"L-BFGS {j.get('evaluations')} function evaluations on {j.get('hypotheses')} training hypotheses, dev SemER "
+                     f"{_f(j.get('dev_semer'))}{grid}")
+    for key, label in (("lambdamart", "LightGBM LambdaMART on the default's features"), ("trees", "per-domain LightGBM"),
+                       ("intent_linear", "per-intent evidence weights, L2")):
+        if m := sel.get(key):
+            chosen = m.get("chosen", m.get("interaction_l2"))
+            lines.append(f"- {label}: {chosen} chosen on dev (dev SemER per setting: "
+                         + ", ".join(f"{k}: {v:.4f}" for k, v in m["dev_semer"].items()) + f"; grid {m['grid_seconds']:.0f} s)")
     return lines
 
 
