@@ -93,11 +93,11 @@ class TableSet:
     def open(cls, path: str | os.PathLike, hint: str | None = None) -> "TableSet":
         path = Path(path)
         mpath = path / MANIFEST
-        if not mpath.exists():
-            how = f"; build it with: {hint}" if hint else ""
-            raise TablesMissing(f"no hypothesis tables at {path} ({MANIFEST} is missing){how}")
         try:
             manifest = read_json(mpath)
+        except FileNotFoundError:  # (no check before the read: a prepare or import may swap the set away in between)
+            how = f"; build it with: {hint}" if hint else ""
+            raise TablesMissing(f"no hypothesis tables at {path} ({MANIFEST} is missing){how}") from None
         except (OSError, json.JSONDecodeError) as err:
             raise TablesCorrupt(f"{mpath}: unreadable manifest ({err})") from None
         if manifest.get("schema_version") != SCHEMA_VERSION:
